@@ -1,0 +1,52 @@
+"""One root exception; each subclass carries the exit code the CLI returns for it.
+
+Anything that is not a RolloutError is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_STEP_FAILED = 1
+EXIT_INVALID = 2
+EXIT_LOCKED = 3
+
+
+class RolloutError(Exception):
+    """An expected failure with a message written for the operator."""
+
+    exit_code = EXIT_INVALID
+
+
+class PlanError(RolloutError):
+    """The plan is invalid. Holds every problem found, each already located."""
+
+    exit_code = EXIT_INVALID
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        noun = "problem" if len(problems) == 1 else "problems"
+        super().__init__(f"invalid plan ({len(problems)} {noun}):\n" + "\n".join(problems))
+
+
+class UsageError(RolloutError):
+    """A bad argument, an unknown environment or step, a missing DSN."""
+
+    exit_code = EXIT_INVALID
+
+
+class DatabaseUnavailable(RolloutError):
+    """The database cannot be reached or refuses the credentials."""
+
+    exit_code = EXIT_INVALID
+
+
+class StepFailed(RolloutError):
+    """A precondition, migration or verification failed; the step records why."""
+
+    exit_code = EXIT_STEP_FAILED
+
+
+class EnvironmentLocked(RolloutError):
+    """Another operator holds this environment's advisory lock."""
+
+    exit_code = EXIT_LOCKED

@@ -1,0 +1,241 @@
+"""The plan: frozen models of rollout.yaml, their JSON Schema, and the values loading derives.
+
+The pydantic models are the single description of the format: they validate a plan, and the
+same models generate the JSON Schema that `rollout schema` prints for editors.
+Loading (YAML, locations, files on disk) lives in plan_loader.py; nothing here touches a
+database or the file system.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, Strict, StringConstraints, WithJsonSchema, model_validator
+from yoyo.migrations import get_migration_hash
+
+from .errors import UsageError
+
+NAME_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
+NAME_RULE = "lowercase letters, digits and '_', starting with a letter, at most 63 characters"
+
+Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
+
+_DURATION = re.compile(r"^\s*(\d+)\s*(ms|s|min|h)?\s*$")
+_UNIT_MS = {"ms": 1, "s": 1000, "min": 60_000, "h": 3_600_000, None: 1}
+
+
+def parse_duration(value: object) -> object:
+    """Turn '200ms', '5s', '10min', '1h' or a bare integer (milliseconds) into milliseconds."""
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if match is None:
+            raise ValueError(f"{value!r} is not a duration; write e.g. 200ms, 5s, 10min or 1h")
+        return int(match.group(1)) * _UNIT_MS[match.group(2)]
+    return value
+
+
+Duration = Annotated[
+    int,
+    BeforeValidator(parse_duration),
+    Field(ge=0),
+    WithJsonSchema(
+        {
+            "description": "milliseconds, or a string such as 200ms, 5s, 10min, 1h",
+            "oneOf": [
+                {"type": "integer", "minimum": 0},
+                {"type": "string", "pattern": r"^\s*\d+\s*(ms|s|min|h)?\s*$"},
+            ],
+        }
+    ),
+]
+
+
+
+def _flag_value(value: object) -> bool | int:
+    if isinstance(value, bool) or (isinstance(value, int) and 0 <= value <= 100):
+        return value
+    raise ValueError(f"a flag value is on, off or a percentage from 0 to 100 (got {value!r})")
+
+
+# A flag value: on, off, or the percentage of subjects that see it.
+FlagValue = Annotated[
+    Union[bool, int],
+    PlainValidator(_flag_value),
+    WithJsonSchema({"oneOf": [{"type": "boolean"}, {"type": "integer", "minimum": 0, "maximum": 100}]}),
+]
+
+
+def Seq(item: type) -> object:
+    """A tuple in the model that YAML may write as a list; the items stay strictly typed."""
+    return Annotated[tuple[item, ...], Strict(False)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class Timeouts(_Model):
+    """How long a statement may wait for a lock and run, and how long to keep retrying."""
+
+    lock: Duration = Field(200, description="lock_timeout for every statement (default 200ms)")
+    statement: Duration = Field(600_000, description="statement_timeout (default 10min)")
+    retry_budget: Duration = Field(
+        60_000, description="total time to keep retrying lock timeouts, with jittered backoff (default 60s)"
+    )
+
+
+class Environment(_Model):
+    """Where a plan is applied: the embedded server, or a database named by an environment variable."""
+
+    database: Literal["embedded"] | None = Field(None, description="'embedded': the built-in PostgreSQL server")
+    dsn_env: Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] | None = Field(
+        None, description="name of the environment variable that holds this environment's DSN"
+    )
+    bootstrap: str | None = Field(None, description="SQL file applied once to an empty database")
+    seed: str | None = Field(
+        None, description="SQL file run by `rollout db seed`; reads the row count from current_setting('rollout.seed_rows')"
+    )
+    confirm: bool = Field(False, description="ask before changing anything unless --yes is given")
+
+    @model_validator(mode="after")
+    def _one_database(self) -> "Environment":
+        if (self.database is None) == (self.dsn_env is None):
+            raise ValueError("an environment needs exactly one of 'database: embedded' or 'dsn_env: VARIABLE'")
+        return self
+
+
+class Flag(_Model):
+    """A feature flag: its value in each environment lives in that environment's database."""
+
+    description: str
+    default: FlagValue = Field(False, description="on, off, or a percentage 0-100")
+    environments: dict[Name, FlagValue] = Field(default_factory=dict, description="default per environment")
+
+
+class Check(_Model):
+    """A named SQL query that returns the rows violating a rule: it passes when it returns none."""
+
+    name: Name
+    description: str = ""
+    sql: str | None = Field(None, description="the query, inline")
+    file: str | None = Field(None, description="a file holding the query, relative to the plan")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "Check":
+        if (self.sql is None) == (self.file is None):
+            raise ValueError("a check needs exactly one of 'sql' or 'file'")
+        return self
+
+
+class Step(_Model):
+    """One schema improvement: preconditions, expand migration, verification, optional contract."""
+
+    id: Name
+    title: str
+    description: str = ""
+    priority: Literal["high", "medium", "low"]
+    flag: Name | None = None
+    depends_on: Seq(Name) = ()
+    preconditions: Seq(Check) = ()
+    migrate: str = Field(description="folder of yoyo-format SQL migrations (with .rollback.sql files)")
+    verify: Seq(Check) = ()
+    finalize: str | None = Field(None, description="folder of the contract-phase migrations")
+    timeouts: Timeouts | None = None
+
+
+class PlanModel(_Model):
+    """rollout.yaml, format version 1."""
+
+    model_config = ConfigDict(title="rollout plan")
+
+    version: Literal[1]
+    environments: dict[Name, Environment]
+    flags: dict[Name, Flag] = Field(default_factory=dict)
+    timeouts: Timeouts = Field(default_factory=Timeouts, description="defaults for every step")
+    steps: Seq(Step)
+
+
+def json_schema() -> dict:
+    """The JSON Schema of rollout.yaml, for editors and CI validation."""
+    schema = PlanModel.model_json_schema()
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One yoyo migration file, read into statements (loading resolves files; running executes them)."""
+
+    id: str
+    path: str
+    statements: tuple[str, ...]
+    rollback: tuple[str, ...]
+    transactional: bool
+
+    @property
+    def hash(self) -> str:
+        """yoyo's key for the migration, so `yoyo list` sees what rollout applied."""
+        return get_migration_hash(self.id)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A validated plan with every file it references read in."""
+
+    path: str
+    model: PlanModel
+    migrations: dict[tuple[str, str], tuple[Migration, ...]]  # (step id, "migrate"|"finalize") -> files
+
+    @property
+    def steps(self) -> tuple[Step, ...]:
+        return self.model.steps
+
+    @property
+    def directory(self) -> str:
+        return os.path.dirname(os.path.abspath(self.path))
+
+    def step(self, step_id: str) -> Step:
+        for step in self.model.steps:
+            if step.id == step_id:
+                return step
+        known = ", ".join(s.id for s in self.model.steps)
+        raise UsageError(f"no step {step_id!r} in {self.path}; steps are: {known}")
+
+    def environment(self, name: str) -> Environment:
+        try:
+            return self.model.environments[name]
+        except KeyError:
+            known = ", ".join(self.model.environments)
+            raise UsageError(f"no environment {name!r} in {self.path}; environments are: {known}") from None
+
+    def timeouts(self, step: Step) -> Timeouts:
+        return step.timeouts or self.model.timeouts
+
+    def order(self, target: str | None = None) -> list[Step]:
+        """Steps in plan order with dependencies first; only `target` and what it needs when given."""
+        by_id = {s.id: s for s in self.model.steps}
+        wanted = [self.step(target)] if target else list(self.model.steps)
+        ordered: list[Step] = []
+        seen: set[str] = set()
+
+        def visit(step: Step) -> None:
+            if step.id in seen:
+                return
+            seen.add(step.id)
+            for dep in step.depends_on:
+                visit(by_id[dep])
+            ordered.append(step)
+
+        for step in wanted:
+            visit(step)
+        return ordered
+
+    def dependents(self, step_id: str) -> list[Step]:
+        """Steps that depend on `step_id`, directly or not, in reverse order (undo these first)."""
+        affected = {step_id}
+        for step in self.order():
+            if affected.intersection(step.depends_on):
+                affected.add(step.id)
+        return [s for s in reversed(self.order()) if s.id in affected and s.id != step_id]

@@ -1,0 +1,377 @@
+"""Load rollout.yaml strictly: every problem, located at file:line:column, reported at once.
+
+Pure: reads the plan and the files it names, never a database. YAML is composed into nodes
+first so each value keeps its position; pydantic validates the shape; then the checks the
+schema cannot express (ids, dependencies, files, migrations) run over the validated model.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import yaml
+from pydantic import ValidationError
+from yoyo.exceptions import BadMigration
+from yoyo.migrations import read_migrations, read_sql_migration, topological_sort
+
+from .errors import PlanError
+from .plan import NAME_RULE, Check, Migration, Plan, PlanModel, json_schema
+
+MAX_PLAN_BYTES = 1024 * 1024
+MAX_NODES = 50_000  # an alias bomb expands far beyond this; a real plan stays far below
+
+Path = tuple  # a path into the document: keys and list indexes
+
+
+@dataclass
+class _Document:
+    """The plan's text with the position of every value and key in it."""
+
+    file: str
+    values: dict[Path, yaml.Mark] = field(default_factory=dict)
+    keys: dict[Path, yaml.Mark] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+    def at(self, path: Path, message: str, *, key: bool = False) -> None:
+        """Record a problem at the value (or key) `path`, or at its nearest located parent."""
+        marks = self.keys if key else self.values
+        probe = tuple(path)
+        while probe not in marks and probe:
+            probe = probe[:-1]
+            marks = self.values
+        mark = marks.get(probe)
+        where = f"{self.file}:{mark.line + 1}:{mark.column + 1}" if mark else self.file
+        label = _dotted(path)
+        self.problems.append(f"{where}: {label + ': ' if label else ''}{message}")
+
+
+def _dotted(path: Path) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def load_plan(path: str) -> Plan:
+    """Read, validate and resolve a plan; raise PlanError listing every problem."""
+    doc = _Document(path)
+    data = _read_yaml(path, doc)
+    if doc.problems:
+        raise PlanError(doc.problems)
+    try:
+        model = PlanModel.model_validate(data)
+    except ValidationError as exc:
+        for error in exc.errors():
+            _report_validation_error(error, doc)
+        raise PlanError(doc.problems) from None
+    base = os.path.dirname(os.path.realpath(path))
+    _check_references(model, doc)
+    model = _resolve_check_files(model, base, doc)
+    migrations = _read_all_migrations(model, base, doc)
+    _check_environment_files(model, base, doc)
+    if doc.problems:
+        raise PlanError(doc.problems)
+    return Plan(path=path, model=model, migrations=migrations)
+
+
+def _read_yaml(path: str, doc: _Document) -> object:
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read(MAX_PLAN_BYTES + 1)
+    except FileNotFoundError:
+        doc.problems.append(f"{path}: no such file; create it, or point --plan (or ROLLOUT_PLAN) at your plan")
+        return None
+    except OSError as exc:
+        doc.problems.append(f"{path}: cannot read the plan: {exc.strerror}")
+        return None
+    if len(raw) > MAX_PLAN_BYTES:
+        doc.problems.append(f"{path}: the plan is larger than {MAX_PLAN_BYTES // 1024} KiB; split long SQL into files")
+        return None
+    try:
+        text = raw.decode("utf-8")
+        loader = yaml.SafeLoader(text)
+        try:
+            node = loader.get_single_node()
+            if node is None:
+                doc.problems.append(f"{path}: the plan is empty; start from the example in docs/plan.md")
+                return None
+            _index(node, (), doc, [0])
+            if doc.problems:
+                return None
+            return loader.construct_document(node)
+        finally:
+            loader.dispose()
+    except UnicodeDecodeError as exc:
+        doc.problems.append(f"{path}: not UTF-8 text (byte {exc.start}); save the plan as UTF-8")
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else path
+        context = f" ({exc.context})" if exc.context else ""
+        doc.problems.append(f"{where}: YAML syntax error: {exc.problem}{context}")
+    except yaml.YAMLError as exc:
+        doc.problems.append(f"{path}: YAML error: {exc}")
+    return None
+
+
+def _index(node: yaml.Node, path: Path, doc: _Document, count: list[int]) -> None:
+    """Record positions; refuse duplicate keys and documents that expand beyond MAX_NODES."""
+    count[0] += 1
+    if count[0] > MAX_NODES:
+        if count[0] == MAX_NODES + 1:
+            doc.at(path, f"the plan expands to more than {MAX_NODES} values (YAML aliases?); write it out plainly")
+        return
+    doc.values[path] = node.start_mark
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[str, yaml.Mark] = {}
+        for key_node, value_node in node.value:
+            key = key_node.value
+            if key in seen:
+                first = seen[key]
+                doc.keys[path + (key,)] = key_node.start_mark
+                doc.at(path + (key,), f"duplicate key {key!r} (first at line {first.line + 1}); keep one", key=True)
+                continue
+            seen[key] = key_node.start_mark
+            doc.keys[path + (key,)] = key_node.start_mark
+            _index(value_node, path + (key,), doc, count)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _index(item, path + (index,), doc, count)
+
+
+@lru_cache(maxsize=1)
+def _schema() -> dict:
+    return json_schema()
+
+
+def _schema_at(path: Path) -> dict:
+    """The JSON Schema node describing the value at `path` (empty when unknown)."""
+    root = _schema()
+    node: dict = root
+
+    def resolve(n: dict) -> dict:
+        while "$ref" in n:
+            n = root["$defs"][n["$ref"].split("/")[-1]]
+        for option in n.get("anyOf", []):
+            option = resolve(option)
+            if option.get("type") in ("object", "array"):
+                return option
+        return n
+
+    for part in path:
+        node = resolve(node)
+        if isinstance(part, int):
+            node = node.get("items", {})
+        elif part in node.get("properties", {}):
+            node = node["properties"][part]
+        else:
+            node = node.get("additionalProperties", {})
+            if not isinstance(node, dict):
+                return {}
+    return resolve(node)
+
+
+def _report_validation_error(error: dict, doc: _Document) -> None:
+    loc = tuple(error["loc"])
+    kind = error["type"]
+    value = error.get("input")
+    if kind == "missing":
+        doc.at(loc[:-1], f"missing required key {loc[-1]!r}")
+    elif kind == "extra_forbidden":
+        allowed = sorted(_schema_at(loc[:-1]).get("properties", {}))
+        guess = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+        hint = f"did you mean {guess[0]!r}?" if guess else f"allowed keys: {', '.join(allowed)}"
+        doc.at(loc, f"unknown key {loc[-1]!r}; {hint}", key=True)
+    elif kind == "string_pattern_mismatch":
+        rule = NAME_RULE if loc[-1] != "dsn_env" else "an environment variable name (letters, digits, '_')"
+        doc.at(loc, f"{value!r} is not a valid name: use {rule}")
+    elif kind == "value_error":
+        doc.at(loc, error["msg"].removeprefix("Value error, "))
+    else:
+        doc.at(loc, f"{error['msg'].lower()} (got {_show(value)})")
+
+
+def _show(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _check_references(model: PlanModel, doc: _Document) -> None:
+    """Ids unique, dependencies known and acyclic, flags and environments declared."""
+    positions: dict[str, int] = {}
+    for index, step in enumerate(model.steps):
+        if step.id in positions:
+            doc.at(("steps", index, "id"), f"duplicate step id {step.id!r} (also steps[{positions[step.id]}]); rename one")
+        else:
+            positions[step.id] = index
+        for kind in ("preconditions", "verify"):
+            names: set[str] = set()
+            for n, check in enumerate(getattr(step, kind)):
+                if check.name in names:
+                    doc.at(("steps", index, kind, n, "name"), f"duplicate check name {check.name!r} in {kind}")
+                names.add(check.name)
+        for n, dep in enumerate(step.depends_on):
+            where = ("steps", index, "depends_on", n)
+            if dep == step.id:
+                doc.at(where, "a step cannot depend on itself")
+            elif dep not in positions and dep not in {s.id for s in model.steps}:
+                guess = difflib.get_close_matches(dep, [s.id for s in model.steps], n=1)
+                hint = f"did you mean {guess[0]!r}?" if guess else "declare that step or remove the dependency"
+                doc.at(where, f"unknown step {dep!r}; {hint}")
+        if step.flag is not None and step.flag not in model.flags:
+            guess = difflib.get_close_matches(step.flag, list(model.flags), n=1)
+            hint = f"did you mean {guess[0]!r}?" if guess else "declare it under 'flags:'"
+            doc.at(("steps", index, "flag"), f"unknown flag {step.flag!r}; {hint}")
+    for name, flag in model.flags.items():
+        for env in flag.environments:
+            if env not in model.environments:
+                doc.at(("flags", name, "environments", env), f"unknown environment {env!r}", key=True)
+    _check_cycles(model, positions, doc)
+
+
+def _check_cycles(model: PlanModel, positions: dict[str, int], doc: _Document) -> None:
+    graph = {s.id: [d for d in s.depends_on if d in positions and d != s.id] for s in model.steps}
+    state: dict[str, str] = {}
+    reported: set[frozenset[str]] = set()
+
+    def visit(node: str, trail: list[str]) -> None:
+        state[node] = "active"
+        for dep in graph[node]:
+            if state.get(dep) == "active":
+                cycle = trail[trail.index(dep):] + [dep]
+                if frozenset(cycle) not in reported:
+                    reported.add(frozenset(cycle))
+                    doc.at(
+                        ("steps", positions[node], "depends_on"),
+                        f"dependency cycle: {' -> '.join(reversed(cycle))}; remove one of these dependencies",
+                    )
+            elif dep not in state:
+                visit(dep, trail + [dep])
+        state[node] = "done"
+
+    for step_id in graph:
+        if step_id not in state:
+            visit(step_id, [step_id])
+
+
+def _resolve(base: str, relative: str, where: Path, doc: _Document, *, folder: bool = False) -> str | None:
+    """An absolute path inside the plan's folder, or None after recording why not."""
+    full = os.path.realpath(os.path.join(base, relative))
+    if os.path.commonpath([base, full]) != base:
+        doc.at(where, f"{relative!r} is outside the plan's folder {base}; keep step files beside rollout.yaml")
+        return None
+    if not os.path.exists(full):
+        doc.at(where, f"{relative!r} does not exist (looked for {full})")
+        return None
+    if folder != os.path.isdir(full):
+        doc.at(where, f"{relative!r} should be a {'folder' if folder else 'file'}")
+        return None
+    return full
+
+
+def _read_text(full: str, relative: str, where: Path, doc: _Document) -> str | None:
+    try:
+        with open(full, encoding="utf-8") as handle:
+            return handle.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        doc.at(where, f"cannot read {relative!r}: {reason}")
+        return None
+
+
+def _resolve_check_files(model: PlanModel, base: str, doc: _Document) -> PlanModel:
+    """Read each check's `file:` so the plan carries the SQL it will run."""
+    steps = []
+    for index, step in enumerate(model.steps):
+        updates = {}
+        for kind in ("preconditions", "verify"):
+            checks: list[Check] = []
+            for n, check in enumerate(getattr(step, kind)):
+                if check.file is not None:
+                    where = ("steps", index, kind, n, "file")
+                    full = _resolve(base, check.file, where, doc)
+                    text = _read_text(full, check.file, where, doc) if full else None
+                    if text is not None and not text.strip():
+                        doc.at(where, f"{check.file!r} is empty; a check is a query returning the violating rows")
+                    check = check.model_copy(update={"sql": text})
+                checks.append(check)
+            updates[kind] = tuple(checks)
+        steps.append(step.model_copy(update=updates))
+    return model.model_copy(update={"steps": tuple(steps)})
+
+
+def _check_environment_files(model: PlanModel, base: str, doc: _Document) -> None:
+    for name, env in model.environments.items():
+        for key in ("bootstrap", "seed"):
+            relative = getattr(env, key)
+            if relative is not None:
+                where = ("environments", name, key)
+                full = _resolve(base, relative, where, doc)
+                if full:
+                    _read_text(full, relative, where, doc)
+
+
+def _read_all_migrations(model: PlanModel, base: str, doc: _Document) -> dict[tuple[str, str], tuple[Migration, ...]]:
+    result: dict[tuple[str, str], tuple[Migration, ...]] = {}
+    owners: dict[str, str] = {}
+    for index, step in enumerate(model.steps):
+        for phase in ("migrate", "finalize"):
+            relative = getattr(step, phase)
+            if relative is None:
+                continue
+            where = ("steps", index, phase)
+            folder = _resolve(base, relative, where, doc, folder=True)
+            if folder is None:
+                continue
+            migrations = _read_migration_folder(folder, relative, where, doc)
+            for migration in migrations:
+                owner = f"{step.id}.{phase}"
+                if migration.id in owners:
+                    doc.at(where, f"migration id {migration.id!r} is also used by {owners[migration.id]}; "
+                           "yoyo identifies migrations by file name, so rename one")
+                owners.setdefault(migration.id, owner)
+            result[(step.id, phase)] = migrations
+    return result
+
+
+def _read_migration_folder(folder: str, relative: str, where: Path, doc: _Document) -> tuple[Migration, ...]:
+    names = sorted(os.listdir(folder))
+    for name in names:
+        if name.endswith(".py"):
+            doc.at(where, f"{relative}/{name}: only SQL migrations are supported; rewrite it as .sql")
+    try:
+        found = [m for m in topological_sort(read_migrations(folder)) if m.path.endswith(".sql")]
+    except (BadMigration, OSError, UnicodeDecodeError) as exc:
+        doc.at(where, f"cannot read the migrations in {relative!r}: {exc}")
+        return ()
+    if not found:
+        doc.at(where, f"{relative!r} holds no migrations; add NNNN_name.sql with its NNNN_name.rollback.sql")
+    migrations = []
+    for m in found:
+        name = os.path.basename(m.path)
+        rollback_path = os.path.splitext(m.path)[0] + ".rollback.sql"
+        if not os.path.exists(rollback_path):
+            doc.at(where, f"{relative}/{name} has no rollback file {os.path.basename(rollback_path)}; "
+                   "write one (a comment alone is fine when nothing needs undoing)")
+            continue
+        directives, _, statements = read_sql_migration(m.path)
+        _, _, rollback = read_sql_migration(rollback_path)
+        transactional = directives.get("transactional", "true").strip().lower()
+        if transactional not in ("true", "false"):
+            doc.at(where, f"{relative}/{name}: '-- transactional: {transactional}' must be true or false")
+            continue
+        if not statements:
+            doc.at(where, f"{relative}/{name} holds no SQL statement")
+            continue
+        migrations.append(
+            Migration(
+                id=m.id,
+                path=m.path,
+                statements=tuple(s.strip() for s in statements),
+                rollback=tuple(s.strip() for s in rollback),
+                transactional=transactional == "true",
+            )
+        )
+    return tuple(migrations)
