@@ -1,0 +1,57 @@
+"""An environment's starting point: the bootstrap schema for an empty database, and sample data."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+from psycopg import sql
+
+from . import state
+from .errors import UsageError
+from .session import Session
+
+# Tables rollout or yoyo create themselves: they do not make a database "not empty".
+_OWN_TABLES = ("_yoyo_migration", "_yoyo_log", "_yoyo_version", "yoyo_lock")
+
+
+def bootstrap_if_empty(session: Session) -> None:
+    """Apply the environment's `bootstrap:` SQL once, and only to a database without tables."""
+    env = session.plan.environment(session.env)
+    if env.bootstrap is None or state.get_meta(session.conn, "bootstrap") is not None:
+        return
+    path = os.path.join(session.plan.directory, env.bootstrap)
+    with open(path, encoding="utf-8") as handle:
+        text = handle.read()
+    tables = session.conn.execute(
+        """
+        SELECT count(*) FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace
+        WHERE c.relkind IN ('r', 'p', 'v', 'm') AND c.relname <> ALL (%s)
+          AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'rollout') AND n.nspname NOT LIKE 'pg\\_%%'
+        """,
+        (list(_OWN_TABLES),),
+    ).fetchone()[0]
+    record = {"file": env.bootstrap, "sha256": hashlib.sha256(text.encode()).hexdigest()}
+    with session.conn.transaction():
+        if tables:
+            state.set_meta(session.conn, "bootstrap", {**record, "skipped": f"database already had {tables} tables"})
+            session.record("bootstrap.skipped", f"bootstrap {env.bootstrap} skipped: the database already has "
+                           f"{tables} tables, so it is taken as the starting point")
+            return
+        session.conn.execute(text)
+        state.set_meta(session.conn, "bootstrap", record)
+        session.record("bootstrap", f"applied bootstrap {env.bootstrap} to the empty database")
+
+
+def seed(session: Session, rows: int) -> None:
+    """Run the environment's `seed:` SQL with current_setting('rollout.seed_rows') = rows."""
+    env = session.plan.environment(session.env)
+    if env.seed is None:
+        raise UsageError(f"environment {session.env!r} declares no 'seed:' file in {session.plan.path}")
+    bootstrap_if_empty(session)
+    with open(os.path.join(session.plan.directory, env.seed), encoding="utf-8") as handle:
+        text = handle.read()
+    with session.conn.transaction():
+        session.conn.execute("SELECT set_config('rollout.seed_rows', %s, true)", (str(rows),))
+        session.conn.execute(sql.SQL(text))
+        session.record("seed", f"seeded sample data from {env.seed} ({rows} detection events)", detail={"rows": rows})

@@ -1,0 +1,253 @@
+"""The `rollout` command: parse arguments, call one api function, format what it returns."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from . import api, embedded
+from .errors import EXIT_STEP_FAILED, RolloutError, UsageError
+from .plan import Plan, json_schema
+from .session import default_actor
+from .state import Event
+
+# Piped output (CI logs) gets wide lines instead of rich's 80-column default.
+out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+
+
+def _show_event(event: Event) -> None:
+    """One line per step of progress: time, outcome mark, message."""
+    stamp = event.at.strftime("%H:%M:%S") if event.at else " " * 8
+    mark = Text("✓ ", style="green") if event.ok else Text("✗ ", style="red")
+    step = Text(f"{event.step_id}: ", style="bold") if event.step_id else Text("")
+    out.print(Text(f"{stamp}  ", style="dim") + mark + step + Text(event.message))
+
+
+class _RolloutGroup(click.Group):
+    """Turn RolloutError into its message and documented exit code; anything else is a bug."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except RolloutError as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+
+
+class _Options:
+    def __init__(self, plan_path: str, env: str, dsn: str | None):
+        self.plan_path, self.env, self.dsn = plan_path, env, dsn
+        self._plan: Plan | None = None
+
+    @property
+    def plan(self) -> Plan:
+        if self._plan is None:
+            self._plan = api.load_plan(self.plan_path)
+        return self._plan
+
+    def confirm(self, action: str, yes: bool) -> None:
+        """Environments marked `confirm: true` ask first; without a terminal, --yes is required."""
+        if yes or not self.plan.environment(self.env).confirm:
+            return
+        if not sys.stdin.isatty():
+            raise UsageError(f"environment {self.env!r} asks for confirmation before {action}; pass --yes")
+        click.confirm(f"{action} in environment {self.env!r}?", abort=True)
+
+
+pass_options = click.make_pass_decorator(_Options)
+
+
+@click.group(cls=_RolloutGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--plan", "plan_path", default="rollout.yaml", show_default=True, envvar="ROLLOUT_PLAN",
+              help="The plan file (env ROLLOUT_PLAN).")
+@click.option("--env", default="local", show_default=True, envvar="ROLLOUT_ENV",
+              help="The environment to act on (env ROLLOUT_ENV).")
+@click.option("--dsn", envvar="ROLLOUT_DSN", help="Use this database instead of the environment's (env ROLLOUT_DSN).")
+@click.version_option(package_name="rollout")
+@click.pass_context
+def cli(ctx: click.Context, plan_path: str, env: str, dsn: str | None) -> None:
+    """Roll PostgreSQL schema changes out step by step: preconditions, migrate, verify, finalize.
+
+    Exit codes: 0 ok; 1 a step failed; 2 invalid plan or arguments; 3 environment locked.
+    """
+    ctx.obj = _Options(plan_path, env, dsn)
+
+
+@cli.command()
+@pass_options
+def check(opts: _Options) -> None:
+    """Validate the plan. Touches no database."""
+    plan = opts.plan
+    migrations = sum(len(m) for m in plan.migrations.values())
+    out.print(f"{plan.path}: ok ({len(plan.steps)} steps, {migrations} migrations, "
+              f"{len(plan.model.environments)} environments)")
+
+
+@cli.command()
+def schema() -> None:
+    """Print the JSON Schema of rollout.yaml (for editors and CI)."""
+    click.echo(json.dumps(json_schema(), indent=2))
+
+
+def _actor_option(f):
+    return click.option("--actor", default=default_actor, show_default="$ROLLOUT_ACTOR or user@host",
+                        help="Who the audit trail names.")(f)
+
+
+@cli.command()
+@click.argument("step", required=False)
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@_actor_option
+@pass_options
+def apply(opts: _Options, step: str | None, yes: bool, actor: str) -> None:
+    """Apply pending steps in order (STEP: only it and what it depends on)."""
+    opts.confirm(f"applying {step or 'all pending steps'}", yes)
+    finished = api.apply(opts.plan, opts.env, dsn=opts.dsn, actor=actor, target=step, report=_show_event)
+    out.print(f"{len(finished)} step(s) applied in {opts.env}; all requested steps are done.")
+
+
+@cli.command()
+@click.argument("step")
+@click.option("--cascade", is_flag=True, help="Also roll back the steps that depend on STEP (first).")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@_actor_option
+@pass_options
+def rollback(opts: _Options, step: str, cascade: bool, yes: bool, actor: str) -> None:
+    """Undo STEP through its rollback migrations."""
+    opts.confirm(f"rolling back {step}", yes)
+    undone = api.rollback(opts.plan, opts.env, step, dsn=opts.dsn, actor=actor, cascade=cascade, report=_show_event)
+    out.print(f"rolled back in {opts.env}: {', '.join(undone) or 'nothing (already pending)'}")
+
+
+@cli.command()
+@click.argument("step", required=False)
+@_actor_option
+@pass_options
+def verify(opts: _Options, step: str | None, actor: str) -> None:
+    """Re-run the verification checks of STEP, or of every applied step."""
+    reports = api.verify(opts.plan, opts.env, step, dsn=opts.dsn, actor=actor, report=_show_event)
+    failed = [r.step_id for r in reports if not r.ok]
+    if not reports:
+        out.print("no applied steps to verify")
+    elif failed:
+        click.echo(f"verification failed: {', '.join(failed)}", err=True)
+        sys.exit(EXIT_STEP_FAILED)
+    else:
+        out.print(f"all checks passed ({len(reports)} steps)")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_options
+def status(opts: _Options, as_json: bool) -> None:
+    """Each step's state in this environment."""
+    rows = api.status(opts.plan, opts.env, dsn=opts.dsn)
+    if as_json:
+        click.echo(json.dumps({"env": opts.env, "steps": [r.__dict__ for r in rows]}, indent=2))
+        return
+    table = Table(title=f"{opts.plan.path} in {opts.env}", title_justify="left")
+    for column in ("step", "priority", "state", "migrations", "updated", "by"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("note")
+    colours = {"done": "green", "failed": "red", "pending": "dim"}
+    for r in rows:
+        note = f"{r.phase}: {r.error}" if r.error else ""
+        table.add_row(r.id, r.priority, Text(r.state, style=colours.get(r.state, "yellow")),
+                      f"{r.migrations_applied}/{r.migrations_total}", (r.updated_at or "")[:19].replace("T", " "),
+                      r.updated_by or "", Text(note))
+    out.print(table)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--limit", default=50, show_default=True, type=int, help="How many of the latest events.")
+@pass_options
+def events(opts: _Options, as_json: bool, limit: int) -> None:
+    """The audit trail: who did what, when, with what result."""
+    rows = api.events(opts.plan, opts.env, dsn=opts.dsn, limit=limit)
+    if as_json:
+        click.echo(json.dumps([e.as_json() for e in rows], indent=2, default=str))
+        return
+    table = Table(title=f"events in {opts.env}", title_justify="left")
+    for column in ("at", "actor", "step", "kind", "ok"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("message")
+    for e in rows:
+        table.add_row(f"{e.at:%Y-%m-%d %H:%M:%S}", e.actor, e.step_id or "", e.kind,
+                      Text("✓", style="green") if e.ok else Text("✗", style="red"), Text(e.message))
+    out.print(table)
+
+
+@cli.group(cls=_RolloutGroup)
+def db() -> None:
+    """The embedded PostgreSQL server of an embedded environment."""
+
+
+@db.command("start")
+@pass_options
+def db_start(opts: _Options) -> None:
+    """Start the embedded server (first time: initialise it under .rollout/)."""
+    api.embedded_environment(opts.plan, opts.env)
+    info = embedded.start(opts.plan.directory)
+    out.print(f"embedded PostgreSQL running (pid {info.pid}, data {info.data_dir})")
+    out.print(info.url(opts.env))
+
+
+@db.command("stop")
+@pass_options
+def db_stop(opts: _Options) -> None:
+    """Stop the embedded server."""
+    stopped = embedded.stop(opts.plan.directory)
+    out.print("embedded PostgreSQL stopped" if stopped else "embedded PostgreSQL was not running")
+
+
+@db.command("status")
+@pass_options
+def db_status(opts: _Options) -> None:
+    """Whether the embedded server runs, and where."""
+    info = embedded.running(opts.plan.directory)
+    if info is None:
+        out.print(f"embedded PostgreSQL is not running (data under {embedded.data_dir(opts.plan.directory)})")
+        sys.exit(EXIT_STEP_FAILED)
+    out.print(f"embedded PostgreSQL running (pid {info.pid}, data {info.data_dir})")
+    out.print(info.url(opts.env))
+
+
+@db.command("url")
+@pass_options
+def db_url(opts: _Options) -> None:
+    """Print the environment's connection URL (starts the server if needed)."""
+    api.embedded_environment(opts.plan, opts.env)
+    click.echo(embedded.start(opts.plan.directory).url(opts.env))
+
+
+@db.command("seed")
+@click.option("--rows", default=10_000, show_default=True, type=int, help="How many detection events.")
+@_actor_option
+@pass_options
+def db_seed(opts: _Options, rows: int, actor: str) -> None:
+    """Fill the bot's tables with realistic, messy sample data (bootstrapping first if empty)."""
+    api.seed(opts.plan, opts.env, rows, dsn=opts.dsn, actor=actor, report=_show_event)
+
+
+@db.command("reset")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@pass_options
+def db_reset(opts: _Options, yes: bool) -> None:
+    """Drop the environment's embedded database; the next command bootstraps it again."""
+    api.embedded_environment(opts.plan, opts.env)
+    if not yes:
+        if not sys.stdin.isatty():
+            raise UsageError(f"`db reset` drops every table of {opts.env!r}; pass --yes")
+        click.confirm(f"drop the embedded database of {opts.env!r}?", abort=True)
+    api.reset(opts.plan, opts.env)
+    out.print(f"dropped the embedded database of {opts.env!r}")
+
+
+def main() -> None:
+    cli(prog_name="rollout")

