@@ -1,0 +1,85 @@
+"""One embedded PostgreSQL server per test session; a fresh database per test; no mocks."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import textwrap
+import uuid
+from pathlib import Path
+
+import psycopg
+import pytest
+from click.testing import CliRunner
+from psycopg import sql
+
+from orchestrator import embedded
+from orchestrator.cli import cli
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory):
+    """The embedded server, started once for the whole session."""
+    home = tmp_path_factory.mktemp("pg")
+    info = embedded.start(str(home))
+    yield info
+    embedded.stop(str(home))
+
+
+@pytest.fixture
+def dsn(server) -> str:
+    """A fresh, empty database for one test."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(server.url("postgres"), autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    yield server.url(name)
+    with psycopg.connect(server.url("postgres"), autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def db(dsn):
+    """An autocommit connection to the test's database, for looking at what rollout did."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        yield conn
+
+
+@pytest.fixture
+def bot_plan(tmp_path) -> Path:
+    """A copy of the repository's default plan, so a test can change files freely."""
+    shutil.copy(REPO / "rollout.yaml", tmp_path / "rollout.yaml")
+    shutil.copytree(REPO / "steps", tmp_path / "steps")
+    return tmp_path / "rollout.yaml"
+
+
+def write_plan(directory: Path, plan: str, files: dict[str, str] | None = None) -> Path:
+    """Write a plan and the files it names into `directory`."""
+    for name, text in (files or {}).items():
+        path = directory / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text))
+    path = directory / "rollout.yaml"
+    path.write_text(textwrap.dedent(plan))
+    return path
+
+
+class Rollout:
+    """Runs the CLI in-process against a plan and a database, as an operator would."""
+
+    def __init__(self, plan: Path, dsn: str | None):
+        self.plan, self.dsn = plan, dsn
+
+    def __call__(self, *args: str, env: str = "local", input: str | None = None):
+        base = ["--plan", str(self.plan), "--env", env] + (["--dsn", self.dsn] if self.dsn else [])
+        result = CliRunner().invoke(cli, base + list(args), input=input, env={"ROLLOUT_ACTOR": "tester"})
+        if result.exception and not isinstance(result.exception, SystemExit):
+            raise result.exception
+        return result
+
+
+@pytest.fixture
+def rollout(bot_plan, dsn) -> Rollout:
+    return Rollout(bot_plan, dsn)
+

@@ -1,0 +1,88 @@
+"""The embedded environment end to end: the commands a newcomer runs, with no DSN anywhere."""
+
+from __future__ import annotations
+
+import json
+
+from orchestrator import embedded
+
+from .conftest import Rollout
+
+
+def test_db_commands_and_apply_on_the_embedded_server(bot_plan):
+    rollout = Rollout(bot_plan, None)
+    home = str(bot_plan.parent)
+    try:
+        started = rollout("db", "start")
+        assert started.exit_code == 0, started.output
+        assert embedded.running(home) is not None
+        url = rollout("db", "url").stdout.strip()
+        assert url.startswith("postgresql://postgres@/local?host=")
+        assert rollout("db", "status").exit_code == 0
+
+        seeded = rollout("db", "seed", "--rows", "2000")
+        assert seeded.exit_code == 0, seeded.output
+        assert "applied bootstrap steps/baseline/schema.sql" in seeded.output
+
+        applied = rollout("apply")
+        assert applied.exit_code == 0, applied.output
+        steps = json.loads(rollout("status", "--json").stdout)["steps"]
+        assert {s["state"] for s in steps} == {"done"}
+
+        assert rollout("db", "reset").exit_code == 2  # no terminal, no --yes
+        assert rollout("db", "reset", "--yes").exit_code == 0
+        steps = json.loads(rollout("status", "--json").stdout)["steps"]
+        assert {s["state"] for s in steps} == {"pending"}
+    finally:
+        stopped = rollout("db", "stop")
+    assert stopped.exit_code == 0 and "stopped" in stopped.output
+    assert embedded.running(home) is None
+    assert rollout("db", "status").exit_code == 1
+    assert (bot_plan.parent / ".rollout" / "pgdata" / "PG_VERSION").exists()
+
+
+def test_db_commands_refuse_non_embedded_environments(bot_plan):
+    result = Rollout(bot_plan, None)("db", "url", env="production")
+    assert result.exit_code == 2 and "is not embedded" in result.output
+
+
+def test_seed_holds_the_realistic_mess_of_baseline_md(rollout, db):
+    result = rollout("db", "seed", "--rows", "5000")
+    assert result.exit_code == 0, result.output
+    count = lambda query: db.execute(query).fetchone()[0]  # noqa: E731
+    assert count("SELECT count(*) FROM detection_events") == 5000
+    assert count("SELECT count(*) FROM servers") >= 3 and count("SELECT count(*) FROM users") >= 20
+    assert count("SELECT count(*) FROM verification_events") == 500
+    assert count("SELECT count(*) FROM admin_actions") > 0
+    assert count("SELECT count(*) FROM detection_events WHERE detection_type NOT IN "
+                 "('message_frequency', 'suspicious_content', 'gpt_analysis', 'new_account', 'pattern_match')") > 0
+    assert count("SELECT count(*) FROM detection_events WHERE detection_type = 'message'") > 0
+    assert count("SELECT count(*) FROM detection_events WHERE confidence > 1 OR confidence < 0") > 0
+    assert count("SELECT count(*) FROM detection_events WHERE confidence > 2") > 0  # stored as percentages
+    assert count("SELECT count(*) FROM server_members WHERE reputation_score NOT BETWEEN -1 AND 1") > 0
+    assert count("SELECT count(*) FROM verification_events WHERE status NOT IN "
+                 "('pending', 'verified', 'rejected', 'reopened')") > 0
+    assert count("SELECT count(*) FROM admin_actions WHERE action_type NOT IN "
+                 "('verify', 'reject', 'ban', 'reopen', 'create_thread')") > 0
+    assert count("SELECT count(*) FROM detection_events WHERE server_id IS NULL OR user_id IS NULL") > 0
+    assert count("SELECT count(*) FROM detection_events WHERE admin_action IN ('Verified', 'Banned', 'Ignored')") > 0
+    assert count("SELECT count(*) FROM detection_events WHERE latest_verification_event_id IS NOT NULL") == 500
+    # the baseline's function still works on it
+    assert db.execute("SELECT get_recent_message_count('x', 'y', 60)").fetchone()[0] == 0
+    # seeding twice adds rows rather than failing
+    assert rollout("db", "seed", "--rows", "100").exit_code == 0
+    assert count("SELECT count(*) FROM detection_events") == 5100
+
+
+def test_seed_rejects_a_bad_row_count(rollout):
+    result = rollout("db", "seed", "--rows", "0")
+    assert result.exit_code == 2 and "--rows must be at least 1" in result.output
+
+
+def test_rls_policies_and_function_of_the_baseline(rollout, db):
+    assert rollout("apply", "composite_indexes").exit_code == 0
+    policies = db.execute("SELECT count(*) FROM pg_policies WHERE policyname = 'Full access for service role'")
+    assert policies.fetchone()[0] == 6
+    rls = db.execute("SELECT count(*) FROM pg_class WHERE relrowsecurity AND relname IN ('servers', 'users', "
+                     "'server_members', 'detection_events', 'verification_events', 'admin_actions')")
+    assert rls.fetchone()[0] == 6
