@@ -337,3 +337,35 @@ def test_api_is_usable_without_the_cli(tmp_path, dsn):
     assert api.apply(plan, "local", dsn=dsn, actor="library", report=seen.append) == ["widgets"]
     assert [s.state for s in api.status(plan, "local", dsn=dsn)] == ["done"]
     assert any(e.kind == "migration.apply" for e in seen)
+
+
+FINALIZE_PLAN = PLAN.replace("    migrate: steps/widgets\n", "    migrate: steps/widgets\n    finalize: steps/widgets_contract\n")
+FINALIZE_FILES = {
+    **FILES,
+    "steps/widgets_contract/widgets_contract_01_not_null.sql": "ALTER TABLE widgets ALTER COLUMN name SET NOT NULL;\n",
+    "steps/widgets_contract/widgets_contract_01_not_null.rollback.sql":
+        "ALTER TABLE widgets ALTER COLUMN name DROP NOT NULL;\n",
+}
+
+
+def test_finalize_runs_after_verification_and_rolls_back_first(tmp_path, dsn, db):
+    contract = tmp_path / "steps/widgets_contract/widgets_contract_01_not_null.sql"
+    widgets = Rollout(write_plan(tmp_path, FINALIZE_PLAN.format(budget="1s"), FINALIZE_FILES), dsn)
+    contract.write_text("ALTER TABLE widgets ALTER COLUMN nme SET NOT NULL;\n")
+    failed = widgets("apply")
+    assert failed.exit_code == 1 and 'column "nme"' in failed.output
+    assert json.loads(widgets("status", "--json").stdout)["steps"][0]["phase"] == "finalize"
+
+    contract.write_text(FINALIZE_FILES["steps/widgets_contract/widgets_contract_01_not_null.sql"])
+    result = widgets("apply")
+    assert result.exit_code == 0, result.output
+    assert "resuming after the failure in finalize" in result.output and "finalized; done" in result.output
+    nullable = "SELECT is_nullable FROM information_schema.columns WHERE table_name = 'widgets' AND column_name = 'name'"
+    assert db.execute(nullable).fetchone()[0] == "NO"
+    assert json.loads(widgets("status", "--json").stdout)["steps"][0]["migrations_applied"] == 3
+
+    undone = widgets("rollback", "widgets")
+    assert undone.exit_code == 0
+    lines = [line for line in undone.output.splitlines() if "rolled back widgets" in line]
+    assert "widgets_contract_01_not_null" in lines[0]  # the contract is undone before the expand
+    assert db.execute("SELECT to_regclass('widgets')").fetchone()[0] is None
