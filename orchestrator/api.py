@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
+from psycopg.rows import dict_row
+
 from . import bootstrap, embedded, runner, state
+from .backfill import Progress
 from .database import connect, drop_database, resolve_target
 from .errors import UsageError
 from .locks import acquire_env_lock
@@ -16,16 +20,20 @@ from .session import Reporter, open_session
 from .state import Event
 
 
+ProgressHook = Callable[[Progress], None]
+
+
 def _quiet(event: Event) -> None:
     """The default reporter: the events are in the database already."""
 
 
 def apply(plan: Plan, env: str, *, dsn: str | None = None, actor: str, target: str | None = None,
-          report: Reporter = _quiet) -> list[str]:
+          report: Reporter = _quiet, progress: ProgressHook | None = None) -> list[str]:
     """Apply pending steps (all, or `target` and its dependencies). Returns the steps finished now."""
     if target:
         plan.step(target)
-    with open_session(plan, env, dsn=dsn, actor=actor, command=f"apply {target or ''}".strip(), report=report) as s:
+    with open_session(plan, env, dsn=dsn, actor=actor, command=f"apply {target or ''}".strip(), report=report,
+                      progress=progress) as s:
         bootstrap.bootstrap_if_empty(s)
         return runner.apply(s, target)
 
@@ -90,6 +98,103 @@ def events(plan: Plan, env: str, *, dsn: str | None = None, limit: int = 50) -> 
         raise UsageError(f"--limit must be at least 1 (got {limit})")
     with connect(resolve_target(plan, env, dsn), "rollout events") as conn:
         return state.read_events(conn, env, limit)
+
+
+def backfill_run(plan: Plan, env: str, step_id: str, *, dsn: str | None = None, actor: str, resume: bool = False,
+                 report: Reporter = _quiet, progress: ProgressHook | None = None) -> None:
+    """Run (or, with resume, first un-pause) the step's backfills; the step's expand must be applied."""
+    step = plan.step(step_id)
+    if not step.backfills:
+        raise UsageError(f"step {step_id!r} declares no backfills in {plan.path}")
+    command = f"backfill {'resume' if resume else 'run'} {step_id}"
+    with open_session(plan, env, dsn=dsn, actor=actor, command=command, report=report, progress=progress) as s:
+        current = s.state_of(step_id).state
+        if current in (state.PENDING, state.MIGRATING, state.ROLLING_BACK):
+            raise UsageError(f"step {step_id!r} is {current}: its expand migration is not in place; "
+                             f"run `rollout apply {step_id}`")
+        runner.run_backfills(s, step, resume=resume)
+
+
+def backfill_request(plan: Plan, env: str, step_id: str, action: str, *, dsn: str | None = None,
+                     actor: str) -> list[str]:
+    """Ask the step's backfills to pause or cancel at their next batch boundary.
+
+    Takes no environment lock: the run it stops holds it. A job that is not running stops at once.
+    """
+    step = plan.step(step_id)
+    if not step.backfills:
+        raise UsageError(f"step {step_id!r} declares no backfills in {plan.path}")
+    stopped = "paused" if action == "pause" else "cancelled"
+    target = resolve_target(plan, env, dsn)
+    with connect(target, f"rollout backfill {action}") as conn, conn.transaction():
+        if not state.schema_exists(conn):
+            raise UsageError(f"nothing has run in environment {env!r} yet")
+        names = []
+        for job in step.backfills:
+            row = conn.execute(
+                """
+                INSERT INTO rollout.backfills (env, step_id, name, state) VALUES (%(env)s, %(step)s, %(name)s, %(stopped)s)
+                ON CONFLICT (env, step_id, name) DO UPDATE
+                SET requested = CASE WHEN rollout.backfills.state = 'running' THEN %(action)s END,
+                    state = CASE WHEN rollout.backfills.state IN ('pending', 'failed', 'paused')
+                                 THEN %(stopped)s ELSE rollout.backfills.state END
+                WHERE rollout.backfills.state NOT IN ('done', 'cancelled')
+                RETURNING name, state
+                """,
+                {"env": env, "step": step_id, "name": job.name, "stopped": stopped, "action": action},
+            ).fetchone()
+            if row:
+                names.append(job.name)
+        state.insert_event(conn, None, state.Event(
+            at=None, env=env, actor=actor, kind=f"backfill.{action}", step_id=step_id, ok=True,
+            message=f"{action} requested for backfills {', '.join(names) or '(none active)'}"))
+    return names
+
+
+@dataclass(frozen=True)
+class BackfillStatus:
+    step_id: str
+    name: str
+    table: str
+    state: str
+    rows_covered: int
+    rows_changed: int
+    rows_failed: int
+    estimate: int | None
+    batches: int
+    batch_size: int | None
+    rows_per_second: float | None
+    eta_seconds: float | None
+    error: str | None
+
+
+def backfill_status(plan: Plan, env: str, step_id: str | None = None, *,
+                    dsn: str | None = None) -> list[BackfillStatus]:
+    """Progress of the backfills (of one step, or all). Read-only; estimates come from the catalog."""
+    steps = [plan.step(step_id)] if step_id else list(plan.order())
+    with connect(resolve_target(plan, env, dsn), "rollout backfill status") as conn:
+        rows = {}
+        if state.schema_exists(conn):
+            with conn.cursor(row_factory=dict_row) as cur:
+                for row in cur.execute("SELECT * FROM rollout.backfills WHERE env = %s", (env,)):
+                    rows[(row["step_id"], row["name"])] = row
+        result = []
+        for step in steps:
+            for job in step.backfills:
+                row = rows.get((step.id, job.name), {})
+                estimate = conn.execute("SELECT CASE WHEN reltuples >= 0 THEN reltuples::bigint END FROM pg_class "
+                                        "WHERE oid = to_regclass(%s)", (job.table,)).fetchone()
+                estimate = estimate[0] if estimate else None
+                covered, seconds = row.get("rows_covered", 0), row.get("active_seconds", 0.0)
+                rate = covered / seconds if seconds else None
+                left = max(estimate - covered, 0) if estimate is not None else None
+                result.append(BackfillStatus(
+                    step.id, job.name, job.table, row.get("state", "pending"), covered, row.get("rows_changed", 0),
+                    row.get("rows_failed", 0), max(estimate, covered) if estimate is not None else None,
+                    row.get("batches", 0), row.get("batch_size"), rate,
+                    left / rate if rate and left is not None and row.get("state") != "done" else None,
+                    row.get("error")))
+    return result
 
 
 def embedded_environment(plan: Plan, env: str) -> None:

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 
 import click
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 from rich.text import Text
 
 from . import api, embedded
+from .backfill import Progress as BackfillProgress
+from .database import resolve_target
 from .errors import EXIT_STEP_FAILED, RolloutError, UsageError
 from .plan import Plan, json_schema
 from .session import default_actor
@@ -26,6 +30,42 @@ def _show_event(event: Event) -> None:
     mark = Text("✓ ", style="green") if event.ok else Text("✗ ", style="red")
     step = Text(f"{event.step_id}: ", style="bold") if event.step_id else Text("")
     out.print(Text(f"{stamp}  ", style="dim") + mark + step + Text(event.message))
+
+
+class _ProgressView:
+    """Backfill progress: a live bar on a terminal, a plain line every few seconds otherwise."""
+
+    PLAIN_EVERY = 5.0
+
+    def __init__(self) -> None:
+        self._bars: Progress | None = None
+        self._tasks: dict[tuple[str, str], int] = {}
+        self._last_line = 0.0
+
+    def __call__(self, p: BackfillProgress) -> None:
+        if out.is_terminal:
+            self._bar(p)
+        elif p.state == "done" or time.monotonic() - self._last_line >= self.PLAIN_EVERY:
+            self._last_line = time.monotonic()
+            share = f" of ~{p.estimate:,} ({100 * p.rows_covered / p.estimate:.0f}%)" if p.estimate else ""
+            out.print(f"          {p.step_id}: backfill {p.name}: {p.rows_covered:,} rows{share}, "
+                      f"{p.rows_changed:,} changed, {p.rows_per_second:,.0f} rows/s, batch {p.batch_size:,}")
+
+    def _bar(self, p: BackfillProgress) -> None:
+        if self._bars is None:
+            self._bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                  TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=out)
+            self._bars.start()
+        key = (p.step_id, p.name)
+        if key not in self._tasks:
+            self._tasks[key] = self._bars.add_task(f"{p.step_id}: {p.name}", total=p.estimate, rate="")
+        total = p.rows_covered if p.state == "done" else p.estimate
+        self._bars.update(self._tasks[key], completed=p.rows_covered, total=total,
+                          rate=f"{p.rows_per_second:,.0f} rows/s")
+
+    def close(self) -> None:
+        if self._bars is not None:
+            self._bars.stop()
 
 
 class _RolloutGroup(click.Group):
@@ -73,7 +113,8 @@ pass_options = click.make_pass_decorator(_Options)
 def cli(ctx: click.Context, plan_path: str, env: str, dsn: str | None) -> None:
     """Roll PostgreSQL schema changes out step by step: preconditions, migrate, verify, finalize.
 
-    Exit codes: 0 ok; 1 a step failed; 2 invalid plan or arguments; 3 environment locked.
+    Exit codes: 0 ok; 1 a step failed; 2 invalid plan or arguments; 3 environment locked;
+    4 stopped by an operator (a paused or cancelled backfill).
     """
     ctx.obj = _Options(plan_path, env, dsn)
 
@@ -107,7 +148,12 @@ def _actor_option(f):
 def apply(opts: _Options, step: str | None, yes: bool, actor: str) -> None:
     """Apply pending steps in order (STEP: only it and what it depends on)."""
     opts.confirm(f"applying {step or 'all pending steps'}", yes)
-    finished = api.apply(opts.plan, opts.env, dsn=opts.dsn, actor=actor, target=step, report=_show_event)
+    view = _ProgressView()
+    try:
+        finished = api.apply(opts.plan, opts.env, dsn=opts.dsn, actor=actor, target=step, report=_show_event,
+                             progress=view)
+    finally:
+        view.close()
     out.print(f"{len(finished)} step(s) applied in {opts.env}; all requested steps are done.")
 
 
@@ -184,6 +230,80 @@ def events(opts: _Options, as_json: bool, limit: int) -> None:
 
 
 @cli.group(cls=_RolloutGroup)
+def backfill() -> None:
+    """Resumable batched data migrations: progress, run, pause, resume, cancel."""
+
+
+@backfill.command("status")
+@click.argument("step", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_options
+def backfill_status(opts: _Options, step: str | None, as_json: bool) -> None:
+    """Rows done, rows estimated (catalog statistics), rate and ETA of each backfill."""
+    rows = api.backfill_status(opts.plan, opts.env, step, dsn=opts.dsn)
+    if as_json:
+        click.echo(json.dumps({"env": opts.env, "backfills": [r.__dict__ for r in rows]}, indent=2))
+        return
+    table = Table(title=f"backfills in {opts.env}", title_justify="left")
+    for column in ("step", "backfill", "state", "rows done", "estimated", "changed", "failed", "rate", "eta"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("note")
+    for r in rows:
+        table.add_row(r.step_id, r.name, r.state, f"{r.rows_covered:,}", f"~{r.estimate:,}" if r.estimate is not None
+                      else "?", f"{r.rows_changed:,}", f"{r.rows_failed:,}",
+                      f"{r.rows_per_second:,.0f}/s" if r.rows_per_second else "",
+                      f"{r.eta_seconds:,.0f}s" if r.eta_seconds is not None else "", Text(r.error or ""))
+    out.print(table)
+
+
+def _run_backfills(opts: _Options, step: str, actor: str, resume: bool) -> None:
+    view = _ProgressView()
+    try:
+        api.backfill_run(opts.plan, opts.env, step, dsn=opts.dsn, actor=actor, resume=resume, report=_show_event,
+                         progress=view)
+    finally:
+        view.close()
+
+
+@backfill.command("run")
+@click.argument("step")
+@_actor_option
+@pass_options
+def backfill_run(opts: _Options, step: str, actor: str) -> None:
+    """Run STEP's backfills from their checkpoints (paused or cancelled ones stay so)."""
+    _run_backfills(opts, step, actor, resume=False)
+
+
+@backfill.command("resume")
+@click.argument("step")
+@_actor_option
+@pass_options
+def backfill_resume(opts: _Options, step: str, actor: str) -> None:
+    """Un-pause STEP's backfills and run them from their checkpoints."""
+    _run_backfills(opts, step, actor, resume=True)
+
+
+@backfill.command("pause")
+@click.argument("step")
+@_actor_option
+@pass_options
+def backfill_pause(opts: _Options, step: str, actor: str) -> None:
+    """Pause STEP's backfills at their next batch boundary (works from another terminal)."""
+    names = api.backfill_request(opts.plan, opts.env, step, "pause", dsn=opts.dsn, actor=actor)
+    out.print(f"pause requested: {', '.join(names) or 'no active backfill'}")
+
+
+@backfill.command("cancel")
+@click.argument("step")
+@_actor_option
+@pass_options
+def backfill_cancel(opts: _Options, step: str, actor: str) -> None:
+    """Stop STEP's backfills at their next batch boundary; `resume` continues from the checkpoint."""
+    names = api.backfill_request(opts.plan, opts.env, step, "cancel", dsn=opts.dsn, actor=actor)
+    out.print(f"cancel requested: {', '.join(names) or 'no active backfill'}")
+
+
+@cli.group(cls=_RolloutGroup)
 def db() -> None:
     """The embedded PostgreSQL server of an embedded environment."""
 
@@ -193,9 +313,10 @@ def db() -> None:
 def db_start(opts: _Options) -> None:
     """Start the embedded server (first time: initialise it under .rollout/)."""
     api.embedded_environment(opts.plan, opts.env)
-    info = embedded.start(opts.plan.directory)
+    url = resolve_target(opts.plan, opts.env).conninfo
+    info = embedded.running(opts.plan.directory)
     out.print(f"embedded PostgreSQL running (pid {info.pid}, data {info.data_dir})")
-    out.print(info.url(opts.env))
+    out.print(url)
 
 
 @db.command("stop")
@@ -223,7 +344,7 @@ def db_status(opts: _Options) -> None:
 def db_url(opts: _Options) -> None:
     """Print the environment's connection URL (starts the server if needed)."""
     api.embedded_environment(opts.plan, opts.env)
-    click.echo(embedded.start(opts.plan.directory).url(opts.env))
+    click.echo(resolve_target(opts.plan, opts.env).conninfo)
 
 
 @db.command("seed")

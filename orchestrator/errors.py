@@ -9,6 +9,7 @@ EXIT_OK = 0
 EXIT_STEP_FAILED = 1
 EXIT_INVALID = 2
 EXIT_LOCKED = 3
+EXIT_STOPPED = 4
 
 
 class RolloutError(Exception):
@@ -50,3 +51,9 @@ class EnvironmentLocked(RolloutError):
     """Another operator holds this environment's advisory lock."""
 
     exit_code = EXIT_LOCKED
+
+
+class Stopped(RolloutError):
+    """An operator paused or cancelled work from another terminal; it continues when resumed."""
+
+    exit_code = EXIT_STOPPED

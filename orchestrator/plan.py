@@ -130,6 +130,39 @@ class Check(_Model):
         return self
 
 
+TableName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)?$")]
+ColumnName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_$]*$")]
+
+
+class Backfill(_Model):
+    """A resumable, batched data migration over one table, in key order."""
+
+    name: Name
+    description: str = ""
+    table: TableName = Field(description="the table whose rows are visited: name or schema.name")
+    key: Seq(ColumnName) | None = Field(None, description="unique, indexed columns to batch by (default: the primary key)")
+    set: dict[ColumnName, str] | None = Field(None, description="column -> SQL expression, applied to each batch's rows")
+    sql: str | None = Field(None, description="a statement over one batch; the batch's keys are the CTE `batch`")
+    where: str | None = Field(None, description="SQL condition: the rows that still need work")
+    batch_size: int = Field(5000, ge=1, description="rows in the first batch; later batches adapt")
+    min_batch: int = Field(100, ge=1)
+    max_batch: int = Field(100_000, ge=1)
+    target_batch_time: Duration = Field(50, description="batch duration the size adapts toward (default 50ms)")
+    pause: Duration = Field(0, description="sleep between batches, to throttle (default 0)")
+    on_error: Literal["stop", "record"] = Field(
+        "stop", description="a row the change cannot convert: stop with its key, or record it and carry on")
+
+    @model_validator(mode="after")
+    def _one_change(self) -> "Backfill":
+        if (self.set is None) == (self.sql is None):
+            raise ValueError("a backfill needs exactly one of 'set' or 'sql'")
+        if self.set is not None and not self.set:
+            raise ValueError("'set' needs at least one column")
+        if not self.min_batch <= self.batch_size <= self.max_batch:
+            raise ValueError("batch sizes must satisfy min_batch <= batch_size <= max_batch")
+        return self
+
+
 class Step(_Model):
     """One schema improvement: preconditions, expand migration, verification, optional contract."""
 
@@ -141,6 +174,7 @@ class Step(_Model):
     depends_on: Seq(Name) = ()
     preconditions: Seq(Check) = ()
     migrate: str = Field(description="folder of yoyo-format SQL migrations (with .rollback.sql files)")
+    backfills: Seq(Backfill) = ()
     verify: Seq(Check) = ()
     finalize: str | None = Field(None, description="folder of the contract-phase migrations")
     timeouts: Timeouts | None = None

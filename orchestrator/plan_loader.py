@@ -206,12 +206,12 @@ def _check_references(model: PlanModel, doc: _Document) -> None:
             doc.at(("steps", index, "id"), f"duplicate step id {step.id!r} (also steps[{positions[step.id]}]); rename one")
         else:
             positions[step.id] = index
-        for kind in ("preconditions", "verify"):
+        for kind in ("preconditions", "verify", "backfills"):
             names: set[str] = set()
-            for n, check in enumerate(getattr(step, kind)):
-                if check.name in names:
-                    doc.at(("steps", index, kind, n, "name"), f"duplicate check name {check.name!r} in {kind}")
-                names.add(check.name)
+            for n, item in enumerate(getattr(step, kind)):
+                if item.name in names:
+                    doc.at(("steps", index, kind, n, "name"), f"duplicate name {item.name!r} in {kind}")
+                names.add(item.name)
         for n, dep in enumerate(step.depends_on):
             where = ("steps", index, "depends_on", n)
             if dep == step.id:

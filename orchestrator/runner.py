@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import psycopg
 
 from . import state
+from .backfill import BackfillStopped, Engine
 from .checks import CheckResult, run_check
 from .errors import StepFailed, UsageError
 from .migrations import applied_hashes, run_migration
@@ -64,6 +65,7 @@ def _apply_step(session: Session, step: Step) -> bool:
             count = _run_migrations(session, step, "migrate", "apply")
             session.transition(step.id, MIGRATED, f"expand migrations applied ({count} now)")
         elif now == MIGRATED:
+            run_backfills(session, step)
             report = check_step(session, step, record=False)
             if not report.ok:
                 failures = "; ".join(r.summary() for r in report.results if not r.ok)
@@ -192,8 +194,27 @@ def _rollback_step(session: Session, step: Step) -> bool:
         session.transition(step.id, ROLLING_BACK, f"rolling back from {current}")
     _run_migrations(session, step, "finalize", "rollback")
     _run_migrations(session, step, "migrate", "rollback")
-    session.transition(step.id, PENDING, "rolled back")
+    with session.conn.transaction():
+        # the data a backfill wrote went with the schema; a re-apply backfills afresh
+        session.conn.execute("DELETE FROM rollout.backfills WHERE env = %s AND step_id = %s", (session.env, step.id))
+        session.transition(step.id, PENDING, "rolled back")
     return True
+
+
+def run_backfills(session: Session, step: Step, *, resume: bool = False) -> None:
+    """Run the step's backfills in order. Paused or cancelled jobs stop the step until resumed."""
+    if resume:
+        session.conn.execute(
+            "UPDATE rollout.backfills SET state = 'pending', requested = NULL WHERE env = %s AND step_id = %s "
+            "AND (state IN ('paused', 'cancelled') OR requested IS NOT NULL)", (session.env, step.id))
+    for job in step.backfills:
+        held = session.conn.execute(
+            "SELECT state FROM rollout.backfills WHERE env = %s AND step_id = %s AND name = %s "
+            "AND state IN ('paused', 'cancelled')", (session.env, step.id, job.name)).fetchone()
+        outcome = held[0] if held else Engine(session, step, job, session.progress).run()
+        if outcome != "done":
+            raise BackfillStopped(f"step {step.id!r}: backfill {job.name} is {outcome}; "
+                                  f"`rollout backfill resume {step.id}` continues it from its checkpoint")
 
 
 def verify(session: Session, step_id: str | None = None) -> list[StepReport]:

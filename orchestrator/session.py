@@ -13,7 +13,7 @@ import psycopg
 
 from . import state
 from .database import Target, connect, resolve_target
-from .errors import StepFailed
+from .errors import RolloutError
 from .locks import acquire_env_lock
 from .migrations import yoyo_backend
 from .plan import Plan
@@ -35,6 +35,7 @@ class Session:
     actor: str
     report: Reporter
     run_id: int | None = None
+    progress: Callable[[object], None] = field(default=lambda progress: None, repr=False)
     _backend: object | None = field(default=None, repr=False)
 
     @property
@@ -76,7 +77,7 @@ class Session:
 
 @contextmanager
 def open_session(plan: Plan, env: str, *, dsn: str | None, actor: str, command: str,
-                 report: Reporter) -> Iterator[Session]:
+                 report: Reporter, progress: Callable[[object], None] | None = None) -> Iterator[Session]:
     """Connect, take the environment's lock, open a run; close the run however the command ends."""
     target = resolve_target(plan, env, dsn)
     conn = connect(target)
@@ -86,14 +87,16 @@ def open_session(plan: Plan, env: str, *, dsn: str | None, actor: str, command: 
         state.ensure_schema(conn)
         run_id, stale = state.begin_run(conn, env, command, actor)
         session = Session(plan, target, conn, actor, report, run_id)
+        if progress is not None:
+            session.progress = progress
         for run in stale:
             session.record("run.interrupted", f"run {run['id']} (`rollout {run['command']}` by {run['actor']}, started "
                            f"{run['started_at']:%Y-%m-%d %H:%M:%S}) ended without finishing; continuing from its "
                            "last committed state", ok=False)
         yield session
         outcome = "ok"
-    except StepFailed:
-        outcome = "step failed"
+    except RolloutError as exc:
+        outcome = "stopped" if exc.exit_code == 4 else "step failed"
         raise
     finally:
         if not conn.closed and not conn.broken and "session" in locals():

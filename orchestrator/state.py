@@ -17,7 +17,7 @@ from psycopg.types.json import Jsonb
 
 from .errors import RolloutError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 PENDING = "pending"
 MIGRATING = "migrating"
@@ -88,6 +88,37 @@ CREATE TABLE IF NOT EXISTS rollout.events (
     detail jsonb
 );
 CREATE INDEX IF NOT EXISTS events_env_at ON rollout.events (env, at);
+-- A backfill's checkpoint: updated in the same transaction as each batch it records.
+CREATE TABLE IF NOT EXISTS rollout.backfills (
+    env text NOT NULL,
+    step_id text NOT NULL,
+    name text NOT NULL,
+    state text NOT NULL DEFAULT 'pending'
+        CHECK (state IN ('pending', 'running', 'paused', 'cancelled', 'done', 'failed')),
+    requested text CHECK (requested IN ('pause', 'cancel')),
+    cursor jsonb,
+    rows_covered bigint NOT NULL DEFAULT 0,
+    rows_changed bigint NOT NULL DEFAULT 0,
+    rows_failed bigint NOT NULL DEFAULT 0,
+    batches integer NOT NULL DEFAULT 0,
+    batch_size integer,
+    active_seconds double precision NOT NULL DEFAULT 0,
+    error text,
+    started_at timestamptz,
+    updated_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    finished_at timestamptz,
+    PRIMARY KEY (env, step_id, name)
+);
+-- Rows a backfill with on_error: record could not convert, with PostgreSQL's reason.
+CREATE TABLE IF NOT EXISTS rollout.backfill_errors (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    env text NOT NULL,
+    step_id text NOT NULL,
+    name text NOT NULL,
+    key jsonb NOT NULL,
+    error text NOT NULL,
+    at timestamptz NOT NULL DEFAULT clock_timestamp()
+);
 
 CREATE OR REPLACE FUNCTION rollout.enforce_transition() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
@@ -159,7 +190,7 @@ def ensure_schema(conn: psycopg.Connection) -> None:
                 f"this database's rollout schema is version {version[0]}, newer than this rollout "
                 f"({SCHEMA_VERSION}); upgrade rollout")
         if version and version[0] == SCHEMA_VERSION:
-            return
+            return  # older versions re-run the DDL below: every statement in it is idempotent
     with conn.transaction():
         conn.execute(_SCHEMA_SQL)
         conn.execute("DELETE FROM rollout.transitions")

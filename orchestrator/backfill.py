@@ -1,0 +1,379 @@
+"""The backfill engine: batched data migrations that survive any crash, at full speed.
+
+Batches are key ranges: the boundary is the n-th key after the cursor (an index range scan),
+and the change touches `key > lo AND key <= hi`, so a batch costs the same at the start and
+the end of a table of any size. Each batch commits together with its checkpoint in
+rollout.backfills: a crash at any instant redoes at most the batch that did not commit.
+
+Batches run on a work connection of their own; the session's connection only holds the
+environment lock, so a dropped work connection is reconnected without losing the lock.
+Pause and cancel are requests written to the checkpoint row from another terminal, read at
+each batch boundary.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import psycopg
+from psycopg import sql
+
+from .database import connect
+from .errors import RolloutError, StepFailed, Stopped
+from .locks import set_local_timeouts
+from .plan import Backfill, Step, Timeouts
+from .session import Session
+
+MAX_RECONNECTS = 10
+LOCK_PING_SECONDS = 5.0
+
+# Errors caused by the data of a row: worth bisecting the batch down to the row.
+_ROW_ERRORS = (psycopg.errors.DataError, psycopg.errors.IntegrityError, psycopg.errors.RaiseException)
+
+
+class BackfillStopped(Stopped):
+    """An operator paused or cancelled a backfill; the step waits for `rollout backfill resume`."""
+
+
+@dataclass(frozen=True)
+class Progress:
+    step_id: str
+    name: str
+    state: str
+    rows_covered: int
+    rows_changed: int
+    estimate: int | None
+    rows_per_second: float
+    batch_size: int
+
+
+@dataclass(frozen=True)
+class TableKey:
+    """The table a job visits and the columns (with their types) it batches by."""
+
+    schema: str
+    table: str
+    columns: tuple[str, ...]
+    types: tuple[str, ...]
+
+    @property
+    def ident(self) -> sql.Composable:
+        return sql.Identifier(self.schema, self.table)
+
+    def columns_sql(self) -> sql.Composable:
+        return sql.SQL(", ").join(map(sql.Identifier, self.columns))
+
+    def row(self) -> sql.Composable:
+        """The key as a row value: (a, b)."""
+        return sql.SQL("({})").format(self.columns_sql())
+
+    def placeholders(self) -> sql.Composable:
+        """A row of typed placeholders: (%s::uuid, %s::text). Types come from the catalog."""
+        return sql.SQL("({})").format(sql.SQL(", ").join(
+            sql.SQL("{}::{}").format(sql.Placeholder(), sql.SQL(t)) for t in self.types))
+
+
+def resolve_table_key(conn: psycopg.Connection, job: Backfill) -> TableKey:
+    """Look up the job's table and key; refuse a key no btree index leads with."""
+    schema, _, table = job.table.rpartition(".")
+    row = conn.execute(
+        """
+        SELECT c.oid, n.nspname FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace
+        WHERE c.relname = %s AND c.relkind IN ('r', 'p')
+          AND n.nspname = coalesce(nullif(%s, ''), current_schema())
+        """,
+        (table, schema),
+    ).fetchone()
+    if row is None:
+        raise StepFailed(f"backfill {job.name}: table {job.table!r} does not exist; the step's migration should create it")
+    oid, schema = row
+    if job.key:
+        columns = list(job.key)
+    else:
+        columns = [r[0] for r in conn.execute(
+            """
+            SELECT a.attname FROM pg_index AS i
+            JOIN pg_attribute AS a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
+            WHERE i.indrelid = %s AND i.indisprimary ORDER BY array_position(i.indkey::int2[], a.attnum)
+            """,
+            (oid,),
+        )]
+        if not columns:
+            raise StepFailed(f"backfill {job.name}: {job.table} has no primary key; name a unique indexed `key:`")
+    types = []
+    for column in columns:
+        found = conn.execute(
+            "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = %s AND attname = %s "
+            "AND attnum > 0 AND NOT attisdropped", (oid, column)).fetchone()
+        if found is None:
+            raise StepFailed(f"backfill {job.name}: {job.table} has no column {column!r} (from `key:`)")
+        types.append(found[0])
+    indexed = conn.execute(
+        """
+        SELECT 1 FROM pg_index AS i JOIN pg_class AS ic ON ic.oid = i.indexrelid JOIN pg_am ON pg_am.oid = ic.relam
+        WHERE i.indrelid = %s AND pg_am.amname = 'btree' AND i.indisvalid
+          AND (SELECT array_agg(a.attname ORDER BY k.ord) FROM unnest(i.indkey::int2[]) WITH ORDINALITY AS k (attnum, ord)
+               JOIN pg_attribute AS a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+               WHERE k.ord <= %s) = %s::name[]
+        """,
+        (oid, len(columns), columns),
+    ).fetchone()
+    if indexed is None:
+        raise StepFailed(f"backfill {job.name}: no valid btree index on {job.table} ({', '.join(columns)}); "
+                         "each batch would scan the table. Batch by the primary key or index these columns")
+    return TableKey(schema, table, tuple(columns), tuple(types))
+
+
+def estimate_rows(conn: psycopg.Connection, key: TableKey) -> int | None:
+    """Rows in the table from catalog statistics (no COUNT(*)); None before the first ANALYZE."""
+    row = conn.execute(
+        "SELECT c.reltuples FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = %s AND c.relname = %s", (key.schema, key.table)).fetchone()
+    return int(row[0]) if row and row[0] >= 0 else None
+
+
+@dataclass(frozen=True)
+class BatchStatements:
+    """The SQL of one job, composed once: the boundary lookup and the change, per range shape."""
+
+    key: TableKey
+    job: Backfill
+
+    def boundary(self, has_lo: bool) -> sql.Composed:
+        lower = sql.SQL("{} > {}").format(self.key.row(), self.key.placeholders()) if has_lo else sql.SQL("true")
+        return sql.SQL("SELECT {cols} FROM {table} WHERE {lower} ORDER BY {cols} OFFSET %s LIMIT 1").format(
+            cols=self.key.columns_sql(), table=self.key.ident, lower=lower)
+
+    def remaining(self, has_lo: bool) -> sql.Composed:
+        """Rows of the last batch (fewer than a batch by construction, so cheap to count)."""
+        return sql.SQL("SELECT count(*) FROM {table} WHERE {lower}").format(
+            table=self.key.ident, lower=self._range(has_lo, False))
+
+    def change(self, has_lo: bool, has_hi: bool) -> sql.Composed:
+        where = self._range(has_lo, has_hi)
+        if self.job.where:
+            where = sql.SQL("{} AND ({})").format(where, sql.SQL(self.job.where))
+        if self.job.set is not None:
+            assignments = sql.SQL(", ").join(
+                sql.SQL("{} = ({})").format(sql.Identifier(column), sql.SQL(expression))
+                for column, expression in self.job.set.items())
+            return sql.SQL("UPDATE {table} SET {set} WHERE {where}").format(
+                table=self.key.ident, set=assignments, where=where)
+        return sql.SQL("WITH batch AS (SELECT {cols} FROM {table} WHERE {where}) {body}").format(
+            cols=self.key.columns_sql(), table=self.key.ident, where=where,
+            body=sql.SQL(self.job.sql.strip().rstrip(";")))
+
+    def _range(self, has_lo: bool, has_hi: bool) -> sql.Composable:
+        parts = []
+        if has_lo:
+            parts.append(sql.SQL("{} > {}").format(self.key.row(), self.key.placeholders()))
+        if has_hi:
+            parts.append(sql.SQL("{} <= {}").format(self.key.row(), self.key.placeholders()))
+        return sql.SQL(" AND ").join(parts) if parts else sql.SQL("true")
+
+
+@dataclass(frozen=True)
+class _Batch:
+    hi: list[str] | None  # the new cursor; None when this was the last batch
+    covered: int
+    changed: int
+    seconds: float
+    stop: str | None = None  # 'pause' or 'cancel' when an operator asked
+
+
+class Engine:
+    """Runs one backfill job to completion, a pause, a cancel, or a clear failure."""
+
+    def __init__(self, session: Session, step: Step, job: Backfill, progress: Callable[[Progress], None]):
+        self.session, self.step, self.job, self.progress = session, step, job, progress
+        self.timeouts: Timeouts = session.plan.timeouts(step)
+        self.ids = (session.env, step.id, job.name)
+        self.work: psycopg.Connection | None = None
+        self.key = resolve_table_key(session.conn, job)
+        self.statements = BatchStatements(self.key, job)
+        self.estimate = estimate_rows(session.conn, self.key)
+        self._last_ping = time.monotonic()
+
+    def run(self) -> str:
+        """Returns the job's final state: done, paused or cancelled. Raises StepFailed on failure."""
+        checkpoint = self._start()
+        lo, size = checkpoint["cursor"], checkpoint["batch_size"] or self.job.batch_size
+        covered, changed, seconds = checkpoint["rows_covered"], checkpoint["rows_changed"], checkpoint["active_seconds"]
+        if checkpoint["state"] == "done":
+            return "done"
+        try:
+            self.work = connect(self.session.target, "rollout backfill")
+            while True:
+                batch = self._batch_with_retries(lo, size)
+                if batch.stop:
+                    state = "paused" if batch.stop == "pause" else "cancelled"
+                    self.session.record(f"backfill.{state}", f"backfill {self.job.name} {state} at {covered} rows "
+                                        f"({self._share(covered)}); `rollout backfill resume {self.step.id}` continues",
+                                        step_id=self.step.id, ok=False)
+                    return state
+                covered, changed, seconds = covered + batch.covered, changed + batch.changed, seconds + batch.seconds
+                self._report("running" if batch.hi else "done", covered, changed, seconds, size)
+                if batch.hi is None:
+                    rate = covered / seconds if seconds else 0.0
+                    self.session.record("backfill.done", f"backfill {self.job.name} done: {changed} rows changed of "
+                                        f"{covered} visited ({rate:,.0f} rows/s)", step_id=self.step.id,
+                                        detail={"rows_changed": changed, "rows_covered": covered, "seconds": seconds})
+                    return "done"
+                lo = batch.hi
+                size = self._adapt(size, batch.seconds)
+                self._ping_lock()
+                if self.job.pause:
+                    time.sleep(self.job.pause / 1000)
+        finally:
+            if self.work is not None:
+                self.work.close()
+
+    def _start(self) -> dict:
+        """Create the checkpoint row or continue the one a previous run left."""
+        with self.session.conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
+            cur.execute(
+                """
+                INSERT INTO rollout.backfills (env, step_id, name, state, started_at) VALUES (%s, %s, %s, 'running', clock_timestamp())
+                ON CONFLICT (env, step_id, name) DO UPDATE
+                SET state = CASE WHEN rollout.backfills.state = 'done' THEN 'done' ELSE 'running' END,
+                    error = NULL, requested = NULL, started_at = coalesce(rollout.backfills.started_at, clock_timestamp())
+                RETURNING state, cursor, batch_size, rows_covered, rows_changed, active_seconds
+                """,
+                self.ids,
+            )
+            checkpoint = cur.fetchone()
+        resumed = checkpoint["cursor"] is not None and checkpoint["state"] != "done"
+        if checkpoint["state"] != "done":
+            where = f"from checkpoint after {checkpoint['rows_covered']} rows" if resumed else "from the start"
+            self.session.record("backfill.start", f"backfill {self.job.name} on {self.job.table} {where} "
+                                f"(about {self.estimate if self.estimate is not None else '?'} rows)",
+                                step_id=self.step.id)
+        return checkpoint
+
+    def _batch_with_retries(self, lo: list[str] | None, size: int) -> _Batch:
+        """One batch, retried: lock timeouts back off, timeouts and row errors split the batch,
+        a dropped connection reconnects. A single row that cannot be converted stops the job
+        or, with on_error: record, is recorded and skipped."""
+        delay, reconnects = 0.05, 0
+        lock_deadline = time.monotonic() + self.timeouts.retry_budget / 1000
+        while True:
+            try:
+                return self._batch(lo, size)
+            except psycopg.errors.LockNotAvailable:
+                if time.monotonic() + delay > lock_deadline:
+                    if size <= self.job.min_batch:
+                        self._fail(f"could not lock its rows within the retry budget at batch size {size}")
+                    size, lock_deadline = max(self.job.min_batch, size // 2), time.monotonic() + self.timeouts.retry_budget / 1000
+                time.sleep(delay * random.uniform(0.5, 1.5))
+                delay = min(delay * 2, 5.0)
+            except psycopg.errors.QueryCanceled as exc:
+                if size == 1:
+                    self._fail(f"one row took longer than statement_timeout: {exc.diag.message_primary}")
+                size = max(1, size // 2)
+            except _ROW_ERRORS as exc:
+                if size > 1:
+                    size = max(1, size // 2)  # bisect toward the row that fails
+                    continue
+                lo, size = self._row_failed(lo, exc), self.job.batch_size
+            except psycopg.OperationalError as exc:
+                if self.work is None or not self.work.broken or reconnects >= MAX_RECONNECTS:
+                    self._fail(f"database error: {exc}")
+                reconnects += 1
+                time.sleep(min(0.1 * 2 ** reconnects, 5.0))
+                self.work.close()
+                try:
+                    self.work = connect(self.session.target, "rollout backfill")
+                except RolloutError:
+                    continue
+                self.session.record("backfill.reconnect", f"backfill {self.job.name}: reconnected after a dropped "
+                                    f"connection (attempt {reconnects}); redoing the uncommitted batch",
+                                    step_id=self.step.id, ok=False)
+
+    def _batch(self, lo: list[str] | None, size: int) -> _Batch:
+        work, s = self.work, self.statements
+        started = time.monotonic()
+        with work.transaction():
+            set_local_timeouts(work, self.timeouts.lock, self.timeouts.statement)
+            requested = work.execute(
+                "SELECT requested FROM rollout.backfills WHERE env = %s AND step_id = %s AND name = %s FOR UPDATE",
+                self.ids).fetchone()[0]
+            if requested:
+                work.execute("UPDATE rollout.backfills SET state = %s, requested = NULL, updated_at = clock_timestamp() "
+                             "WHERE env = %s AND step_id = %s AND name = %s",
+                             ("paused" if requested == "pause" else "cancelled", *self.ids))
+                return _Batch(hi=None, covered=0, changed=0, seconds=0.0, stop=requested)
+            lo_params = list(lo) if lo else []
+            found = work.execute(s.boundary(bool(lo)), [*lo_params, size - 1]).fetchone()
+            hi = [str(v) for v in found] if found else None
+            if hi is None:
+                covered = work.execute(s.remaining(bool(lo)), lo_params).fetchone()[0]
+            else:
+                covered = size
+            changed = work.execute(s.change(bool(lo), hi is not None), [*lo_params, *(hi or [])]).rowcount
+            seconds = time.monotonic() - started
+            work.execute(
+                """
+                UPDATE rollout.backfills
+                SET cursor = coalesce(%s, cursor), rows_covered = rows_covered + %s, rows_changed = rows_changed + %s,
+                    batches = batches + 1, batch_size = %s, active_seconds = active_seconds + %s,
+                    state = %s, updated_at = clock_timestamp(),
+                    finished_at = CASE WHEN %s THEN clock_timestamp() END
+                WHERE env = %s AND step_id = %s AND name = %s
+                """,
+                (json.dumps(hi) if hi else None, covered, max(changed, 0), size, seconds,
+                 "running" if hi else "done", hi is None, *self.ids),
+            )
+        return _Batch(hi=hi, covered=covered, changed=max(changed, 0), seconds=seconds)
+
+    def _row_failed(self, lo: list[str] | None, exc: psycopg.Error) -> list[str]:
+        """The batch is one row and it fails: stop, or record it and move the cursor past it."""
+        found = self.work.execute(self.statements.boundary(bool(lo)), [*(lo or []), 0]).fetchone()
+        key = [str(v) for v in found] if found else None
+        reason = f"{exc.diag.message_primary} [SQLSTATE {exc.diag.sqlstate}]"
+        shown = ", ".join(f"{c}={v}" for c, v in zip(self.key.columns, key or []))
+        if self.job.on_error == "stop" or key is None:
+            self._fail(f"row ({shown}) cannot be converted: {reason}. Fix the row or the change, then "
+                       f"`rollout backfill run {self.step.id}`; or set on_error: record to record such rows and go on")
+        with self.work.transaction():
+            self.work.execute("INSERT INTO rollout.backfill_errors (env, step_id, name, key, error) "
+                              "VALUES (%s, %s, %s, %s, %s)", (*self.ids, json.dumps(key), reason))
+            self.work.execute("UPDATE rollout.backfills SET cursor = %s, rows_covered = rows_covered + 1, "
+                              "rows_failed = rows_failed + 1, updated_at = clock_timestamp() "
+                              "WHERE env = %s AND step_id = %s AND name = %s", (json.dumps(key), *self.ids))
+        self.session.record("backfill.row_failed", f"backfill {self.job.name}: recorded row ({shown}) it cannot "
+                            f"convert: {reason}", step_id=self.step.id, ok=False)
+        return key
+
+    def _fail(self, reason: str) -> None:
+        message = f"backfill {self.job.name} on {self.job.table}: {reason}"
+        self.session.conn.execute("UPDATE rollout.backfills SET state = 'failed', error = %s, updated_at = clock_timestamp() "
+                                  "WHERE env = %s AND step_id = %s AND name = %s", (reason, *self.ids))
+        raise StepFailed(message)
+
+    def _adapt(self, size: int, seconds: float) -> int:
+        """Grow or shrink toward the target batch time, at most doubling or halving at once."""
+        factor = min(2.0, max(0.5, (self.job.target_batch_time / 1000) / max(seconds, 1e-4)))
+        return int(min(self.job.max_batch, max(self.job.min_batch, size * factor)))
+
+    def _ping_lock(self) -> None:
+        """Every few seconds, check the connection that holds the environment lock is alive."""
+        if time.monotonic() - self._last_ping < LOCK_PING_SECONDS:
+            return
+        self._last_ping = time.monotonic()
+        try:
+            self.session.conn.execute("SELECT 1")
+        except psycopg.Error:
+            raise StepFailed(f"backfill {self.job.name}: lost the connection holding the environment lock; "
+                             f"stopped at a committed checkpoint. Run the same command again to continue") from None
+
+    def _share(self, covered: int) -> str:
+        return f"{100 * covered / self.estimate:.0f}%" if self.estimate else "of an unknown total"
+
+    def _report(self, state: str, covered: int, changed: int, seconds: float, size: int) -> None:
+        rate = covered / seconds if seconds else 0.0
+        self.progress(Progress(self.step.id, self.job.name, state, covered, changed,
+                               max(self.estimate, covered) if self.estimate is not None else None, rate, size))
