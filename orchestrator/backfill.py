@@ -23,7 +23,7 @@ import psycopg
 from psycopg import sql
 
 from .database import connect
-from .errors import RolloutError, StepFailed, Stopped
+from .errors import ConnectionLost, RolloutError, StepFailed, Stopped
 from .locks import set_local_timeouts
 from .plan import Backfill, Step, Timeouts
 from .session import Session
@@ -280,9 +280,13 @@ class Engine:
                     continue
                 lo, size = self._row_failed(lo, exc), self.job.batch_size
             except psycopg.OperationalError as exc:
-                if self.work is None or not self.work.broken or reconnects >= MAX_RECONNECTS:
+                if not (self.work.closed or self.work.broken):
                     self._fail(f"database error: {exc}")
+                self._ping_lock(force=True)  # a server crash takes the environment lock too: then stop
                 reconnects += 1
+                if reconnects > MAX_RECONNECTS:
+                    raise ConnectionLost(f"backfill {self.job.name}: the work connection dropped {MAX_RECONNECTS} "
+                                         "times; stopped at a committed checkpoint. Run the same command again") from None
                 time.sleep(min(0.1 * 2 ** reconnects, 5.0))
                 self.work.close()
                 try:
@@ -350,8 +354,12 @@ class Engine:
 
     def _fail(self, reason: str) -> None:
         message = f"backfill {self.job.name} on {self.job.table}: {reason}"
-        self.session.conn.execute("UPDATE rollout.backfills SET state = 'failed', error = %s, updated_at = clock_timestamp() "
-                                  "WHERE env = %s AND step_id = %s AND name = %s", (reason, *self.ids))
+        try:
+            self.session.conn.execute("UPDATE rollout.backfills SET state = 'failed', error = %s, "
+                                      "updated_at = clock_timestamp() WHERE env = %s AND step_id = %s AND name = %s",
+                                      (reason, *self.ids))
+        except psycopg.OperationalError:
+            pass  # the checkpoint still says running; the next run continues from it
         raise StepFailed(message)
 
     def _adapt(self, size: int, seconds: float) -> int:
@@ -359,15 +367,15 @@ class Engine:
         factor = min(2.0, max(0.5, (self.job.target_batch_time / 1000) / max(seconds, 1e-4)))
         return int(min(self.job.max_batch, max(self.job.min_batch, size * factor)))
 
-    def _ping_lock(self) -> None:
+    def _ping_lock(self, force: bool = False) -> None:
         """Every few seconds, check the connection that holds the environment lock is alive."""
-        if time.monotonic() - self._last_ping < LOCK_PING_SECONDS:
+        if not force and time.monotonic() - self._last_ping < LOCK_PING_SECONDS:
             return
         self._last_ping = time.monotonic()
         try:
             self.session.conn.execute("SELECT 1")
         except psycopg.Error:
-            raise StepFailed(f"backfill {self.job.name}: lost the connection holding the environment lock; "
+            raise ConnectionLost(f"backfill {self.job.name}: lost the connection holding the environment lock; "
                              f"stopped at a committed checkpoint. Run the same command again to continue") from None
 
     def _share(self, covered: int) -> str:

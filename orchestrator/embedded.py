@@ -56,7 +56,9 @@ def start(plan_directory: str) -> ServerInfo:
     pgdata = data_dir(plan_directory)
     os.makedirs(os.path.dirname(pgdata), exist_ok=True)
     try:
-        _library().get_server(pgdata, cleanup_mode=None)
+        server = _library().get_server(pgdata, cleanup_mode=None)
+        if running(plan_directory) is None:
+            server.ensure_postgres_running()  # a handle cached by this process, whose server has since stopped
     except Exception as exc:  # the library raises bare subprocess and assertion errors
         log = os.path.join(pgdata, "log")
         raise DatabaseUnavailable(

@@ -47,6 +47,10 @@ class StepFailed(RolloutError):
     exit_code = EXIT_STEP_FAILED
 
 
+class ConnectionLost(StepFailed):
+    """The database went away mid-command; every committed step of progress is kept."""
+
+
 class EnvironmentLocked(RolloutError):
     """Another operator holds this environment's advisory lock."""
 

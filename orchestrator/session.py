@@ -13,7 +13,7 @@ import psycopg
 
 from . import state
 from .database import Target, connect, resolve_target
-from .errors import RolloutError
+from .errors import ConnectionLost, RolloutError
 from .locks import acquire_env_lock
 from .migrations import yoyo_backend
 from .plan import Plan
@@ -98,6 +98,13 @@ def open_session(plan: Plan, env: str, *, dsn: str | None, actor: str, command: 
     except RolloutError as exc:
         outcome = "stopped" if exc.exit_code == 4 else "step failed"
         raise
+    except psycopg.OperationalError as exc:
+        if not conn.broken:
+            raise
+        raise ConnectionLost(
+            f"lost the connection to environment {env!r} at {target.display} "
+            f"({target.scrub(' '.join(str(exc).split()))}); everything committed before it is kept. "
+            "Run the same command again to continue") from None
     finally:
         if not conn.closed and not conn.broken and "session" in locals():
             state.finish_run(conn, session.run_id, outcome)
