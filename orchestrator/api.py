@@ -7,10 +7,10 @@ from dataclasses import dataclass
 
 from psycopg.rows import dict_row
 
-from . import bootstrap, embedded, runner, state
+from . import bootstrap, embedded, flags, runner, state
 from .backfill import Progress
 from .database import connect, drop_database, resolve_target
-from .errors import UsageError
+from .errors import RolloutError, StepFailed, UsageError
 from .locks import acquire_env_lock
 from .migrations import applied_hashes
 from .plan import Plan
@@ -28,14 +28,39 @@ def _quiet(event: Event) -> None:
 
 
 def apply(plan: Plan, env: str, *, dsn: str | None = None, actor: str, target: str | None = None,
-          report: Reporter = _quiet, progress: ProgressHook | None = None) -> list[str]:
-    """Apply pending steps (all, or `target` and its dependencies). Returns the steps finished now."""
+          force: bool = False, report: Reporter = _quiet, progress: ProgressHook | None = None) -> runner.ApplyResult:
+    """Apply pending steps (all, or `target` and its dependencies), as far as each can go."""
     if target:
         plan.step(target)
     with open_session(plan, env, dsn=dsn, actor=actor, command=f"apply {target or ''}".strip(), report=report,
                       progress=progress) as s:
         bootstrap.bootstrap_if_empty(s)
+        _promotion_gate(s, target, force)
         return runner.apply(s, target)
+
+
+def _promotion_gate(session, target: str | None, force: bool) -> None:
+    """In an environment that comes `after:` another, apply only what is done there (or --force)."""
+    upstream = session.plan.environment(session.env).after
+    if upstream is None:
+        return
+    here = session.states()
+    todo = [s.id for s in session.plan.order(target) if here.get(s.id, state.StepState(s.id)).state != state.DONE]
+    if not todo:
+        return
+    try:
+        there = {row.id: row.state for row in status(session.plan, upstream)}
+        reason = ""
+    except RolloutError as exc:
+        there, reason = {}, f" ({upstream} cannot be read: {exc})"
+    not_done = [step for step in todo if there.get(step) != state.DONE]
+    if not not_done:
+        return
+    listed = ", ".join(f"{step} ({there.get(step, 'unknown')})" for step in not_done)
+    if not force:
+        raise StepFailed(f"environment {session.env!r} comes after {upstream!r}, where these steps are not done: "
+                         f"{listed}{reason}. Finish them in {upstream} first, or pass --force (it is recorded)")
+    session.record("promotion.forced", f"applying before done in {upstream}: {listed}{reason} (--force)", ok=False)
 
 
 def rollback(plan: Plan, env: str, step_id: str, *, dsn: str | None = None, actor: str, cascade: bool = False,
@@ -66,6 +91,8 @@ class StepStatus:
     title: str
     priority: str
     state: str
+    flag: str | None
+    stage: str | None  # while rolling out: e.g. "25% (2/4)"
     phase: str | None
     error: str | None
     migrations_applied: int
@@ -84,8 +111,14 @@ def status(plan: Plan, env: str, *, dsn: str | None = None) -> list[StepStatus]:
     for step in plan.order():
         current = states.get(step.id, state.StepState(step.id))
         files = [m for phase in ("migrate", "finalize") for m in plan.migrations.get((step.id, phase), ())]
+        stages = plan.stages(step)
+        stage = None
+        if stages and current.state == state.ROLLING_OUT:
+            stage = (f"{stages.stages[current.stage]}% ({current.stage + 1}/{len(stages.stages)})"
+                     if current.stage is not None else f"not started (0/{len(stages.stages)})")
         rows.append(StepStatus(
-            id=step.id, title=step.title, priority=step.priority, state=current.state, phase=current.phase,
+            id=step.id, title=step.title, priority=step.priority, state=current.state, flag=step.flag, stage=stage,
+            phase=current.phase,
             error=current.error, migrations_applied=sum(m.hash in applied for m in files), migrations_total=len(files),
             updated_at=current.updated_at.isoformat() if current.updated_at else None, updated_by=current.updated_by,
         ))
@@ -98,6 +131,58 @@ def events(plan: Plan, env: str, *, dsn: str | None = None, limit: int = 50) -> 
         raise UsageError(f"--limit must be at least 1 (got {limit})")
     with connect(resolve_target(plan, env, dsn), "rollout events") as conn:
         return state.read_events(conn, env, limit)
+
+
+def advance(plan: Plan, env: str, step_id: str | None = None, *, dsn: str | None = None, actor: str,
+            watch: bool = False, interval: float = 10.0, report: Reporter = _quiet) -> list[runner.Advance]:
+    """Advance one step's rollout (or, without a step, every rollout in progress) by one stage.
+    With watch, keep advancing one step until it is done, aborting on the first failed check."""
+    steps = [plan.step(step_id)] if step_id else []
+    command = f"advance {step_id or '--all'}{' --watch' if watch else ''}"
+    with open_session(plan, env, dsn=dsn, actor=actor, command=command, report=report) as s:
+        if watch:
+            return [runner.watch(s, steps[0], interval)]
+        if not steps:
+            states = s.states()
+            steps = [st for st in plan.order() if states.get(st.id, state.StepState(st.id)).state == state.ROLLING_OUT]
+        return [runner.advance(s, step) for step in steps]
+
+
+def abort(plan: Plan, env: str, step_id: str, *, reason: str | None = None, dsn: str | None = None, actor: str,
+          report: Reporter = _quiet) -> None:
+    """Turn the step's flag off at once and mark its rollout aborted; works while others hold the lock."""
+    step = plan.step(step_id)
+    with open_session(plan, env, dsn=dsn, actor=actor, command=f"abort {step_id}", report=report, lock=False) as s:
+        runner.abort(s, step, reason)
+
+
+def flags_list(plan: Plan, env: str, *, dsn: str | None = None) -> list[flags.FlagValue]:
+    """Every declared flag's value in this environment. Read-only."""
+    with connect(resolve_target(plan, env, dsn), "rollout flags") as conn:
+        return list(flags.read(conn, plan, env).values())
+
+
+def flag_set(plan: Plan, env: str, name: str, value: str, *, reason: str | None = None, dsn: str | None = None,
+             actor: str, report: Reporter = _quiet) -> tuple[flags.FlagValue | None, flags.FlagValue]:
+    """Set a flag now (the kill switch: no environment lock needed), with its history and event."""
+    flags.declared(plan, name)
+    enabled, percent = flags.parse_value(value)
+    with open_session(plan, env, dsn=dsn, actor=actor, command=f"flags set {name}", report=report, lock=False) as s:
+        with s.conn.transaction():
+            old, new = flags.write(s.conn, env, name, enabled, percent, actor, reason)
+            s.record("flag.set", f"flag {name}: {old.shown if old else 'unset'} -> {new.shown}"
+                     + (f" ({reason})" if reason else ""), detail={"flag": name, "enabled": enabled, "percent": percent})
+    return old, new
+
+
+def flags_declared(plan: Plan, name: str) -> None:
+    flags.declared(plan, name)
+
+
+def flag_history(plan: Plan, env: str, name: str, *, dsn: str | None = None) -> list[flags.Change]:
+    flags.declared(plan, name)
+    with connect(resolve_target(plan, env, dsn), "rollout flags history") as conn:
+        return flags.history(conn, env, name)
 
 
 def backfill_run(plan: Plan, env: str, step_id: str, *, dsn: str | None = None, actor: str, resume: bool = False,

@@ -16,7 +16,8 @@ from . import api, embedded
 from .backfill import Progress as BackfillProgress
 from .database import resolve_target
 from .errors import EXIT_STEP_FAILED, RolloutError, UsageError
-from .plan import Plan, json_schema
+from .flags import bucket, evaluate
+from .plan import Plan, json_schema, parse_duration
 from .session import default_actor
 from .state import Event
 
@@ -113,7 +114,7 @@ pass_options = click.make_pass_decorator(_Options)
 def cli(ctx: click.Context, plan_path: str, env: str, dsn: str | None) -> None:
     """Roll PostgreSQL schema changes out step by step: preconditions, migrate, verify, finalize.
 
-    Exit codes: 0 ok; 1 a step failed; 2 invalid plan or arguments; 3 environment locked;
+    Exit codes: 0 ok; 1 a step or check failed; 2 invalid plan or arguments; 3 environment locked;
     4 stopped by an operator (a paused or cancelled backfill).
     """
     ctx.obj = _Options(plan_path, env, dsn)
@@ -143,18 +144,129 @@ def _actor_option(f):
 @cli.command()
 @click.argument("step", required=False)
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--force", is_flag=True, help="Apply steps not yet done in the environment this one comes after.")
 @_actor_option
 @pass_options
-def apply(opts: _Options, step: str | None, yes: bool, actor: str) -> None:
+def apply(opts: _Options, step: str | None, yes: bool, force: bool, actor: str) -> None:
     """Apply pending steps in order (STEP: only it and what it depends on)."""
     opts.confirm(f"applying {step or 'all pending steps'}", yes)
     view = _ProgressView()
     try:
-        finished = api.apply(opts.plan, opts.env, dsn=opts.dsn, actor=actor, target=step, report=_show_event,
-                             progress=view)
+        result = api.apply(opts.plan, opts.env, dsn=opts.dsn, actor=actor, target=step, force=force,
+                           report=_show_event, progress=view)
     finally:
         view.close()
-    out.print(f"{len(finished)} step(s) applied in {opts.env}; all requested steps are done.")
+    summary = f"{len(result.finished)} step(s) done now in {opts.env}"
+    if result.waiting:
+        waits = "; ".join(f"{step}: {why}" for step, why in result.waiting.items())
+        out.print(f"{summary}; waiting: {waits}")
+    else:
+        out.print(f"{summary}; every requested step is done.")
+
+
+@cli.command()
+@click.argument("step", required=False)
+@click.option("--all", "every", is_flag=True, help="Advance every rollout in progress (safe to repeat, e.g. from cron).")
+@click.option("--watch", is_flag=True, help="Keep advancing STEP until done; abort on the first failed check.")
+@click.option("--interval", default="10s", show_default=True, help="With --watch: time at each stage before its checks.")
+@_actor_option
+@pass_options
+def advance(opts: _Options, step: str | None, every: bool, watch: bool, interval: str, actor: str) -> None:
+    """Move a step's flag to its next stage when its checks pass and its hold time is over."""
+    if bool(step) == every:
+        raise UsageError("name a STEP or pass --all (not both)")
+    if watch and not step:
+        raise UsageError("--watch follows one STEP")
+    seconds = _duration(interval, "--interval") / 1000
+    results = api.advance(opts.plan, opts.env, step, dsn=opts.dsn, actor=actor, watch=watch, interval=seconds,
+                          report=_show_event)
+    for r in results:
+        mark = Text("✗ ", style="red") if r.outcome == "refused" else Text("✓ ", style="green")
+        out.print(mark + Text(f"{r.step_id}: {r.outcome}: {r.message}"))
+    if not results:
+        out.print(f"no rollout in progress in {opts.env}")
+    if any(r.outcome == "refused" for r in results):
+        sys.exit(EXIT_STEP_FAILED)
+
+
+@cli.command()
+@click.argument("step")
+@click.option("--reason", help="Why: kept in the flag's history and the events.")
+@_actor_option
+@pass_options
+def abort(opts: _Options, step: str, reason: str | None, actor: str) -> None:
+    """Turn STEP's flag off at once and mark its rollout aborted (works while others run)."""
+    api.abort(opts.plan, opts.env, step, reason=reason, dsn=opts.dsn, actor=actor, report=_show_event)
+
+
+@cli.group(cls=_RolloutGroup)
+def flags() -> None:
+    """Feature flags of this environment: list, get, set, history."""
+
+
+@flags.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_options
+def flags_list(opts: _Options, as_json: bool) -> None:
+    """Every declared flag and its value here."""
+    values = api.flags_list(opts.plan, opts.env, dsn=opts.dsn)
+    if as_json:
+        click.echo(json.dumps({"env": opts.env, "flags": [v.as_json() for v in values]}, indent=2))
+        return
+    table = Table(title=f"flags in {opts.env}", title_justify="left")
+    for column in ("flag", "value", "source", "updated", "by"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("description")
+    for v in values:
+        table.add_row(v.name, v.shown, v.source, f"{v.updated_at:%Y-%m-%d %H:%M:%S}" if v.updated_at else "",
+                      v.updated_by or "", Text(v.description))
+    out.print(table)
+
+
+@flags.command("get")
+@click.argument("name")
+@click.option("--subject", help="Also say whether this subject (a guild id, a user id) sees the flag.")
+@pass_options
+def flags_get(opts: _Options, name: str, subject: str | None) -> None:
+    """A flag's value here, and optionally its answer for one subject."""
+    value = next((v for v in api.flags_list(opts.plan, opts.env, dsn=opts.dsn) if v.name == name), None)
+    if value is None:
+        api.flags_declared(opts.plan, name)
+    click.echo(value.shown)
+    if subject is not None:
+        answer = evaluate(name, value.enabled, value.percent, subject)
+        click.echo(f"{subject}: {'on' if answer else 'off'} (bucket {bucket(name, subject)} of 10000)")
+
+
+@flags.command("set")
+@click.argument("name")
+@click.argument("value")
+@click.option("--reason", help="Why: kept in the flag's history and the events.")
+@_actor_option
+@pass_options
+def flags_set(opts: _Options, name: str, value: str, reason: str | None, actor: str) -> None:
+    """Set NAME to on, off or a percentage (0-100) of subjects. Takes effect at once."""
+    old, new = api.flag_set(opts.plan, opts.env, name, value, reason=reason, dsn=opts.dsn, actor=actor)
+    out.print(f"flag {name} in {opts.env}: {old.shown if old else 'unset'} -> {new.shown}")
+
+
+@flags.command("history")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_options
+def flags_history(opts: _Options, name: str, as_json: bool) -> None:
+    """Every change of NAME here: when, who, old and new value, why."""
+    changes = api.flag_history(opts.plan, opts.env, name, dsn=opts.dsn)
+    if as_json:
+        click.echo(json.dumps([c.as_json() for c in changes], indent=2))
+        return
+    table = Table(title=f"flag {name} in {opts.env}", title_justify="left")
+    for column in ("at", "by", "old", "new"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("reason")
+    for c in changes:
+        table.add_row(f"{c.at:%Y-%m-%d %H:%M:%S}", c.actor, c.old or "", c.new, Text(c.reason or ""))
+    out.print(table)
 
 
 @cli.command()
@@ -202,7 +314,7 @@ def status(opts: _Options, as_json: bool) -> None:
     table.add_column("note")
     colours = {"done": "green", "failed": "red", "pending": "dim"}
     for r in rows:
-        note = f"{r.phase}: {r.error}" if r.error else ""
+        note = f"{r.phase}: {r.error}" if r.error else (f"flag {r.flag} at {r.stage}" if r.stage else "")
         table.add_row(r.id, r.priority, Text(r.state, style=colours.get(r.state, "yellow")),
                       f"{r.migrations_applied}/{r.migrations_total}", (r.updated_at or "")[:19].replace("T", " "),
                       r.updated_by or "", Text(note))
@@ -368,6 +480,13 @@ def db_reset(opts: _Options, yes: bool) -> None:
         click.confirm(f"drop the embedded database of {opts.env!r}?", abort=True)
     api.reset(opts.plan, opts.env)
     out.print(f"dropped the embedded database of {opts.env!r}")
+
+
+def _duration(text: str, option: str) -> int:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise UsageError(f"{option}: {exc}") from None
 
 
 def main() -> None:

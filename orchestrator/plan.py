@@ -99,6 +99,7 @@ class Environment(_Model):
         None, description="SQL file run by `rollout db seed`; reads the row count from current_setting('rollout.seed_rows')"
     )
     confirm: bool = Field(False, description="ask before changing anything unless --yes is given")
+    after: Name | None = Field(None, description="a step is applied here only once it is done in that environment")
 
     @model_validator(mode="after")
     def _one_database(self) -> "Environment":
@@ -127,6 +128,21 @@ class Check(_Model):
     def _one_source(self) -> "Check":
         if (self.sql is None) == (self.file is None):
             raise ValueError("a check needs exactly one of 'sql' or 'file'")
+        return self
+
+
+class StagedRollout(_Model):
+    """How a step's flag is turned on: stage by stage, with checks and a hold time between."""
+
+    stages: Seq(Annotated[int, Field(ge=1, le=100)]) = Field((100,), description="percentages, rising, ending at 100")
+    hold: Duration = Field(0, description="minimum time at each stage before the next (default 0)")
+    checks: Seq(Check) = Field((), description="must pass while the flag is at a stage, before advancing")
+
+    @model_validator(mode="after")
+    def _rising_to_100(self) -> "StagedRollout":
+        stages = list(self.stages)
+        if not stages or stages[-1] != 100 or any(a >= b for a, b in zip(stages, stages[1:])):
+            raise ValueError(f"stages must rise and end at 100 (got {stages})")
         return self
 
 
@@ -171,6 +187,7 @@ class Step(_Model):
     description: str = ""
     priority: Literal["high", "medium", "low"]
     flag: Name | None = None
+    rollout: StagedRollout | None = Field(None, description="the flag's stages; a flagged step defaults to [100]")
     depends_on: Seq(Name) = ()
     preconditions: Seq(Check) = ()
     migrate: str = Field(description="folder of yoyo-format SQL migrations (with .rollback.sql files)")
@@ -243,6 +260,12 @@ class Plan:
         except KeyError:
             known = ", ".join(self.model.environments)
             raise UsageError(f"no environment {name!r} in {self.path}; environments are: {known}") from None
+
+    def stages(self, step: Step) -> StagedRollout | None:
+        """The staged rollout of a flagged step (one stage at 100% unless it lists its own)."""
+        if step.flag is None:
+            return None
+        return step.rollout or StagedRollout()
 
     def timeouts(self, step: Step) -> Timeouts:
         return step.timeouts or self.model.timeouts

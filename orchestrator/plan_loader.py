@@ -220,10 +220,22 @@ def _check_references(model: PlanModel, doc: _Document) -> None:
                 guess = difflib.get_close_matches(dep, [s.id for s in model.steps], n=1)
                 hint = f"did you mean {guess[0]!r}?" if guess else "declare that step or remove the dependency"
                 doc.at(where, f"unknown step {dep!r}; {hint}")
+        if step.rollout is not None and step.flag is None:
+            doc.at(("steps", index, "rollout"), "a staged rollout needs the step's 'flag:' to turn on")
+        if step.rollout is not None:
+            names = set()
+            for n, check in enumerate(step.rollout.checks):
+                if check.name in names:
+                    doc.at(("steps", index, "rollout", "checks", n, "name"), f"duplicate name {check.name!r} in checks")
+                names.add(check.name)
         if step.flag is not None and step.flag not in model.flags:
             guess = difflib.get_close_matches(step.flag, list(model.flags), n=1)
             hint = f"did you mean {guess[0]!r}?" if guess else "declare it under 'flags:'"
             doc.at(("steps", index, "flag"), f"unknown flag {step.flag!r}; {hint}")
+    for name, env in model.environments.items():
+        if env.after is not None and (env.after == name or env.after not in model.environments):
+            reason = "an environment cannot come after itself" if env.after == name else f"unknown environment {env.after!r}"
+            doc.at(("environments", name, "after"), reason)
     for name, flag in model.flags.items():
         for env in flag.environments:
             if env not in model.environments:
@@ -283,21 +295,24 @@ def _read_text(full: str, relative: str, where: Path, doc: _Document) -> str | N
 
 def _resolve_check_files(model: PlanModel, base: str, doc: _Document) -> PlanModel:
     """Read each check's `file:` so the plan carries the SQL it will run."""
+    def resolved(checks: tuple[Check, ...], where: Path) -> tuple[Check, ...]:
+        out = []
+        for n, check in enumerate(checks):
+            if check.file is not None:
+                full = _resolve(base, check.file, where + (n, "file"), doc)
+                text = _read_text(full, check.file, where + (n, "file"), doc) if full else None
+                if text is not None and not text.strip():
+                    doc.at(where + (n, "file"), f"{check.file!r} is empty; a check is a query returning the violating rows")
+                check = check.model_copy(update={"sql": text})
+            out.append(check)
+        return tuple(out)
+
     steps = []
     for index, step in enumerate(model.steps):
-        updates = {}
-        for kind in ("preconditions", "verify"):
-            checks: list[Check] = []
-            for n, check in enumerate(getattr(step, kind)):
-                if check.file is not None:
-                    where = ("steps", index, kind, n, "file")
-                    full = _resolve(base, check.file, where, doc)
-                    text = _read_text(full, check.file, where, doc) if full else None
-                    if text is not None and not text.strip():
-                        doc.at(where, f"{check.file!r} is empty; a check is a query returning the violating rows")
-                    check = check.model_copy(update={"sql": text})
-                checks.append(check)
-            updates[kind] = tuple(checks)
+        updates: dict = {kind: resolved(getattr(step, kind), ("steps", index, kind)) for kind in ("preconditions", "verify")}
+        if step.rollout is not None:
+            checks = resolved(step.rollout.checks, ("steps", index, "rollout", "checks"))
+            updates["rollout"] = step.rollout.model_copy(update={"checks": checks})
         steps.append(step.model_copy(update=updates))
     return model.model_copy(update={"steps": tuple(steps)})
 

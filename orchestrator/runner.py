@@ -14,14 +14,15 @@ from dataclasses import dataclass
 
 import psycopg
 
-from . import state
+from . import flags, state
 from .backfill import BackfillStopped, Engine
 from .checks import CheckResult, run_check
-from .errors import StepFailed, UsageError
+from .errors import StepFailed, Stopped, UsageError
 from .migrations import applied_hashes, run_migration
 from .plan import Check, Migration, Step
 from .session import Session
-from .state import DONE, FAILED, FINALIZING, MIGRATED, MIGRATING, PENDING, ROLLING_BACK, VERIFIED
+from .state import (ABORTED, DONE, FAILED, FINALIZING, MIGRATED, MIGRATING, PENDING, ROLLING_BACK, ROLLING_OUT,
+                    VERIFIED)
 
 
 @dataclass(frozen=True)
@@ -34,19 +35,36 @@ class StepReport:
         return all(r.ok for r in self.results)
 
 
-def apply(session: Session, target: str | None = None) -> list[str]:
-    """Bring every step (or `target` and what it depends on) to done, in dependency order."""
-    finished = []
+@dataclass(frozen=True)
+class ApplyResult:
+    finished: tuple[str, ...]  # steps that became done in this run
+    waiting: dict[str, str]  # step -> why it is not done yet (its rollout, or a step it needs)
+
+
+def apply(session: Session, target: str | None = None) -> ApplyResult:
+    """Bring every step (or `target` and what it depends on) as far as it can go, in dependency
+    order. A flagged step stops in rolling_out until `advance` takes its flag to 100%; the
+    steps that depend on it wait for it."""
+    finished, waiting = [], {}
     for step in session.plan.order(target):
-        if _apply_step(session, step):
+        blocked = [dep for dep in step.depends_on if dep in waiting]
+        if blocked:
+            waiting[step.id] = f"waits for {blocked[0]}"
+            session.report(session.event("wait", f"waits for {blocked[0]} to be done", step_id=step.id, ok=True))
+            continue
+        outcome = _apply_step(session, step)
+        if outcome == "finished":
             finished.append(step.id)
-    return finished
+        elif outcome != "done":
+            waiting[step.id] = outcome
+    return ApplyResult(tuple(finished), waiting)
 
 
-def _apply_step(session: Session, step: Step) -> bool:
+def _apply_step(session: Session, step: Step) -> str:
+    """Returns 'finished' (done now), 'done' (done before), or why the step waits."""
     current = session.state_of(step.id)
     if current.state == DONE:
-        return False
+        return "done"
     if current.state == ROLLING_BACK:
         raise StepFailed(f"step {step.id!r} was being rolled back when that run stopped; "
                          f"finish with `rollout rollback {step.id}` before applying it again")
@@ -76,16 +94,149 @@ def _apply_step(session: Session, step: Step) -> bool:
             session.transition(step.id, VERIFIED, f"verified ({len(report.results)} checks passed)",
                                detail={"results": [r.as_json() for r in report.results]})
         elif now == VERIFIED:
-            if step.finalize:
-                session.transition(step.id, FINALIZING, "finalizing (contract migrations)")
+            stages = session.plan.stages(step)
+            if stages is not None:
+                shown = " -> ".join(f"{p}%" for p in stages.stages)
+                session.transition(step.id, ROLLING_OUT, f"verified; flag {step.flag} rolls out {shown}: "
+                                   f"`rollout advance {step.id}`")
+                state.set_stage(session.conn, session.env, step.id, None)
             else:
-                session.transition(step.id, DONE, "done")
+                _contract(session, step)
+        elif now == ROLLING_OUT:
+            current = session.state_of(step.id)
+            stages = session.plan.stages(step)
+            if current.stage != len(stages.stages) - 1:
+                at = f"{stages.stages[current.stage]}%" if current.stage is not None else "not started"
+                session.report(session.event("wait", f"rolling out flag {step.flag} ({at}): "
+                                             f"`rollout advance {step.id}` continues", step_id=step.id))
+                return f"rolling out ({at})"
+            blocker = _stage_blocker(session, step, current)
+            if blocker:
+                return f"at 100%, not finalized: {blocker.reason}"
+            _contract(session, step)
+        elif now == ABORTED:
+            session.report(session.event("wait", f"rollout aborted; flag {step.flag} is off. `rollout advance "
+                                         f"{step.id}` restarts it, `rollout rollback {step.id}` undoes the step",
+                                         step_id=step.id, ok=False))
+            return "aborted"
         elif now == FINALIZING:
             _run_migrations(session, step, "finalize", "apply")
             session.transition(step.id, DONE, "finalized; done")
         else:
             raise state.InvalidTransition(f"step {step.id!r} is {now}, which apply cannot continue from")
-    return True
+    return "finished"
+
+
+def _contract(session: Session, step: Step) -> None:
+    """After verification (or a rollout at 100%): the finalize migrations, or straight to done."""
+    if step.finalize:
+        session.transition(step.id, FINALIZING, "finalizing (contract migrations)")
+    else:
+        session.transition(step.id, DONE, "done")
+
+
+@dataclass(frozen=True)
+class _Blocker:
+    reason: str
+    wait_seconds: float = 0.0  # > 0: only the hold time is left; 0: a check failed
+
+
+def _stage_blocker(session: Session, step: Step, current: state.StepState) -> _Blocker | None:
+    """Why the rollout may not leave its current stage yet: the hold time, or a failing check."""
+    stages = session.plan.stages(step)
+    held = session.conn.execute("SELECT extract(epoch FROM clock_timestamp() - stage_since) FROM rollout.steps "
+                                "WHERE env = %s AND step_id = %s", (session.env, step.id)).fetchone()[0]
+    left = stages.hold / 1000 - float(held or 0)
+    if left > 0:
+        return _Blocker(f"holding at {stages.stages[current.stage]}% for {left:.0f}s more", left)
+    results = [_check(session, step, check, "rollout") for check in stages.checks]
+    failed = [r for r in results if not r.ok]
+    if failed:
+        summary = "; ".join(r.summary() for r in failed)
+        session.record("rollout.check_failed", f"at {stages.stages[current.stage]}%: {summary}", step_id=step.id,
+                       ok=False, detail={"results": [r.as_json() for r in results]})
+        return _Blocker(f"check failed: {summary}")
+    return None
+
+
+@dataclass(frozen=True)
+class Advance:
+    step_id: str
+    outcome: str  # advanced | finalized | holding | refused | done
+    message: str
+    wait_seconds: float = 0.0
+
+
+def advance(session: Session, step: Step, *, restart: bool = True) -> Advance:
+    """Move a step's flag to its next stage when the current stage's hold and checks allow;
+    at 100% with its checks passing, run the finalize migrations and mark the step done."""
+    stages = session.plan.stages(step)
+    if stages is None:
+        raise UsageError(f"step {step.id!r} has no flag to roll out")
+    current = session.state_of(step.id)
+    if current.state == ABORTED and restart:
+        session.transition(step.id, ROLLING_OUT, f"rollout of flag {step.flag} restarted after an abort")
+        state.set_stage(session.conn, session.env, step.id, None)
+        current = session.state_of(step.id)
+    if current.state == DONE:
+        return Advance(step.id, "done", "already done")
+    if current.state != ROLLING_OUT:
+        raise UsageError(f"step {step.id!r} is {current.state}, not rolling out; `rollout apply {step.id}` "
+                         "brings it to its rollout")
+    if current.stage is not None:
+        blocker = _stage_blocker(session, step, current)
+        if blocker:
+            return Advance(step.id, "holding" if blocker.wait_seconds else "refused", blocker.reason,
+                           blocker.wait_seconds)
+    nxt = 0 if current.stage is None else current.stage + 1
+    if nxt < len(stages.stages):
+        percent = stages.stages[nxt]
+        with session.conn.transaction():
+            flags.write(session.conn, session.env, step.flag, True, percent, session.actor,
+                        f"rollout of {step.id}: stage {nxt + 1}/{len(stages.stages)}")
+            state.set_stage(session.conn, session.env, step.id, nxt)
+            session.record("rollout.stage", f"flag {step.flag} at {percent}% (stage {nxt + 1}/{len(stages.stages)})",
+                           step_id=step.id, detail={"flag": step.flag, "percent": percent, "stage": nxt})
+        return Advance(step.id, "advanced", f"flag {step.flag} at {percent}%")
+    _contract(session, step)
+    if session.state_of(step.id).state == FINALIZING:
+        _run_migrations(session, step, "finalize", "apply")
+        session.transition(step.id, DONE, "finalized; done")
+    return Advance(step.id, "finalized", f"flag {step.flag} at 100% and its checks pass; step done")
+
+
+def watch(session: Session, step: Step, interval: float) -> Advance:
+    """Advance stage after stage until done; abort on the first failed check. An abort from
+    another terminal stops the watch instead of restarting the rollout."""
+    while True:
+        if session.state_of(step.id).state == ABORTED:
+            raise Stopped(f"the rollout of {step.id!r} was aborted from another terminal; watch stopped")
+        result = advance(session, step, restart=False)
+        session.report(session.event(f"advance.{result.outcome}", result.message, step_id=step.id,
+                                     ok=result.outcome != "refused"))
+        if result.outcome in ("finalized", "done"):
+            return result
+        if result.outcome == "refused":
+            abort(session, step, f"--watch: {result.message}")
+            raise StepFailed(f"step {step.id!r}: {result.message}; the rollout was aborted and flag {step.flag} is off")
+        time.sleep(result.wait_seconds + 0.05 if result.outcome == "holding" else interval)
+
+
+def abort(session: Session, step: Step, reason: str | None) -> None:
+    """Turn the step's flag off at once and park the rollout. Needs no environment lock."""
+    if step.flag is None:
+        raise UsageError(f"step {step.id!r} has no flag to abort")
+    current = session.state_of(step.id)
+    if current.state != ROLLING_OUT:
+        raise UsageError(f"step {step.id!r} is {current.state}; only a rollout in progress can be aborted "
+                         f"(to turn the flag off anyway: `rollout flags set {step.flag} off`)")
+    with session.conn.transaction():
+        session.conn.execute("SELECT 1 FROM rollout.steps WHERE env = %s AND step_id = %s FOR UPDATE",
+                             (session.env, step.id))
+        old, _ = flags.write(session.conn, session.env, step.flag, False, 0, session.actor,
+                             reason or f"abort of {step.id}")
+        session.transition(step.id, ABORTED, f"rollout aborted: flag {step.flag} off (was {old.shown if old else '?'})"
+                           + (f": {reason}" if reason else ""))
 
 
 def _require(session: Session, step: Step, kind: str, checks: tuple[Check, ...]) -> None:

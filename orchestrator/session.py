@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 
 import psycopg
 
-from . import state
+from . import flags, state
 from .database import Target, connect, resolve_target
 from .errors import ConnectionLost, RolloutError
-from .locks import acquire_env_lock
+from .locks import acquire_env_lock, env_lock_key
 from .migrations import yoyo_backend
 from .plan import Plan
 from .state import Event
@@ -76,19 +76,34 @@ class Session:
 
 
 @contextmanager
-def open_session(plan: Plan, env: str, *, dsn: str | None, actor: str, command: str,
-                 report: Reporter, progress: Callable[[object], None] | None = None) -> Iterator[Session]:
-    """Connect, take the environment's lock, open a run; close the run however the command ends."""
+def open_session(plan: Plan, env: str, *, dsn: str | None, actor: str, command: str, report: Reporter,
+                 progress: Callable[[object], None] | None = None, lock: bool = True) -> Iterator[Session]:
+    """Connect, take the environment's lock, open a run; close the run however the command ends.
+
+    lock=False is for the commands that must work while another operator holds the
+    environment (a flag's kill switch, abort): they change single rows under row locks.
+    """
     target = resolve_target(plan, env, dsn)
     conn = connect(target)
     outcome = "failed"
     try:
-        acquire_env_lock(conn, env)
-        state.ensure_schema(conn)
-        run_id, stale = state.begin_run(conn, env, command, actor)
+        if lock:
+            acquire_env_lock(conn, env)
+            state.ensure_schema(conn)
+            run_id, stale = state.begin_run(conn, env, command, actor)
+        else:
+            _ensure_schema_briefly(conn, env)
+            run_id, stale = None, []
         session = Session(plan, target, conn, actor, report, run_id)
         if progress is not None:
             session.progress = progress
+        with conn.transaction():
+            conn.execute("INSERT INTO rollout.meta (key, value) VALUES ('environment', to_jsonb(%s::text)) "
+                         "ON CONFLICT (key) DO NOTHING", (env,))
+            added = flags.sync_defaults(conn, plan, env, actor)
+            values = flags.read(conn, plan, env) if added else {}
+            for name in added:
+                session.record("flag.created", f"flag {name} created here at its plan default: {values[name].shown}")
         for run in stale:
             session.record("run.interrupted", f"run {run['id']} (`rollout {run['command']}` by {run['actor']}, started "
                            f"{run['started_at']:%Y-%m-%d %H:%M:%S}) ended without finishing; continuing from its "
@@ -106,6 +121,18 @@ def open_session(plan: Plan, env: str, *, dsn: str | None, actor: str, command: 
             f"({target.scrub(' '.join(str(exc).split()))}); everything committed before it is kept. "
             "Run the same command again to continue") from None
     finally:
-        if not conn.closed and not conn.broken and "session" in locals():
+        if not conn.closed and not conn.broken and "session" in locals() and session.run_id is not None:
             state.finish_run(conn, session.run_id, outcome)
         conn.close()
+
+
+def _ensure_schema_briefly(conn: psycopg.Connection, env: str) -> None:
+    """Create the state schema if it is missing, holding the environment lock only meanwhile."""
+    if state.schema_exists(conn):
+        state.ensure_schema_current(conn)
+        return
+    acquire_env_lock(conn, env)
+    try:
+        state.ensure_schema(conn)
+    finally:
+        conn.execute("SELECT pg_advisory_unlock(%s)", (env_lock_key(env),))

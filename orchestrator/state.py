@@ -17,24 +17,30 @@ from psycopg.types.json import Jsonb
 
 from .errors import RolloutError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 PENDING = "pending"
 MIGRATING = "migrating"
 MIGRATED = "migrated"
 VERIFIED = "verified"
+ROLLING_OUT = "rolling_out"
+ABORTED = "aborted"
 FINALIZING = "finalizing"
 DONE = "done"
 FAILED = "failed"
 ROLLING_BACK = "rolling_back"
 
-# Every allowed move of a step. In-progress states (migrating, finalizing, rolling_back) are
+# Every allowed move of a step. A flagged step waits in rolling_out while `rollout advance`
+# takes its flag through its stages; `rollout abort` turns the flag off and parks it in
+# aborted. In-progress states (migrating, finalizing, rolling_back) are
 # where an interrupted command left a step; the next command continues them.
 TRANSITIONS: dict[str, frozenset[str]] = {
     PENDING: frozenset({MIGRATING}),
     MIGRATING: frozenset({MIGRATED, FAILED, ROLLING_BACK}),
     MIGRATED: frozenset({VERIFIED, FAILED, ROLLING_BACK}),
-    VERIFIED: frozenset({FINALIZING, DONE, ROLLING_BACK}),
+    VERIFIED: frozenset({ROLLING_OUT, FINALIZING, DONE, ROLLING_BACK}),
+    ROLLING_OUT: frozenset({FINALIZING, DONE, ABORTED, ROLLING_BACK}),
+    ABORTED: frozenset({ROLLING_OUT, ROLLING_BACK}),
     FINALIZING: frozenset({DONE, FAILED, ROLLING_BACK}),
     DONE: frozenset({ROLLING_BACK}),
     FAILED: frozenset({MIGRATING, FINALIZING, ROLLING_BACK}),
@@ -109,6 +115,48 @@ CREATE TABLE IF NOT EXISTS rollout.backfills (
     finished_at timestamptz,
     PRIMARY KEY (env, step_id, name)
 );
+ALTER TABLE rollout.steps ADD COLUMN IF NOT EXISTS stage integer;
+ALTER TABLE rollout.steps ADD COLUMN IF NOT EXISTS stage_since timestamptz;
+
+-- Feature flags: this database's values, per environment. A subject is in when its bucket
+-- (0..9999, from sha256 of "flag:subject") is below percent * 100, so a subject that is in
+-- at 10% stays in at 50%. The Python client computes the same bucket (orchestrator.flags).
+CREATE TABLE IF NOT EXISTS rollout.flags (
+    env text NOT NULL,
+    name text NOT NULL,
+    enabled boolean NOT NULL,
+    percent smallint NOT NULL CHECK (percent BETWEEN 0 AND 100),
+    updated_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    updated_by text NOT NULL,
+    PRIMARY KEY (env, name)
+);
+CREATE TABLE IF NOT EXISTS rollout.flag_history (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    env text NOT NULL,
+    name text NOT NULL,
+    at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    actor text NOT NULL,
+    old_enabled boolean,
+    old_percent smallint,
+    new_enabled boolean NOT NULL,
+    new_percent smallint NOT NULL,
+    reason text
+);
+CREATE OR REPLACE FUNCTION rollout.bucket(flag text, subject text) RETURNS integer
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
+    SELECT (('x' || lpad(left(encode(sha256(convert_to(flag || ':' || subject, 'UTF8')), 'hex'), 8), 16, '0'))
+            ::bit(64)::bigint % 10000)::integer
+$$;
+CREATE OR REPLACE FUNCTION rollout.is_enabled(flag text, subject text, environment text DEFAULT NULL)
+RETURNS boolean LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT coalesce((
+        SELECT f.enabled AND (f.percent >= 100 OR rollout.bucket(flag, subject) < f.percent * 100)
+        FROM rollout.flags AS f
+        WHERE f.name = flag
+          AND f.env = coalesce(environment, (SELECT value #>> '{}' FROM rollout.meta WHERE key = 'environment'))
+    ), false)
+$$;
+
 -- Rows a backfill with on_error: record could not convert, with PostgreSQL's reason.
 CREATE TABLE IF NOT EXISTS rollout.backfill_errors (
     id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -158,6 +206,8 @@ class StepState:
     error: str | None = None
     updated_at: datetime | None = None
     updated_by: str | None = None
+    stage: int | None = None  # index into the step's rollout stages while rolling out
+    stage_since: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -202,6 +252,14 @@ def ensure_schema(conn: psycopg.Connection) -> None:
         set_meta(conn, "schema_version", SCHEMA_VERSION)
 
 
+def ensure_schema_current(conn: psycopg.Connection) -> None:
+    """For commands that run without the environment lock: refuse an out-of-date state schema."""
+    version = conn.execute("SELECT (value #>> '{}')::int FROM rollout.meta WHERE key = 'schema_version'").fetchone()
+    if not version or version[0] != SCHEMA_VERSION:
+        raise RolloutError(f"this database's rollout schema is version {version[0] if version else '?'}, this rollout "
+                           f"expects {SCHEMA_VERSION}; run any command that takes the lock (`rollout apply`) to upgrade it")
+
+
 def get_meta(conn: psycopg.Connection, key: str) -> object | None:
     row = conn.execute("SELECT value FROM rollout.meta WHERE key = %s", (key,)).fetchone()
     return row[0] if row else None
@@ -219,7 +277,8 @@ def step_states(conn: psycopg.Connection, env: str) -> dict[str, StepState]:
         return {}
     with conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(
-            "SELECT step_id, state, phase, error, updated_at, updated_by FROM rollout.steps WHERE env = %s", (env,)
+            "SELECT step_id, state, phase, error, updated_at, updated_by, stage, stage_since "
+            "FROM rollout.steps WHERE env = %s", (env,)
         ).fetchall()
     return {row["step_id"]: StepState(**row) for row in rows}
 
@@ -253,6 +312,11 @@ def write_state(conn: psycopg.Connection, env: str, step_id: str, state: str, ac
             """,
             values,
         )
+
+
+def set_stage(conn: psycopg.Connection, env: str, step_id: str, stage: int | None) -> None:
+    conn.execute("UPDATE rollout.steps SET stage = %s, stage_since = clock_timestamp() WHERE env = %s AND step_id = %s",
+                 (stage, env, step_id))
 
 
 def insert_event(conn: psycopg.Connection, run_id: int | None, event: Event) -> Event:

@@ -50,7 +50,7 @@ def test_apply_status_rollback_apply(rollout, db):
     assert rollout("apply", "composite_indexes").exit_code == 0
     assert index_valid(db, "idx_detection_events_user_server_type") is True
     again = rollout("apply")
-    assert again.exit_code == 0 and "0 step(s) applied" in again.output
+    assert again.exit_code == 0 and "0 step(s) done now in local; every requested step is done" in again.output
 
 
 def test_bootstrap_runs_once_and_only_on_an_empty_database(rollout, db):
@@ -334,7 +334,7 @@ def test_unreachable_database_never_shows_the_password(tmp_path):
 def test_api_is_usable_without_the_cli(tmp_path, dsn):
     plan = load_plan(str(write_plan(tmp_path, PLAN.format(budget="1s"), FILES)))
     seen = []
-    assert api.apply(plan, "local", dsn=dsn, actor="library", report=seen.append) == ["widgets"]
+    assert api.apply(plan, "local", dsn=dsn, actor="library", report=seen.append).finished == ("widgets",)
     assert [s.state for s in api.status(plan, "local", dsn=dsn)] == ["done"]
     assert any(e.kind == "migration.apply" for e in seen)
 
