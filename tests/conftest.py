@@ -29,14 +29,26 @@ def server(tmp_path_factory):
 
 
 @pytest.fixture
-def dsn(server) -> str:
+def new_database(server):
+    """Create fresh, empty databases for one test (dropped after it); returns their DSNs."""
+    names = []
+
+    def create() -> str:
+        names.append(f"t_{uuid.uuid4().hex[:12]}")
+        with psycopg.connect(server.url("postgres"), autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(names[-1])))
+        return server.url(names[-1])
+
+    yield create
+    with psycopg.connect(server.url("postgres"), autocommit=True) as conn:
+        for name in names:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def dsn(new_database) -> str:
     """A fresh, empty database for one test."""
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(server.url("postgres"), autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    yield server.url(name)
-    with psycopg.connect(server.url("postgres"), autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    return new_database()
 
 
 @pytest.fixture
