@@ -236,6 +236,13 @@ def _check_references(model: PlanModel, doc: _Document) -> None:
         if env.after is not None and (env.after == name or env.after not in model.environments):
             reason = "an environment cannot come after itself" if env.after == name else f"unknown environment {env.after!r}"
             doc.at(("environments", name, "after"), reason)
+            continue
+        chain, upstream = [name], env.after
+        while upstream is not None and upstream in model.environments and upstream not in chain:
+            chain.append(upstream)
+            upstream = model.environments[upstream].after
+        if upstream == name and len(chain) > 1:
+            doc.at(("environments", name, "after"), f"environments wait for each other: {' -> '.join(chain + [name])}")
     for name, flag in model.flags.items():
         for env in flag.environments:
             if env not in model.environments:

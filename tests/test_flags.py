@@ -243,13 +243,37 @@ def test_flag_defaults_per_environment(notes, new_database, monkeypatch):
     assert local.stdout.splitlines()[0] == "25%" and "bucket" in local.output
 
 
-@pytest.mark.parametrize("change, message", [
+@pytest.mark.parametrize("old, new", [
     ("stages: [10, 50, 100]", "stages: [50, 10, 100]", ),
     ("stages: [10, 50, 100]", "stages: [10, 50]", ),
     ("    flag: notes_write\n", "", ),
 ])
-def test_rollout_plan_errors(tmp_path, change, message):
-    text = PLAN.format(hold="0").replace(change, message)
+def test_rollout_plan_errors(tmp_path, old, new):
+    text = PLAN.format(hold="0").replace(old, new)
     result = Rollout(write_plan(tmp_path, text, FILES), None)("check")
     assert result.exit_code == 2
     assert "stages must rise and end at 100" in result.output or "a staged rollout needs the step's 'flag:'" in result.output
+
+
+def test_promotion_gate_when_upstream_cannot_be_read(notes, new_database, monkeypatch):
+    monkeypatch.delenv("ROLLOUT_TEST_STAGING", raising=False)
+    prod = Rollout(notes.plan, new_database())
+    refused = prod("apply", "--yes", env="production")
+    assert refused.exit_code == 1
+    assert "staging cannot be read" in refused.output and "$ROLLOUT_TEST_STAGING, which is not set" in refused.output
+    assert prod("apply", "--yes", "--force", env="production").exit_code == 0
+
+
+@pytest.mark.parametrize("after, message", [("qa", "unknown environment 'qa'"),
+                                            ("production", "an environment cannot come after itself")])
+def test_after_must_name_another_environment(tmp_path, after, message):
+    text = PLAN.format(hold="0").replace("after: staging", f"after: {after}")
+    result = Rollout(write_plan(tmp_path, text, FILES), None)("check")
+    assert result.exit_code == 2 and f"environments.production.after: {message}" in result.output
+
+
+def test_after_cycles_are_refused(tmp_path):
+    text = PLAN.format(hold="0").replace("staging: {dsn_env: ROLLOUT_TEST_STAGING}",
+                                         "staging: {dsn_env: ROLLOUT_TEST_STAGING, after: production}")
+    result = Rollout(write_plan(tmp_path, text, FILES), None)("check")
+    assert result.exit_code == 2 and "environments wait for each other: staging -> production -> staging" in result.output
