@@ -29,7 +29,7 @@ class CheckResult:
             return f"{self.name}: the check itself failed: {self.error}"
         if self.ok:
             return f"{self.name}: ok"
-        rows = "; ".join(", ".join(f"{c}={v!r}" for c, v in zip(self.columns, row)) for row in self.sample)
+        rows = "; ".join(", ".join(f"{c}={_shown(v)}" for c, v in zip(self.columns, row)) for row in self.sample)
         more = f" (first {len(self.sample)}: {rows})" if rows else ""
         return f"{self.name}: found {self.found} row{'s' if self.found != 1 else ''}{more}"
 
@@ -37,6 +37,11 @@ class CheckResult:
         return {"name": self.name, "ok": self.ok, "found": self.found, "columns": list(self.columns),
                 "sample": [list(map(str, row)) for row in self.sample], "error": self.error,
                 "seconds": round(self.seconds, 3)}
+
+
+def _shown(value: object) -> str:
+    """Strings quoted (so '' and 'Message' stand out), everything else as PostgreSQL prints it."""
+    return repr(value) if isinstance(value, str) else str(value)
 
 
 def run_check(conn: psycopg.Connection, check: Check, timeouts: Timeouts) -> CheckResult:

@@ -18,6 +18,7 @@ from .database import resolve_target
 from .errors import EXIT_STEP_FAILED, RolloutError, UsageError
 from .flags import bucket, evaluate
 from .plan import Plan, json_schema, parse_duration
+from .preview import preview
 from .session import default_actor
 from .state import Event
 
@@ -162,6 +163,81 @@ def apply(opts: _Options, step: str | None, yes: bool, force: bool, actor: str) 
         out.print(f"{summary}; waiting: {waits}")
     else:
         out.print(f"{summary}; every requested step is done.")
+
+
+@cli.command("plan")
+@click.argument("step", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output, for CI.")
+@pass_options
+def plan_command(opts: _Options, step: str | None, as_json: bool) -> None:
+    """Dry run: every statement apply would run, its locks and risks. Writes nothing.
+
+    Exits 1 when a finding blocks (an error-level rule the step does not allow, or a failing
+    precondition), else 0.
+    """
+    result = preview(opts.plan, opts.env, step, dsn=opts.dsn)
+    if as_json:
+        click.echo(json.dumps(result.as_json(), indent=2, default=str))
+    else:
+        _show_preview(result)
+    if result.blocking:
+        sys.exit(EXIT_STEP_FAILED)
+
+
+def _show_preview(p) -> None:
+    out.print(Text(f"rollout plan for {p.env} ({p.database}, PostgreSQL {p.server_version})", style="bold"))
+    if p.bootstrap:
+        out.print(f"  the database is empty: apply first runs the bootstrap {p.bootstrap}")
+    for step in p.steps:
+        style = "green" if step.state == "done" else ("red" if step.blocking else "yellow")
+        out.print()
+        out.print(Text(f"{step.id}", style="bold") + Text(f" [{step.state}] ", style=style) + Text(step.title))
+        if step.state == "done":
+            continue
+        if step.description:
+            out.print(Text(f"  {step.description}", style="dim"))
+        for result, deferred in step.preconditions:
+            mark = "✓" if result.ok else ("•" if deferred else "✗")
+            out.print(Text(f"  {mark} precondition {result.summary()}" + (f" ({deferred}: not blocking)" if
+                                                                         deferred and not result.ok else "")))
+        for number, s in enumerate(step.statements, 1):
+            e = s.effect
+            out.print(Text(f"  {number}. [{s.phase}] {s.file}:{e.line}", style="cyan"))
+            out.print(Text("     " + " ".join(e.sql.split())[:300]))
+            lock = f"{e.lock} on {e.table}" if e.lock and e.table else (e.lock or "no table lock")
+            traits = [f"blocks {e.blocks}" if e.lock else None, "scans the table" if e.scans else None,
+                      "rewrites the table" if e.rewrites else None,
+                      "holds row locks until commit" if e.row_locks else None,
+                      "outside a transaction" if not e.transactional else "in a transaction",
+                      "no statement_timeout" if e.long_running_ok else None]
+            out.print(Text(f"     lock: {lock}; " + "; ".join(t for t in traits if t)))
+            if s.table:
+                out.print(Text(f"     {s.table.describe()}" + (f"; {s.estimate}" if s.estimate else "")))
+            if s.backup:
+                out.print(Text(f"     backup: pg_dump of {e.table} to .rollout/backups/ first (unless --no-backup)"))
+            for note in e.notes:
+                out.print(Text(f"     note: {note}", style="dim"))
+        for b in step.backfills:
+            batches = f"~{b.batches:,} batches" if b.batches else "batches unknown"
+            rows = f"~{b.rows:,} rows" if b.rows is not None else "rows unknown"
+            out.print(Text(f"  backfill {b.name} on {b.table}: {rows}, {batches}" +
+                           (f", {b.estimate}" if b.estimate else ""), style="cyan"))
+            out.print(Text(f"     {b.template}"))
+        for f in step.findings:
+            if f.allowed:
+                label, style = f"allowed {f.rule}", "green"
+            else:
+                label, style = f"{f.level} {f.rule}", "red" if f.level == "error" else "yellow"
+            out.print(Text(f"  {'✗' if f.blocking else '!'} ", style=style) + Text(label, style=style) +
+                      Text(f" ({f.where}): {f.message}"))
+            if f.allowed:
+                out.print(Text(f"     accepted: {f.allowed}", style="green"))
+            elif f.alternative:
+                out.print(Text("     safe alternative:\n       " + f.alternative.replace("\n", "\n       ")))
+    out.print()
+    verdict = "blocked: fix or allow the findings marked ✗" if p.blocking else "nothing blocks"
+    trace = "wrote nothing (no transaction id was assigned)" if p.wrote_nothing else "WROTE SOMETHING: report a bug"
+    out.print(Text(f"{verdict}; the preview took {p.seconds:.2f}s and {trace}.", style="red" if p.blocking else "green"))
 
 
 @cli.command()

@@ -146,6 +146,13 @@ class StagedRollout(_Model):
         return self
 
 
+class Allowance(_Model):
+    """A lint finding the step accepts on purpose, and why (shown in every preview)."""
+
+    rule: Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]*$")] = Field(description="the rule's name")
+    reason: Annotated[str, StringConstraints(min_length=1)] = Field(description="why it is safe here")
+
+
 TableName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)?$")]
 ColumnName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_$]*$")]
 
@@ -194,6 +201,7 @@ class Step(_Model):
     backfills: Seq(Backfill) = ()
     verify: Seq(Check) = ()
     finalize: str | None = Field(None, description="folder of the contract-phase migrations")
+    allow: Seq(Allowance) = Field((), description="lint rules this step accepts, each with its reason")
     timeouts: Timeouts | None = None
 
 

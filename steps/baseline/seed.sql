@@ -53,7 +53,7 @@ ON CONFLICT DO NOTHING;
 CREATE TEMP TABLE seed_events ON COMMIT DROP AS
 SELECT gen_random_uuid() AS id,
        g,
-       (100000000000000000 + user_base + 1 + (g * 7919) % users)::text AS user_id,
+       (100000000000000000 + user_base + 1 + (g::bigint * 7919) % users)::text AS user_id,
        random() AS r_type, random() AS r_conf, random() AS r_null, random() AS score
 FROM seed_size, generate_series(1, events) AS g;
 
