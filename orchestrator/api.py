@@ -28,12 +28,14 @@ def _quiet(event: Event) -> None:
 
 
 def apply(plan: Plan, env: str, *, dsn: str | None = None, actor: str, target: str | None = None,
-          force: bool = False, report: Reporter = _quiet, progress: ProgressHook | None = None) -> runner.ApplyResult:
+          force: bool = False, backup: bool = True, report: Reporter = _quiet,
+          progress: ProgressHook | None = None) -> runner.ApplyResult:
     """Apply pending steps (all, or `target` and its dependencies), as far as each can go."""
     if target:
         plan.step(target)
     with open_session(plan, env, dsn=dsn, actor=actor, command=f"apply {target or ''}".strip(), report=report,
                       progress=progress) as s:
+        s.backup = backup
         bootstrap.bootstrap_if_empty(s)
         _promotion_gate(s, target, force)
         return runner.apply(s, target)
@@ -64,9 +66,10 @@ def _promotion_gate(session, target: str | None, force: bool) -> None:
 
 
 def rollback(plan: Plan, env: str, step_id: str, *, dsn: str | None = None, actor: str, cascade: bool = False,
-             report: Reporter = _quiet) -> list[str]:
+             backup: bool = True, report: Reporter = _quiet) -> list[str]:
     plan.step(step_id)
     with open_session(plan, env, dsn=dsn, actor=actor, command=f"rollback {step_id}", report=report) as s:
+        s.backup = backup
         return runner.rollback(s, step_id, cascade=cascade)
 
 

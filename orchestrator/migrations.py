@@ -10,14 +10,16 @@ statements must be idempotent (IF NOT EXISTS) so a re-run after a crash complete
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import psycopg
 from psycopg import sql
 from yoyo.backends.core.postgresql import PostgresqlPsycopgBackend
 from yoyo.connections import parse_uri
 
+from .analysis import Effect, analyze
+from .errors import StepFailed
 from .locks import session_timeouts, set_local_timeouts, with_lock_retries
 from .plan import Migration, Timeouts
 
@@ -54,19 +56,9 @@ def applied_hashes(conn: psycopg.Connection) -> set[str]:
     return {row[0] for row in conn.execute(query)}
 
 
-_CONCURRENT_INDEX = re.compile(
-    r"^\s*CREATE\s+(?:UNIQUE\s+)?INDEX\s+CONCURRENTLY\s+(?:IF\s+NOT\s+EXISTS\s+)?(?P<name>\"[^\"]+\"|[\w$]+)",
-    re.IGNORECASE,
-)
-
-
-def drop_invalid_index_leftover(conn: psycopg.Connection, statement: str) -> str | None:
-    """A killed or failed CREATE INDEX CONCURRENTLY leaves an INVALID index that IF NOT EXISTS
-    would then keep forever; drop it so the build runs again. Returns the dropped index name."""
-    match = _CONCURRENT_INDEX.match(statement)
-    if not match:
-        return None
-    name = match.group("name").strip('"')
+def drop_invalid_index(conn: psycopg.Connection, name: str) -> bool:
+    """Drop index `name` if it exists and is INVALID (what a killed or failed CREATE INDEX
+    CONCURRENTLY leaves, and what IF NOT EXISTS would otherwise keep forever)."""
     row = conn.execute(
         """
         SELECT n.nspname FROM pg_index AS x JOIN pg_class AS c ON c.oid = x.indexrelid
@@ -76,24 +68,31 @@ def drop_invalid_index_leftover(conn: psycopg.Connection, statement: str) -> str
         (name,),
     ).fetchone()
     if row is None:
-        return None
+        return False
     conn.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}.{}").format(sql.Identifier(row[0]), sql.Identifier(name)))
-    return name
+    return True
 
 
-def run_migration(
-    conn: psycopg.Connection,
-    backend: PostgresqlPsycopgBackend,
-    migration: Migration,
-    direction: str,
-    timeouts: Timeouts,
-    record: Callable[[], None],
-    on_retry: Callable[[int, float], None],
-    on_cleanup: Callable[[str], None],
-) -> None:
-    """Apply or roll back one migration; `record` writes rollout's event in the same transaction."""
+@dataclass(frozen=True)
+class Hooks:
+    """What the runner does around a migration's statements."""
+
+    record: Callable[[], None]  # write rollout's event, inside the migration's transaction
+    on_retry: Callable[[int, float], None]  # a lock timeout is being retried
+    on_cleanup: Callable[[str], None]  # an INVALID index leftover was dropped
+    backup: Callable[[list[str]], None]  # tables a destructive statement is about to change
+
+
+def run_migration(conn: psycopg.Connection, backend: PostgresqlPsycopgBackend, migration: Migration,
+                  direction: str, timeouts: Timeouts, hooks: Hooks) -> None:
+    """Apply or roll back one migration: statements, yoyo's mark and rollout's event together."""
     statements = migration.statements if direction == "apply" else migration.rollback
+    effects = [next(iter(analyze(statement)), None) for statement in statements]
+    destructive = sorted({e.table for e in effects if e is not None and e.destructive and e.table})
+    if destructive:
+        hooks.backup(destructive)  # before any lock is taken: pg_dump must be able to read them
     what = f"migration {migration.id} ({direction})"
+    record = hooks.record
 
     def bookkeeping() -> None:
         if direction == "apply":
@@ -107,19 +106,36 @@ def run_migration(
         def attempt() -> None:
             with conn.transaction():
                 set_local_timeouts(conn, timeouts.lock, timeouts.statement)
-                for statement in statements:
-                    conn.execute(statement)
+                for statement, effect in zip(statements, effects):
+                    _execute(conn, statement, effect, timeouts, local=True)
                 bookkeeping()
 
-        with_lock_retries(conn, attempt, budget_ms=timeouts.retry_budget, what=what, on_retry=on_retry)
+        with_lock_retries(conn, attempt, budget_ms=timeouts.retry_budget, what=what, on_retry=hooks.on_retry)
         return
 
     with session_timeouts(conn, timeouts.lock, timeouts.statement):
-        for statement in statements:
-            dropped = drop_invalid_index_leftover(conn, statement)
-            if dropped:
-                on_cleanup(dropped)
-            with_lock_retries(conn, lambda s=statement: conn.execute(s), budget_ms=timeouts.retry_budget,
-                              what=what, on_retry=on_retry)
+        for statement, effect in zip(statements, effects):
+            index = effect.index if effect is not None and effect.kind == "CREATE INDEX CONCURRENTLY" else None
+            if index and drop_invalid_index(conn, index):
+                hooks.on_cleanup(index)
+            with_lock_retries(conn, lambda s=statement, e=effect: _execute(conn, s, e, timeouts, local=False),
+                              budget_ms=timeouts.retry_budget, what=what, on_retry=hooks.on_retry)
+            if index and drop_invalid_index(conn, index):
+                raise StepFailed(f"{what}: index {index} was built INVALID (a unique violation or a cancelled "
+                                 "build); it was dropped. Fix the cause and run the same command again")
     with conn.transaction():
         bookkeeping()
+
+
+def _execute(conn: psycopg.Connection, statement: str, effect: Effect | None, timeouts: Timeouts, *, local: bool) -> None:
+    """Run one statement. Those meant to run long without blocking (CREATE INDEX CONCURRENTLY,
+    VALIDATE CONSTRAINT) run without statement_timeout; every other one keeps it."""
+    if effect is None or not effect.long_running_ok:
+        conn.execute(statement)
+        return
+    conn.execute("SELECT set_config('statement_timeout', '0', %s)", (local,))
+    try:
+        conn.execute(statement)
+    finally:
+        if not conn.broken and conn.info.transaction_status != psycopg.pq.TransactionStatus.INERROR:
+            conn.execute("SELECT set_config('statement_timeout', %s, %s)", (f"{timeouts.statement}ms", local))

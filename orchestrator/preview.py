@@ -161,7 +161,18 @@ def _step(conn, plan: Plan, step: Step, states: dict, applied: set[str], version
         for check in step.preconditions:
             deferred = f"runs after {', '.join(waiting_on)}" if waiting_on else None
             result.preconditions.append((run_check(conn, check, plan.timeouts(step)), deferred))
-    phases = ["finalize"] if current in (state.ROLLING_OUT, state.ABORTED, state.FINALIZING) else ["migrate", "finalize"]
+    phases = ("finalize",) if current in (state.ROLLING_OUT, state.ABORTED, state.FINALIZING) else ("migrate", "finalize")
+    result.statements = _statements(conn, plan, step, phases, applied)
+    if current in (state.PENDING, state.MIGRATING, state.MIGRATED, state.FAILED):
+        result.backfills = [_backfill(conn, step, job) for job in step.backfills]
+    result.findings = lint_step(plan, step, version.split(".")[0]) + live_findings(conn, plan, step, result.statements)
+    result.dependents = [f.message for f in result.findings if f.rule == "dependents-at-risk"]
+    return result
+
+
+def _statements(conn, plan: Plan, step: Step, phases: tuple[str, ...], applied: set[str]) -> list[StatementPreview]:
+    """Each statement apply would still run for the step, with its table's size and estimates."""
+    statements = []
     for phase in phases:
         for migration in plan.migrations.get((step.id, phase), ()):
             if migration.hash in applied:
@@ -169,14 +180,16 @@ def _step(conn, plan: Plan, step: Step, states: dict, applied: set[str], version
             relative = os.path.relpath(migration.path, plan.directory)
             for effect in analyze_file(migration.path):
                 table = _table(conn, effect.table)
-                result.statements.append(StatementPreview(phase, relative, effect, table, _estimate(effect, table, conn),
-                                                          effect.destructive and table is not None))
-    if current in (state.PENDING, state.MIGRATING, state.MIGRATED, state.FAILED):
-        result.backfills = [_backfill(conn, step, job) for job in step.backfills]
-    pg_major = version.split(".")[0]
-    result.findings = lint_step(plan, step, pg_major) + live_findings(conn, plan, step, result.statements)
-    result.dependents = [f.message for f in result.findings if f.rule == "dependents-at-risk"]
-    return result
+                statements.append(StatementPreview(phase, relative, effect, table, _estimate(effect, table, conn),
+                                                   effect.destructive and table is not None))
+    return statements
+
+
+def step_findings(conn, plan: Plan, step: Step) -> list[Finding]:
+    """Every finding for a step about to start: what `rollout plan` shows for it."""
+    version = conn.execute("SELECT current_setting('server_version')").fetchone()[0]
+    statements = _statements(conn, plan, step, ("migrate", "finalize"), applied_hashes(conn))
+    return lint_step(plan, step, version.split(".")[0]) + live_findings(conn, plan, step, statements)
 
 
 def _table(conn, name: str | None) -> Table | None:

@@ -17,8 +17,10 @@ import psycopg
 from . import flags, state
 from .backfill import BackfillStopped, Engine
 from .checks import CheckResult, run_check
+from .preview import step_findings
 from .errors import StepFailed, Stopped, UsageError
-from .migrations import applied_hashes, run_migration
+from .backup import backup_tables
+from .migrations import Hooks, applied_hashes, run_migration
 from .plan import Check, Migration, Step
 from .session import Session
 from .state import (ABORTED, DONE, FAILED, FINALIZING, MIGRATED, MIGRATING, PENDING, ROLLING_BACK, ROLLING_OUT,
@@ -70,6 +72,7 @@ def _apply_step(session: Session, step: Step) -> str:
                          f"finish with `rollout rollback {step.id}` before applying it again")
     if current.state == PENDING:
         _require(session, step, "preconditions", step.preconditions)
+        _require_clean_lint(session, step)
         held = f"preconditions hold ({len(step.preconditions)})" if step.preconditions else "no preconditions"
         session.transition(step.id, MIGRATING, f"{held}; migrating")
     elif current.state == FAILED:
@@ -251,6 +254,25 @@ def _require(session: Session, step: Step, kind: str, checks: tuple[Check, ...])
                          f"Fix the data (or the check in {session.plan.path}) and run `rollout apply` again")
 
 
+def _require_clean_lint(session: Session, step: Step) -> None:
+    """The preview's findings, before anything changes: an error-level one the step does not
+    allow stops it, exactly as `rollout plan` would report it."""
+    findings = step_findings(session.conn, session.plan, step)
+    for finding in findings:
+        if finding.level == "warning" or finding.allowed:
+            session.report(session.event("lint", f"{finding.level if not finding.allowed else 'allowed'} "
+                                         f"{finding.rule} ({finding.where})", step_id=step.id, ok=True))
+    blocking = [f for f in findings if f.blocking]
+    if blocking:
+        listed = "\n".join(f"  {f.rule} ({f.where}): {f.message}" + (f"\n    safe alternative: {f.alternative}"
+                                                                       if f.alternative else "") for f in blocking)
+        session.record("lint.blocked", f"{len(blocking)} blocking lint finding(s): "
+                       f"{', '.join(f.rule for f in blocking)}", step_id=step.id, ok=False,
+                       detail={"findings": [f.as_json() for f in blocking]})
+        raise StepFailed(f"step {step.id!r} was not started: {len(blocking)} blocking finding(s):\n{listed}\n"
+                         f"Fix the migration, or accept a rule in the step with allow: [{{rule: ..., reason: ...}}]")
+
+
 def _check(session: Session, step: Step, check: Check, kind: str) -> CheckResult:
     result = run_check(session.conn, check, session.plan.timeouts(step))
     session.report(session.event(f"{kind}.check", f"{kind} {result.summary()}", step_id=step.id,
@@ -284,19 +306,27 @@ def _run_one(session: Session, step: Step, migration: Migration, phase: str, dir
     verb = "applied" if direction == "apply" else "rolled back"
     relative = os.path.relpath(migration.path, session.plan.directory)
     started = time.monotonic()
+    def backup(tables: list[str]) -> None:
+        present = [t for t in tables if session.conn.execute("SELECT to_regclass(%s)", (t,)).fetchone()[0]]
+        if not session.backup or not present:
+            return
+        path = backup_tables(session.target, session.plan.directory, f"{step.id}-{migration.id}-{direction}", present)
+        session.record("backup", f"backed up {', '.join(present)} to {os.path.relpath(path, session.plan.directory)} "
+                       f"before {migration.id}", step_id=step.id, detail={"path": path, "tables": present})
+
+    hooks = Hooks(
+        record=lambda: session.record(
+            f"migration.{direction}", f"{verb} {migration.id} ({time.monotonic() - started:.2f}s)",
+            step_id=step.id, detail={"migration": migration.id, "phase": phase}),
+        on_retry=lambda attempt, pause: session.report(session.event(
+            "lock.retry", f"{migration.id} hit lock_timeout (attempt {attempt}); retrying in "
+            f"{pause * 1000:.0f}ms", step_id=step.id, ok=False)),
+        on_cleanup=lambda index: session.record(
+            "cleanup", f"dropped invalid index {index} left by an interrupted build", step_id=step.id),
+        backup=backup,
+    )
     try:
-        run_migration(
-            session.conn, session.backend, migration, direction, session.plan.timeouts(step),
-            record=lambda: session.record(
-                f"migration.{direction}", f"{verb} {migration.id} ({time.monotonic() - started:.2f}s)",
-                step_id=step.id, detail={"migration": migration.id, "phase": phase}),
-            on_retry=lambda attempt, pause: session.report(session.event(
-                "lock.retry", f"{migration.id} hit lock_timeout (attempt {attempt}); retrying in "
-                f"{pause * 1000:.0f}ms", step_id=step.id, ok=False)),
-            on_cleanup=lambda index: session.record(
-                "cleanup", f"dropped invalid index {index} left by an interrupted build",
-                step_id=step.id),
-        )
+        run_migration(session.conn, session.backend, migration, direction, session.plan.timeouts(step), hooks)
     except (psycopg.Error, StepFailed) as exc:
         reason = describe_error(exc)
         if session.conn.broken:

@@ -36,6 +36,7 @@ class Session:
     report: Reporter
     run_id: int | None = None
     progress: Callable[[object], None] = field(default=lambda progress: None, repr=False)
+    backup: bool = True  # pg_dump tables before destructive statements (--no-backup turns it off)
     _backend: object | None = field(default=None, repr=False)
 
     @property

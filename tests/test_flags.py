@@ -47,8 +47,17 @@ steps:
 FILES = {
     "steps/notes/notes_01.sql": "CREATE TABLE notes (id serial PRIMARY KEY, body text);\n",
     "steps/notes/notes_01.rollback.sql": "DROP TABLE notes;\n",
-    "steps/notes_contract/notes_contract_01.sql": "ALTER TABLE notes ALTER COLUMN body SET NOT NULL;\n",
-    "steps/notes_contract/notes_contract_01.rollback.sql": "ALTER TABLE notes ALTER COLUMN body DROP NOT NULL;\n",
+    # SET NOT NULL the safe way: a validated CHECK first, so the SET NOT NULL needs no scan
+    "steps/notes_contract/notes_contract_01.sql":
+        "ALTER TABLE notes ADD CONSTRAINT notes_body_not_null CHECK (body IS NOT NULL) NOT VALID;\n",
+    "steps/notes_contract/notes_contract_01.rollback.sql": "ALTER TABLE notes DROP CONSTRAINT notes_body_not_null;\n",
+    "steps/notes_contract/notes_contract_02.sql": "ALTER TABLE notes VALIDATE CONSTRAINT notes_body_not_null;\n",
+    "steps/notes_contract/notes_contract_02.rollback.sql": "-- nothing: validation only marks the constraint\n",
+    "steps/notes_contract/notes_contract_03.sql":
+        "ALTER TABLE notes ALTER COLUMN body SET NOT NULL;\nALTER TABLE notes DROP CONSTRAINT notes_body_not_null;\n",
+    "steps/notes_contract/notes_contract_03.rollback.sql":
+        "ALTER TABLE notes ALTER COLUMN body DROP NOT NULL;\n"
+        "ALTER TABLE notes ADD CONSTRAINT notes_body_not_null CHECK (body IS NOT NULL) NOT VALID;\n",
 }
 
 
