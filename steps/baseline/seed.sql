@@ -50,17 +50,20 @@ FROM seed_size, generate_series(1, users) AS u, generate_series(0, 1) AS k
 WHERE k = 0 OR u % 3 = 0
 ON CONFLICT DO NOTHING;
 
+-- Each event's user, and a server that user is a member of (its first membership above).
 CREATE TEMP TABLE seed_events ON COMMIT DROP AS
 SELECT gen_random_uuid() AS id,
        g,
-       (100000000000000000 + user_base + 1 + (g::bigint * 7919) % users)::text AS user_id,
+       (100000000000000000 + user_base + u)::text AS user_id,
+       (900000000000000000 + server_base + 1 + u % servers)::text AS server_id,
        random() AS r_type, random() AS r_conf, random() AS r_null, random() AS score
-FROM seed_size, generate_series(1, events) AS g;
+FROM seed_size, generate_series(1, events) AS g,
+     LATERAL (SELECT 1 + (g::bigint * 7919) % users AS u) AS pick;
 
 INSERT INTO detection_events (id, server_id, user_id, detection_type, confidence, detected_at,
                               message_id, channel_id, reasons, metadata, admin_action)
 SELECT e.id,
-       CASE WHEN e.r_null < 0.002 THEN NULL ELSE m.server_id END,
+       CASE WHEN e.r_null < 0.002 THEN NULL ELSE e.server_id END,
        CASE WHEN e.r_null BETWEEN 0.002 AND 0.004 THEN NULL ELSE e.user_id END,
        CASE WHEN e.r_type < 0.005 THEN 'message'
             WHEN e.r_type < 0.008 THEN 'Suspicious_Content'
@@ -79,8 +82,7 @@ SELECT e.id,
             THEN jsonb_build_object('content', 'sample message ' || e.g)
             ELSE jsonb_build_object('account_age_days', (e.score * 30)::int) END,
        CASE WHEN e.g % 40 = 0 THEN (ARRAY['Verified', 'Banned', 'Ignored'])[1 + e.g % 3] END
-FROM seed_events AS e
-JOIN LATERAL (SELECT server_id FROM server_members WHERE user_id = e.user_id LIMIT 1) AS m ON true;
+FROM seed_events AS e;
 
 -- One verification case for every tenth detection; ~1% with statuses outside the enum.
 CREATE TEMP TABLE seed_cases ON COMMIT DROP AS

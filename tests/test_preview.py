@@ -1,0 +1,221 @@
+"""The dry run and lock-safe execution on a real PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+from orchestrator import embedded
+
+from .conftest import Rollout, write_plan
+
+
+def snapshot(db) -> dict:
+    """Everything a write would change: the catalog, tuple counters, rollout's and yoyo's rows."""
+    db.execute("SELECT pg_stat_force_next_flush()")
+    rows = lambda q: db.execute(q).fetchall()  # noqa: E731
+    snap = {
+        "class": rows("SELECT oid, relname, relfilenode, relkind FROM pg_class ORDER BY oid"),
+        "constraint": rows("SELECT oid, conname, convalidated FROM pg_constraint ORDER BY oid"),
+        "index": rows("SELECT indexrelid, indisvalid FROM pg_index ORDER BY 1"),
+        "tuples": rows("SELECT relname, n_tup_ins, n_tup_upd, n_tup_del FROM pg_stat_all_tables "
+                       "WHERE schemaname NOT IN ('pg_catalog', 'pg_toast', 'information_schema') ORDER BY 1"),
+    }
+    if db.execute("SELECT to_regclass('rollout.events')").fetchone()[0]:
+        snap["rollout"] = rows("SELECT (SELECT count(*) FROM rollout.events), (SELECT count(*) FROM rollout.runs), "
+                               "(SELECT string_agg(step_id || state, ',' ORDER BY step_id) FROM rollout.steps)")
+    return snap
+
+
+def test_a_dry_run_writes_nothing(rollout, db):
+    assert rollout("db", "seed", "--rows", "2000").exit_code == 0
+    assert rollout("apply", "composite_indexes").exit_code == 0
+    before = snapshot(db)
+    result = rollout("plan", "--json")
+    assert result.exit_code == 0, result.output
+    preview = json.loads(result.stdout)
+    assert preview["wrote_nothing"] is True
+    assert snapshot(db) == before
+    text = rollout("plan")
+    assert "wrote nothing (no transaction id was assigned)" in text.output
+    assert snapshot(db) == before
+
+
+def test_a_dry_run_on_an_empty_database_does_not_bootstrap(rollout, db):
+    result = rollout("plan", "--json")
+    preview = json.loads(result.stdout)
+    assert preview["bootstrap"] == "steps/baseline/schema.sql" and preview["wrote_nothing"]
+    assert db.execute("SELECT to_regnamespace('rollout'), to_regclass('servers')").fetchone() == (None, None)
+
+
+def test_the_preview_states_each_statement_lock_and_risk(rollout, db):
+    assert rollout("db", "seed", "--rows", "2000").exit_code == 0
+    preview = json.loads(rollout("plan", "--json").stdout)
+    steps = {s["id"]: s for s in preview["steps"]}
+    index = steps["composite_indexes"]["statements"][1]
+    assert index["kind"] == "CREATE INDEX CONCURRENTLY" and index["lock"] == "SHARE UPDATE EXCLUSIVE"
+    assert index["table"] == "detection_events" and index["transactional"] is False and index["scans"] is True
+    assert index["blocks"] == "DDL and VACUUM (reads and writes go on)"
+    assert index["table_size"]["rows"] > 1000 and "new index" in index["estimate"]
+    assert index["file"] == "steps/composite_indexes/migrate/composite_indexes_02_detection_events.sql"
+    add, validate = steps["confidence_range"]["statements"]
+    assert (add["lock"], add["scans"], add["exempt_from_statement_timeout"]) == ("ACCESS EXCLUSIVE", False, False)
+    assert (validate["lock"], validate["scans"], validate["exempt_from_statement_timeout"]) == (
+        "SHARE UPDATE EXCLUSIVE", True, True)
+    precondition = steps["confidence_range"]["preconditions"][0]
+    assert precondition["found"] > 0 and precondition["deferred"] == "runs after remediate_confidence"
+    assert preview["blocking"] is False
+    assert steps["remediate_confidence"]["description"].startswith("Detection confidence is")
+
+
+BAD = """\
+version: 1
+environments:
+  local: {{database: embedded}}
+steps:
+  - id: change
+    title: a risky change
+    priority: high
+    migrate: steps/change
+{extra}
+"""
+
+
+def risky(tmp_path, dsn, sql: str, extra: str = "", rollback: str = "SELECT 1;\n") -> Rollout:
+    files = {"steps/change/change_01.sql": sql, "steps/change/change_01.rollback.sql": rollback}
+    return Rollout(write_plan(tmp_path, BAD.format(extra=extra), files), dsn)
+
+
+def big_table(db, rows: int = 120_000) -> None:
+    db.execute("CREATE TABLE big (id bigint PRIMARY KEY, v int, note text)")
+    db.execute("INSERT INTO big SELECT g, g, 'row ' || g FROM generate_series(1, %s) AS g", (rows,))
+    db.execute("ANALYZE big")
+
+
+def test_a_blocking_finding_stops_plan_and_apply_until_allowed(tmp_path, dsn, db):
+    big_table(db, 1000)
+    change = risky(tmp_path, dsn, "CREATE INDEX big_v ON big (v);\n", rollback="DROP INDEX big_v;\n")
+    planned = change("plan")
+    assert planned.exit_code == 1
+    assert "error require-concurrent-index-creation (steps/change/change_01.sql:1)" in planned.output
+    assert "CREATE INDEX CONCURRENTLY IF NOT EXISTS big_v ON big (v)" in planned.output  # from the user's statement
+    refused = change("apply")
+    assert refused.exit_code == 1 and "was not started: 1 blocking finding(s)" in refused.output
+    assert db.execute("SELECT to_regclass('big_v')").fetchone()[0] is None
+
+    allowed = risky(tmp_path, dsn, "CREATE INDEX big_v ON big (v);\n", rollback="DROP INDEX big_v;\n",
+                    extra="    allow:\n      - rule: require-concurrent-index-creation\n"
+                          "        reason: big is written once a day, at night\n")
+    shown = allowed("plan")
+    assert shown.exit_code == 0 and "allowed require-concurrent-index-creation" in shown.output
+    assert "accepted: big is written once a day, at night" in shown.output
+    assert allowed("apply").exit_code == 0
+    assert db.execute("SELECT to_regclass('big_v')").fetchone()[0] is not None
+
+
+def test_a_failing_precondition_blocks_the_preview(tmp_path, dsn, db):
+    change = risky(tmp_path, dsn, "SELECT 1;\n", extra="    preconditions:\n      - name: never\n"
+                                                      "        sql: SELECT 'always fails' AS why\n")
+    result = change("plan")
+    assert result.exit_code == 1 and "✗ precondition never: found 1 row (first 1: why='always fails')" in result.output
+
+
+def test_long_locks_on_large_tables_are_errors_with_estimates(tmp_path, dsn, db):
+    big_table(db)
+    change = risky(tmp_path, dsn, "ALTER TABLE big ALTER COLUMN v TYPE bigint;\n")
+    preview = json.loads(change("plan", "--json").stdout)
+    findings = {f["rule"]: f for f in preview["steps"][0]["findings"]}
+    assert findings["changing-column-type"]["blocking"]
+    assert "ADD COLUMN v_new bigint" in findings["changing-column-type"]["alternative"]
+    long_lock = findings["long-lock-on-large-table"]
+    assert long_lock["blocking"] and "~120,000 rows" in long_lock["message"] and "rewrites" in long_lock["message"]
+    statement = preview["steps"][0]["statements"][0]
+    assert statement["rewrites"] and statement["destructive"] and statement["backup_before"]
+    assert statement["estimate"].startswith("rewrite of ~120,000 rows")
+
+    brief = risky(tmp_path, dsn, "ALTER TABLE big ADD COLUMN flag boolean;\n",
+                  rollback="ALTER TABLE big DROP COLUMN flag;\n")
+    preview = json.loads(brief("plan", "--json").stdout)
+    assert [f["rule"] for f in preview["steps"][0]["findings"]] == ["access-exclusive-on-large-table"]
+    assert preview["blocking"] is False
+
+
+def test_an_unbatched_update_of_a_large_table_is_an_error(tmp_path, dsn, db):
+    big_table(db)
+    preview = json.loads(risky(tmp_path, dsn, "UPDATE big SET note = upper(note);\n")("plan", "--json").stdout)
+    finding = next(f for f in preview["steps"][0]["findings"] if f["rule"] == "unbatched-update-on-large-table")
+    assert finding["blocking"] and "declare a backfill" in finding["alternative"]
+
+
+def test_dependent_objects_at_risk(rollout, db, tmp_path):
+    assert rollout("apply", "composite_indexes").exit_code == 0  # bootstraps the bot's schema
+    dsn = rollout.dsn
+    retype = "ALTER TABLE detection_events ALTER COLUMN detection_type TYPE varchar(64);\n"
+    at_risk = json.loads(risky(tmp_path, dsn, retype)("plan", "--json").stdout)["steps"][0]
+    risk = next(f for f in at_risk["findings"] if f["rule"] == "dependents-at-risk")
+    assert risk["blocking"] and "function get_recent_message_count(text,text,integer)" in risk["message"]
+    assert at_risk["dependents_at_risk"] == [risk["message"]]
+
+    fixed = retype + ("CREATE OR REPLACE FUNCTION get_recent_message_count(p_user_id text, p_server_id text, "
+                      "p_timeframe_seconds integer) RETURNS integer LANGUAGE sql AS $$ SELECT 0 $$;\n")
+    handled = json.loads(risky(tmp_path, dsn, fixed)("plan", "--json").stdout)["steps"][0]
+    risk = next(f for f in handled["findings"] if f["rule"] == "dependents-at-risk")
+    assert not risk["blocking"] and "(replaced by this step)" in risk["message"]
+
+
+def test_enum_values_used_in_their_own_transaction_are_an_error(tmp_path, dsn, db):
+    db.execute("CREATE TYPE mood AS ENUM ('ok')")
+    db.execute("CREATE TABLE feelings (id int PRIMARY KEY, m mood)")
+    change = risky(tmp_path, dsn, "ALTER TYPE mood ADD VALUE 'great';\nINSERT INTO feelings VALUES (1, 'great');\n")
+    planned = change("plan")
+    assert planned.exit_code == 1 and "enum-value-used-in-transaction" in planned.output
+    assert "put the ALTER TYPE ... ADD VALUE statements in a migration of their own" in planned.output
+
+
+def test_validate_runs_without_statement_timeout_and_others_keep_it(tmp_path, dsn, db):
+    db.execute("CREATE FUNCTION slow_ok(int) RETURNS boolean LANGUAGE sql AS 'SELECT pg_sleep(0.002) IS NOT NULL'")
+    db.execute("CREATE TABLE t (id int PRIMARY KEY, v int)")
+    db.execute("INSERT INTO t SELECT g, g FROM generate_series(1, 150) AS g")
+    timeouts = "timeouts:\n  statement: 100ms\nsteps:\n"
+    plan = BAD.replace("steps:\n", timeouts).format(extra="")
+    files = {
+        "steps/change/change_01.sql": "ALTER TABLE t ADD CONSTRAINT t_slow CHECK (slow_ok(v)) NOT VALID;\n",
+        "steps/change/change_01.rollback.sql": "ALTER TABLE t DROP CONSTRAINT t_slow;\n",
+        "steps/change/change_02.sql": "ALTER TABLE t VALIDATE CONSTRAINT t_slow;\n",  # ~300 ms: exempt
+        "steps/change/change_02.rollback.sql": "SELECT 1;\n",
+    }
+    rollout = Rollout(write_plan(tmp_path, plan, files), dsn)
+    assert rollout("apply").exit_code == 0
+    assert db.execute("SELECT convalidated FROM pg_constraint WHERE conname = 't_slow'").fetchone()[0] is True
+    assert rollout("rollback", "change").exit_code == 0
+    slow = {**files, "steps/change/change_02.sql": "UPDATE t SET v = v WHERE slow_ok(v);\n"}  # not exempt
+    failed = Rollout(write_plan(tmp_path, plan, slow), dsn)("apply")
+    assert failed.exit_code == 1 and "canceling statement due to statement timeout" in failed.output
+
+
+def test_destructive_statements_are_backed_up_first(tmp_path, dsn, db):
+    big_table(db, 500)
+    drop = risky(tmp_path, dsn, "ALTER TABLE big DROP COLUMN note;\n", rollback="ALTER TABLE big ADD COLUMN note text;\n",
+                 extra="    allow:\n      - rule: ban-drop-column\n        reason: note is unused since v2\n")
+    preview = json.loads(drop("plan", "--json").stdout)
+    assert preview["steps"][0]["statements"][0]["backup_before"] is True
+    result = drop("apply")
+    assert result.exit_code == 0, result.output
+    folder = tmp_path / ".rollout" / "backups" / "local"
+    dumps = list(folder.glob("*.dump"))
+    assert len(dumps) == 1 and "backed up big to .rollout/backups/local/" in result.output
+    listing = subprocess.run([embedded.binary("pg_restore"), "--list", str(dumps[0])], capture_output=True, text=True)
+    assert "TABLE DATA public big" in listing.stdout
+    restored = subprocess.run([embedded.binary("pg_restore"), "--data-only", "--file", "-", str(dumps[0])],
+                              capture_output=True, text=True).stdout
+    assert "row 500" in restored  # the dropped column's values are in the dump
+
+    assert drop("rollback", "change", "--no-backup").exit_code == 0
+    assert len(list(folder.glob("*.dump"))) == 1
+
+
+def test_a_plan_with_a_bad_statement_is_reported_not_crashed(tmp_path, dsn):
+    result = risky(tmp_path, dsn, "ALTER TABLE WHERE;\n")("plan", "--json")
+    statement = json.loads(result.stdout)["steps"][0]["statements"][0]
+    assert statement["kind"] == "unparsed" and "cannot parse" in statement["notes"][0]
+
