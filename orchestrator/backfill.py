@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -163,9 +164,13 @@ class BatchStatements:
                 for column, expression in self.job.set.items())
             return sql.SQL("UPDATE {table} SET {set} WHERE {where}").format(
                 table=self.key.ident, set=assignments, where=where)
+        body = self.job.sql.strip().rstrip(";")
+        own_ctes = re.match(r"(?is)^with\s+(?!recursive\b)", body)
+        if own_ctes:  # the statement has CTEs of its own: `batch` goes first in the same WITH
+            return sql.SQL("WITH batch AS (SELECT {cols} FROM {table} WHERE {where}), {rest}").format(
+                cols=self.key.columns_sql(), table=self.key.ident, where=where, rest=sql.SQL(body[own_ctes.end():]))
         return sql.SQL("WITH batch AS (SELECT {cols} FROM {table} WHERE {where}) {body}").format(
-            cols=self.key.columns_sql(), table=self.key.ident, where=where,
-            body=sql.SQL(self.job.sql.strip().rstrip(";")))
+            cols=self.key.columns_sql(), table=self.key.ident, where=where, body=sql.SQL(body))
 
     def _range(self, has_lo: bool, has_hi: bool) -> sql.Composable:
         parts = []
