@@ -59,6 +59,16 @@ def squawk_binary() -> str | None:
     return beside if os.path.exists(beside) else shutil.which("squawk")
 
 
+def proven_not_null(plan: Plan, step: Step) -> set[tuple[str, str]]:
+    """(table, column) pairs the step proves NOT NULL with a validated CHECK before its SET NOT NULL."""
+    checks: dict[str, tuple[str, str]] = {}
+    proven: set[tuple[str, str]] = set()
+    for phase in ("migrate", "finalize"):
+        for migration in plan.migrations.get((step.id, phase), ()):
+            proven |= _validated_not_null_checks(migration, checks)
+    return proven
+
+
 def lint_step(plan: Plan, step: Step, pg_version: str = "15") -> list[Finding]:
     """Static findings for every migration of the step (expand and finalize), allowances applied."""
     findings: list[Finding] = []

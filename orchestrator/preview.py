@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import psycopg
 from pglast import parse_sql
@@ -26,7 +26,7 @@ from .backfill import BatchStatements, resolve_table_key
 from .checks import CheckResult, run_check
 from .database import connect, resolve_target
 from .errors import StepFailed
-from .lint import Finding, accept, lint_step
+from .lint import Finding, accept, lint_step, proven_not_null
 from .migrations import applied_hashes
 from .plan import Plan, Step
 
@@ -173,12 +173,16 @@ def _step(conn, plan: Plan, step: Step, states: dict, applied: set[str], version
 def _statements(conn, plan: Plan, step: Step, phases: tuple[str, ...], applied: set[str]) -> list[StatementPreview]:
     """Each statement apply would still run for the step, with its table's size and estimates."""
     statements = []
+    proven = proven_not_null(plan, step)
     for phase in phases:
         for migration in plan.migrations.get((step.id, phase), ()):
             if migration.hash in applied:
                 continue
             relative = os.path.relpath(migration.path, plan.directory)
             for effect in analyze_file(migration.path):
+                if "SET NOT NULL" in effect.kind and all((effect.table, c) in proven for c in effect.columns):
+                    effect = replace(effect, scans=False, notes=("no scan: the step validated a CHECK "
+                                                                 "(column IS NOT NULL) first",))
                 table = _table(conn, effect.table)
                 statements.append(StatementPreview(phase, relative, effect, table, _estimate(effect, table, conn),
                                                    effect.destructive and table is not None))
@@ -318,12 +322,16 @@ def _dependents(conn, plan: Plan, step: Step, s: StatementPreview) -> list[Findi
 
 
 def _functions_replaced_by(plan: Plan, step: Step) -> set[str]:
+    """Functions the step itself creates, replaces or drops: their risk is the step's own."""
     names = set()
     for phase in ("migrate", "finalize"):
         for migration in plan.migrations.get((step.id, phase), ()):
             for effect in analyze_file(migration.path):
+                node = parse_sql(effect.sql)[0].stmt if effect.kind in ("CREATE FUNCTION", "DROP FUNCTION") else None
                 if effect.kind == "CREATE FUNCTION":
-                    names.add(parse_sql(effect.sql)[0].stmt.funcname[-1].sval)
+                    names.add(node.funcname[-1].sval)
+                elif effect.kind == "DROP FUNCTION":
+                    names.update(obj.objname[-1].sval for obj in node.objects)
     return names
 
 
