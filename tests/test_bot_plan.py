@@ -1,0 +1,74 @@
+"""The default plan end to end on the bot's database with realistic, messy data: preview,
+apply every step through every flag stage to finalize, check the final schema, then roll
+everything back and find every original row unchanged."""
+
+from __future__ import annotations
+
+import json
+
+from .conftest import Rollout
+
+BASELINE_TABLES = ("servers", "users", "server_members", "detection_events", "verification_events", "admin_actions")
+
+
+def checksums(db) -> dict[str, str]:
+    """Each baseline table's rows as JSON (column order does not matter), hashed."""
+    return {table: db.execute(f"SELECT count(*)::text || ':' || coalesce(md5(string_agg(to_jsonb(t)::text, ',' "
+                              f"ORDER BY to_jsonb(t)::text)), '') FROM {table} AS t").fetchone()[0]
+            for table in BASELINE_TABLES}
+
+
+def states(rollout: Rollout) -> dict[str, str]:
+    return {s["id"]: s["state"] for s in json.loads(rollout("status", "--json").stdout)["steps"]}
+
+
+def apply_to_the_end(rollout: Rollout) -> None:
+    """What an operator (or cron) does: apply, advance every rollout, until all is done."""
+    for _ in range(20):
+        applied = rollout("apply")
+        assert applied.exit_code == 0, applied.output
+        if set(states(rollout).values()) == {"done"}:
+            return
+        advanced = rollout("advance", "--all")
+        assert advanced.exit_code == 0, advanced.output
+    raise AssertionError(f"the plan did not finish: {states(rollout)}")
+
+
+def test_the_bot_plan_end_to_end(rollout, db):
+    assert rollout("db", "seed", "--rows", "4000").exit_code == 0
+    original = checksums(db)
+
+    preview = rollout("plan", "--json")
+    assert preview.exit_code == 0, preview.output
+    assert json.loads(preview.stdout)["wrote_nothing"]
+
+    apply_to_the_end(rollout)
+    column_type = db.execute("SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = "
+                             "'detection_events'::regclass AND attname = 'detection_type'").fetchone()[0]
+    assert column_type == "detection_type"
+    assert db.execute("SELECT enum_range(NULL::detection_type)::text").fetchone()[0] == (
+        "{message_frequency,suspicious_content,gpt_analysis,new_account,pattern_match}")
+    assert db.execute("SELECT count(*) FROM pg_constraint WHERE conname IN ('chk_confidence_range', "
+                      "'chk_reputation_range', 'chk_global_reputation_range') AND convalidated").fetchone()[0] == 3
+    indexes = dict(db.execute("SELECT c.relname, x.indisvalid FROM pg_index AS x JOIN pg_class AS c "
+                              "ON c.oid = x.indexrelid WHERE c.relname LIKE 'idx_%_user_server_%'").fetchall())
+    assert indexes == {"idx_detection_events_user_server_type": True,
+                       "idx_verification_events_user_server_status": True}
+    assert "detection_type" in db.execute("SELECT pg_get_indexdef('idx_detection_events_user_server_type'::regclass)"
+                                          ).fetchone()[0]
+    # get_recent_message_count works on the enum: the 'message' rows became 'message_frequency'
+    user, server = db.execute("SELECT user_id, server_id FROM detection_events WHERE detection_type = "
+                              "'message_frequency' AND user_id IS NOT NULL AND server_id IS NOT NULL "
+                              "LIMIT 1").fetchone()
+    assert db.execute("SELECT get_recent_message_count(%s, %s, 100000000)", (user, server)).fetchone()[0] >= 1
+    assert db.execute("SELECT count(*) FROM remediation_detection_types").fetchone()[0] > 0
+    verified = rollout("verify")
+    assert verified.exit_code == 0, verified.output
+
+    for step in reversed(list(states(rollout))):
+        undone = rollout("rollback", step, "--cascade")
+        assert undone.exit_code == 0, undone.output
+    assert set(states(rollout).values()) == {"pending"}
+    assert checksums(db) == original
+    assert db.execute("SELECT to_regtype('detection_type'), to_regclass('remediation_detection_types')").fetchone() == (
+        None, None)
