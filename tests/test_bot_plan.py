@@ -43,9 +43,14 @@ def test_the_bot_plan_end_to_end(rollout, db):
     assert json.loads(preview.stdout)["wrote_nothing"]
 
     apply_to_the_end(rollout)
-    column_type = db.execute("SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = "
-                             "'detection_events'::regclass AND attname = 'detection_type'").fetchone()[0]
-    assert column_type == "detection_type"
+    column_type = lambda table, column: db.execute(  # noqa: E731
+        "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = %s::regclass AND attname = %s",
+        (table, column)).fetchone()[0]
+    assert column_type("detection_events", "detection_type") == "detection_type"
+    assert column_type("verification_events", "status") == "verification_status"
+    assert column_type("admin_actions", "action_type") == "admin_action_type"
+    assert db.execute("SELECT indisvalid FROM pg_index WHERE indexrelid = 'idx_verification_events_status'::regclass"
+                      ).fetchone()[0] is True
     assert db.execute("SELECT enum_range(NULL::detection_type)::text").fetchone()[0] == (
         "{message_frequency,suspicious_content,gpt_analysis,new_account,pattern_match}")
     assert db.execute("SELECT count(*) FROM pg_constraint WHERE conname IN ('chk_confidence_range', "
