@@ -36,20 +36,24 @@ def test_apply_status_rollback_apply(rollout, db):
     assert set(states(rollout).values()) == {"pending"}
     result = rollout("apply")
     assert result.exit_code == 0, result.output
-    assert set(states(rollout).values()) == {"done"}
+    after = states(rollout)
+    unflagged = {"composite_indexes", "remediate_confidence", "confidence_range", "remediate_reputation",
+                 "reputation_range"}
+    assert {after[s] for s in unflagged} == {"done"}
+    assert {state for step, state in after.items() if step not in unflagged} <= {"rolling_out", "pending"}
     assert index_valid(db, "idx_detection_events_user_server_type") is True
     assert index_valid(db, "idx_verification_events_user_server_status") is True
     assert constraint_validated(db, "chk_confidence_range") is True
     assert constraint_validated(db, "chk_global_reputation_range") is True
 
-    result = rollout("rollback", "composite_indexes")
+    result = rollout("rollback", "composite_indexes", "--cascade")  # the enum steps build on its indexes
     assert result.exit_code == 0, result.output
     assert states(rollout)["composite_indexes"] == "pending"
     assert index_valid(db, "idx_detection_events_user_server_type") is None
 
     assert rollout("apply", "composite_indexes").exit_code == 0
     assert index_valid(db, "idx_detection_events_user_server_type") is True
-    again = rollout("apply")
+    again = rollout("apply", "confidence_range")
     assert again.exit_code == 0 and "0 step(s) done now in local; every requested step is done" in again.output
 
 

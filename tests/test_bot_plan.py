@@ -76,7 +76,8 @@ def test_the_bot_plan_end_to_end(rollout, db):
     indexes = dict(db.execute("SELECT c.relname, x.indisvalid FROM pg_index AS x JOIN pg_class AS c "
                               "ON c.oid = x.indexrelid WHERE c.relname LIKE 'idx_%_user_server_%'").fetchall())
     assert indexes == {"idx_detection_events_user_server_type": True,
-                       "idx_verification_events_user_server_status": True}
+                       "idx_verification_events_user_server_status": True,
+                       "idx_verification_events_live_user_server_status": True}
     assert "detection_type" in db.execute("SELECT pg_get_indexdef('idx_detection_events_user_server_type'::regclass)"
                                           ).fetchone()[0]
     # get_recent_message_count works on the enum: the 'message' rows became 'message_frequency'
@@ -103,6 +104,11 @@ def test_the_bot_plan_end_to_end(rollout, db):
     assert audit == [("UPDATE", "42", guild)]
     assert db.execute("SELECT updated_by FROM servers WHERE guild_id = %s", (guild,)).fetchone()[0] == "42"
     original = {**original, "servers": checksums(db)["servers"]}  # the change above is the application's
+    db.execute("UPDATE admin_actions SET deleted_at = now(), deleted_by = '42' WHERE id = "
+               "(SELECT id FROM admin_actions LIMIT 1)")
+    assert db.execute("SELECT (SELECT count(*) FROM admin_actions) - (SELECT count(*) FROM active_admin_actions)"
+                      ).fetchone()[0] == 1
+    db.execute("UPDATE admin_actions SET deleted_at = NULL, deleted_by = NULL")  # undelete: one UPDATE
     verified = rollout("verify")
     assert verified.exit_code == 0, verified.output
 

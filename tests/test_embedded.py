@@ -27,7 +27,9 @@ def test_db_commands_and_apply_on_the_embedded_server(bot_plan):
         applied = rollout("apply")
         assert applied.exit_code == 0, applied.output
         steps = json.loads(rollout("status", "--json").stdout)["steps"]
-        assert {s["state"] for s in steps} == {"done"}
+        assert {s["state"] for s in steps if s["flag"] is None} == {"done"}
+        # flagged steps wait for `rollout advance`; steps that depend on them wait too
+        assert {s["state"] for s in steps if s["flag"]} <= {"rolling_out", "pending"}
 
         assert rollout("db", "reset").exit_code == 2  # no terminal, no --yes
         assert rollout("db", "reset", "--yes").exit_code == 0
