@@ -16,21 +16,46 @@ from psycopg import sql
 from orchestrator import embedded
 from orchestrator.cli import cli
 
+from . import pg15
+
 REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="session")
 def server(tmp_path_factory):
-    """The embedded server, started once for the whole session."""
+    """The session's server: the embedded PostgreSQL 18, or with ROLLOUT_TEST_POSTGRES=15 a
+    PostgreSQL 15 cluster from the machine's binaries (the whole suite then runs on 15)."""
+    if os.environ.get("ROLLOUT_TEST_POSTGRES") == "15":
+        reason = pg15.unavailable()
+        if reason:
+            pytest.skip(f"ROLLOUT_TEST_POSTGRES=15, but {reason}")
+        cluster = pg15.Cluster()
+        yield cluster
+        cluster.close()
+        return
     home = tmp_path_factory.mktemp("pg")
     info = embedded.start(str(home))
     yield info
     embedded.stop(str(home))
 
 
-@pytest.fixture
-def new_database(server):
-    """Create fresh, empty databases for one test (dropped after it); returns their DSNs."""
+@pytest.fixture(scope="session")
+def server_15():
+    """A PostgreSQL 15 cluster for the tests that must also pass on the bot's version."""
+    reason = pg15.unavailable()
+    if reason:
+        pytest.skip(reason)
+    cluster = pg15.Cluster()
+    yield cluster
+    cluster.close()
+
+
+def pytest_report_header(config):
+    version = "PostgreSQL 15 (machine)" if os.environ.get("ROLLOUT_TEST_POSTGRES") == "15" else "embedded PostgreSQL 18"
+    return f"rollout tests against {version}"
+
+
+def _databases(server):
     names = []
 
     def create() -> str:
@@ -43,6 +68,17 @@ def new_database(server):
     with psycopg.connect(server.url("postgres"), autocommit=True) as conn:
         for name in names:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def new_database(server):
+    """Create fresh, empty databases for one test (dropped after it); returns their DSNs."""
+    yield from _databases(server)
+
+
+@pytest.fixture
+def new_database_15(server_15):
+    yield from _databases(server_15)
 
 
 @pytest.fixture

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 
+import psycopg
+
 from .conftest import Rollout
 
 BASELINE_TABLES = ("servers", "users", "server_members", "detection_events", "verification_events", "admin_actions")
@@ -52,6 +54,18 @@ def apply_to_the_end(rollout: Rollout) -> None:
 
 
 def test_the_bot_plan_end_to_end(rollout, db):
+    run_the_bot_plan(rollout, db)
+
+
+def test_the_bot_plan_end_to_end_on_postgresql_15(bot_plan, new_database_15):
+    """The bot's production version. Skipped, saying why, when the machine has no PostgreSQL 15."""
+    dsn = new_database_15()
+    with psycopg.connect(dsn, autocommit=True) as db:
+        assert db.execute("SHOW server_version_num").fetchone()[0].startswith("15")
+        run_the_bot_plan(Rollout(bot_plan, dsn), db)
+
+
+def run_the_bot_plan(rollout: Rollout, db) -> None:
     assert rollout("db", "seed", "--rows", "4000").exit_code == 0
     remember_baseline_columns(db)
     original = checksums(db)
