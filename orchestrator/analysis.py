@@ -239,6 +239,8 @@ def _drop(node, text: str, line: int) -> Effect:
 def _rename(node, text: str, line: int) -> Effect:
     what = OBJ(node.renameType).name.removeprefix("OBJECT_")
     table = _name(node.relation) if node.relation else None
+    if node.renameType == OBJ.OBJECT_INDEX:  # no application names an index; a brief lock since PostgreSQL 12
+        return Effect(sql=text, kind="RENAME INDEX", table=table, lock="SHARE UPDATE EXCLUSIVE", line=line)
     columns = (node.subname,) if node.subname else ()
     return Effect(sql=text, kind=f"RENAME {what}", table=table, lock="ACCESS EXCLUSIVE" if table else None,
                   destructive=True, columns=columns, line=line,

@@ -393,7 +393,7 @@ def status(opts: _Options, as_json: bool) -> None:
     table.add_column("note")
     colours = {"done": "green", "failed": "red", "pending": "dim"}
     for r in rows:
-        note = f"{r.phase}: {r.error}" if r.error else (f"flag {r.flag} at {r.stage}" if r.stage else "")
+        note = f"{r.phase}: {r.error}" if r.error else (f"flag {r.flag}: {r.stage}" if r.stage else "")
         table.add_row(r.id, r.priority, Text(r.state, style=colours.get(r.state, "yellow")),
                       f"{r.migrations_applied}/{r.migrations_total}", (r.updated_at or "")[:19].replace("T", " "),
                       r.updated_by or "", Text(note))

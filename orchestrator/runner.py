@@ -307,7 +307,8 @@ def _run_one(session: Session, step: Step, migration: Migration, phase: str, dir
     relative = os.path.relpath(migration.path, session.plan.directory)
     started = time.monotonic()
     def backup(tables: list[str]) -> None:
-        present = [t for t in tables if session.conn.execute("SELECT to_regclass(%s)", (t,)).fetchone()[0]]
+        present = [t for t in tables if session.conn.execute(
+            "SELECT 1 FROM pg_class WHERE oid = to_regclass(%s) AND relkind IN ('r', 'p', 'm')", (t,)).fetchone()]
         if not session.backup or not present:
             return
         path = backup_tables(session.target, session.plan.directory, f"{step.id}-{migration.id}-{direction}", present)
