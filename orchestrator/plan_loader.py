@@ -363,6 +363,22 @@ def _read_migration_folder(folder: str, relative: str, where: Path, doc: _Docume
     for name in names:
         if name.endswith(".py"):
             doc.at(where, f"{relative}/{name}: only SQL migrations are supported; rewrite it as .sql")
+    # Directives first: yoyo fails on a bad one with a bare KeyError.
+    bad_directive = False
+    for name in names:
+        if name.endswith(".sql") and not name.endswith(".rollback.sql"):
+            try:
+                directives, _, _ = read_sql_migration(os.path.join(folder, name))
+            except (OSError, UnicodeDecodeError) as exc:
+                doc.at(where, f"cannot read {relative}/{name}: {exc}")
+                bad_directive = True
+                continue
+            value = directives.get("transactional", "true").strip().lower()
+            if value not in ("true", "false"):
+                doc.at(where, f"{relative}/{name}: '-- transactional: {value}' must be true or false")
+                bad_directive = True
+    if bad_directive:
+        return ()
     try:
         found = [m for m in topological_sort(read_migrations(folder)) if m.path.endswith(".sql")]
     except (BadMigration, OSError, UnicodeDecodeError) as exc:
@@ -381,9 +397,6 @@ def _read_migration_folder(folder: str, relative: str, where: Path, doc: _Docume
         directives, _, statements = read_sql_migration(m.path)
         _, _, rollback = read_sql_migration(rollback_path)
         transactional = directives.get("transactional", "true").strip().lower()
-        if transactional not in ("true", "false"):
-            doc.at(where, f"{relative}/{name}: '-- transactional: {transactional}' must be true or false")
-            continue
         if not statements:
             doc.at(where, f"{relative}/{name} holds no SQL statement")
             continue

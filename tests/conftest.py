@@ -12,6 +12,7 @@ import psycopg
 import pytest
 from click.testing import CliRunner
 from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
 from orchestrator import embedded
 from orchestrator.cli import cli
@@ -131,3 +132,27 @@ class Rollout:
 def rollout(bot_plan, dsn) -> Rollout:
     return Rollout(bot_plan, dsn)
 
+
+
+@pytest.fixture
+def password_role(server, dsn):
+    """A role that must give its password (a scram-sha-256 rule for it alone in pg_hba.conf,
+    ahead of the trust rules the test server otherwise uses). Yields (role, password, url_with)."""
+    role, password = f"secret_{uuid.uuid4().hex[:8]}", f"pw-{uuid.uuid4().hex}"
+    hba = Path(server.data_dir) / "pg_hba.conf"
+    original = hba.read_text()
+    hba.write_text(f"local all {role} scram-sha-256\n" + original)
+    with psycopg.connect(server.url("postgres"), autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE ROLE {} LOGIN SUPERUSER PASSWORD {}").format(
+            sql.Identifier(role), sql.Literal(password)))
+        admin.execute("SELECT pg_reload_conf()")
+    def url_with(secret: str) -> str:
+        return make_conninfo(dsn, user=role, password=secret)
+
+    try:
+        yield role, password, url_with
+    finally:
+        hba.write_text(original)
+        with psycopg.connect(server.url("postgres"), autocommit=True) as admin:
+            admin.execute("SELECT pg_reload_conf()")
+            admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))

@@ -26,7 +26,7 @@ class Cluster:
     def __init__(self) -> None:
         self.home = tempfile.mkdtemp(prefix="rollout-pg15-")
         os.chmod(self.home, 0o777)
-        self.data = os.path.join(self.home, "data")
+        self.data = self.data_dir = os.path.join(self.home, "data")
         self._run("initdb", "-D", self.data, "-U", "postgres", "--auth=trust", "--encoding=UTF8", "--no-sync")
         self._run("pg_ctl", "-D", self.data, "-w", "-l", os.path.join(self.home, "log"),
                   "-o", f"-k {self.home} -c listen_addresses='' -c fsync=off", "start")

@@ -1,0 +1,2 @@
+-- transactional: maybe
+SELECT 1;

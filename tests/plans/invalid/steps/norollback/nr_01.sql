@@ -1,0 +1,1 @@
+CREATE TABLE nr (id int);

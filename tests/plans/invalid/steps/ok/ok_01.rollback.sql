@@ -1,0 +1,1 @@
+DROP TABLE ok_table;

@@ -1,0 +1,1 @@
+DROP TABLE ok2_table;

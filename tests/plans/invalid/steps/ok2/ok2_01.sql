@@ -1,0 +1,1 @@
+CREATE TABLE ok2_table (id int);

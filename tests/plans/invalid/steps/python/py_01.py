@@ -1,0 +1,2 @@
+from yoyo import step
+steps = [step("SELECT 1")]
