@@ -7,6 +7,7 @@ import sys
 import time
 
 import click
+import psycopg
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
@@ -15,7 +16,7 @@ from rich.text import Text
 from . import api, embedded
 from .backfill import Progress as BackfillProgress
 from .database import resolve_target
-from .errors import EXIT_STEP_FAILED, RolloutError, UsageError
+from .errors import EXIT_STEP_FAILED, PermissionDenied, RolloutError, UsageError
 from .flags import bucket, evaluate
 from .plan import Plan, json_schema, parse_duration
 from .preview import preview
@@ -76,6 +77,13 @@ class _RolloutGroup(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
+        except psycopg.errors.InsufficientPrivilege as exc:
+            denied = PermissionDenied(
+                f"{exc.diag.message_primary}: this database role may not do that. rollout changes its state, "
+                "flags and schema as the operator's role (the owner of the rollout schema); other roles, the "
+                "application's among them, may only read them and call rollout.is_enabled")
+            click.echo(f"error: {denied}", err=True)
+            ctx.exit(denied.exit_code)
         except RolloutError as exc:
             click.echo(f"error: {exc}", err=True)
             ctx.exit(exc.exit_code)

@@ -61,3 +61,9 @@ class Stopped(RolloutError):
     """An operator paused or cancelled work from another terminal; it continues when resumed."""
 
     exit_code = EXIT_STOPPED
+
+
+class PermissionDenied(RolloutError):
+    """The database role lacks a privilege rollout needs; names the role and the object."""
+
+    exit_code = EXIT_INVALID

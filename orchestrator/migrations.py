@@ -45,6 +45,9 @@ def yoyo_backend(conn: psycopg.Connection) -> PostgresqlPsycopgBackend:
     # later one. Under rollout's advisory lock no other yoyo run of ours is live, so clear it.
     backend.break_lock()
     backend.ensure_internal_schema_updated()
+    # Every role may read which migrations are applied (rollout status), as it may read rollout's state.
+    conn.execute(sql.SQL("GRANT SELECT ON {}, {} TO PUBLIC").format(sql.Identifier(YOYO_TABLE),
+                                                                    sql.Identifier("_yoyo_log")))
     return backend
 
 

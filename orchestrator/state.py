@@ -17,7 +17,7 @@ from psycopg.types.json import Jsonb
 
 from .errors import RolloutError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 PENDING = "pending"
 MIGRATING = "migrating"
@@ -157,6 +157,14 @@ RETURNS boolean LANGUAGE sql STABLE PARALLEL SAFE AS $$
     ), false)
 $$;
 
+-- Least privilege: every role (the application's too) may read the state and evaluate
+-- flags; only the owner, the operator's role that runs rollout, may change anything.
+REVOKE ALL ON ALL TABLES IN SCHEMA rollout FROM PUBLIC;
+GRANT USAGE ON SCHEMA rollout TO PUBLIC;
+GRANT SELECT ON rollout.meta, rollout.steps, rollout.transitions, rollout.runs, rollout.events, rollout.flags,
+    rollout.flag_history TO PUBLIC;
+GRANT EXECUTE ON FUNCTION rollout.bucket(text, text), rollout.is_enabled(text, text, text) TO PUBLIC;
+
 -- Rows a backfill with on_error: record could not convert, with PostgreSQL's reason.
 CREATE TABLE IF NOT EXISTS rollout.backfill_errors (
     id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -191,6 +199,7 @@ END $$;
 DROP TRIGGER IF EXISTS events_append_only ON rollout.events;
 CREATE TRIGGER events_append_only BEFORE UPDATE OR DELETE ON rollout.events
     FOR EACH ROW EXECUTE FUNCTION rollout.events_append_only();
+GRANT SELECT ON rollout.backfills, rollout.backfill_errors TO PUBLIC;
 """
 
 

@@ -153,6 +153,8 @@ def password_role(server, dsn):
         yield role, password, url_with
     finally:
         hba.write_text(original)
+        with psycopg.connect(dsn, autocommit=True) as owner:  # what the role created in the test's database
+            owner.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
         with psycopg.connect(server.url("postgres"), autocommit=True) as admin:
             admin.execute("SELECT pg_reload_conf()")
             admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))

@@ -1,0 +1,105 @@
+"""Least privilege and secrets: the application's role reads and evaluates but never writes
+rollout's state; a password in a DSN appears nowhere rollout writes."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+
+from .conftest import Rollout, write_plan
+
+PLAN = """\
+version: 1
+environments:
+  local: {database: embedded}
+flags:
+  notes_write: {description: the application writes notes, default: 50}
+steps:
+  - id: notes
+    title: notes
+    priority: high
+    flag: notes_write
+    rollout: {stages: [50, 100]}
+    migrate: steps/notes
+    backfills:
+      - {name: fill, table: notes, set: {body: "'x'"}, where: body IS NULL}
+    verify:
+      - {name: filled, sql: SELECT id FROM notes WHERE body IS NULL}
+"""
+FILES = {
+    "steps/notes/notes_01.sql": "CREATE TABLE notes (id int PRIMARY KEY, body text);\n"
+                                "INSERT INTO notes SELECT g FROM generate_series(1, 50) AS g;\n",
+    "steps/notes/notes_01.rollback.sql": "DROP TABLE notes;\n",
+}
+
+
+@pytest.fixture
+def app_role(server, dsn):
+    """The application's own role: it can log in, and nothing more was granted to it."""
+    role = f"app_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(server.url("postgres"), autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
+    yield role, make_conninfo(dsn, user=role)
+    with psycopg.connect(dsn, autocommit=True) as owner:
+        owner.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+    with psycopg.connect(server.url("postgres"), autocommit=True) as admin:
+        admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+def test_the_application_role_reads_and_evaluates_but_cannot_write(tmp_path, dsn, app_role):
+    role, app_dsn = app_role
+    operator = Rollout(write_plan(tmp_path, PLAN, FILES), dsn)
+    assert operator("apply").exit_code == 0
+    with psycopg.connect(app_dsn, autocommit=True) as app:
+        assert app.execute("SELECT current_user").fetchone()[0] == role
+        assert app.execute("SELECT rollout.is_enabled('notes_write', '42') IS NOT NULL").fetchone()[0]
+        assert app.execute("SELECT state FROM rollout.steps WHERE step_id = 'notes'").fetchone()[0] == "rolling_out"
+        assert app.execute("SELECT count(*) FROM rollout.events").fetchone()[0] > 0
+        for statement in ("UPDATE rollout.flags SET percent = 100",
+                          "INSERT INTO rollout.flags (env, name, enabled, percent, updated_by) VALUES ('local', 'x', true, 1, 'me')",
+                          "UPDATE rollout.steps SET state = 'done'",
+                          "DELETE FROM rollout.flag_history",
+                          "INSERT INTO rollout.events (env, actor, kind, message) VALUES ('local', 'me', 'x', 'forged')",
+                          "UPDATE rollout.backfills SET requested = 'cancel'"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                app.execute(statement)
+    app_cli = Rollout(operator.plan, app_dsn)
+    denied = app_cli("flags", "set", "notes_write", "off")
+    assert denied.exit_code == 2 and "permission denied for table" in denied.output
+    assert "this database role may not do that" in denied.output
+    assert "Traceback" not in denied.output
+    assert app_cli("status").exit_code == 0 and app_cli("flags", "list").exit_code == 0
+    assert operator("flags", "set", "notes_write", "off").exit_code == 0
+
+
+def test_a_password_never_appears_in_output_events_or_logs(tmp_path, server, password_role):
+    role, password, url_with = password_role
+    path = write_plan(tmp_path, PLAN, FILES)
+    rollout = Rollout(path, url_with(password))
+    commands = [
+        ["check"], ["schema"], ["plan"], ["plan", "--json"], ["apply"], ["status"], ["status", "--json"],
+        ["verify"], ["verify", "notes"], ["events"], ["events", "--json"], ["flags", "list"],
+        ["flags", "get", "notes_write", "--subject", "7"], ["flags", "set", "notes_write", "on", "--reason", "r"],
+        ["flags", "history", "notes_write"], ["advance", "--all"], ["advance", "notes"], ["abort", "notes"],
+        ["backfill", "status"], ["backfill", "status", "notes", "--json"], ["backfill", "pause", "notes"],
+        ["backfill", "resume", "notes"], ["backfill", "cancel", "notes"], ["backfill", "run", "notes"],
+        ["rollback", "notes"], ["db", "seed", "--rows", "1"], ["apply", "nope"],
+    ]
+    for args in commands:
+        result = rollout(*args)
+        assert password not in result.output, args
+        assert "Traceback" not in result.output, (args, result.output)
+    wrong = Rollout(path, url_with("not-" + password))("apply")
+    assert wrong.exit_code == 2 and password not in wrong.output
+    with psycopg.connect(url_with(password), autocommit=True) as db:
+        stored = db.execute("SELECT string_agg(t::text, ' ') FROM rollout.events AS t").fetchone()[0]
+        stored += db.execute("SELECT coalesce(string_agg(t::text, ' '), '') FROM rollout.runs AS t").fetchone()[0]
+    assert password not in stored
+    for log in Path(server.data_dir).parent.glob("**/log"):
+        if log.is_file():
+            assert password not in log.read_text(errors="replace")
