@@ -47,7 +47,7 @@ def _promotion_gate(session, target: str | None, force: bool) -> None:
     if upstream is None:
         return
     here = session.states()
-    todo = [s.id for s in session.plan.order(target) if here.get(s.id, state.StepState(s.id)).state != state.DONE]
+    todo = [s.id for s in session.plan.order(target) if here[s.id].state != state.DONE]
     if not todo:
         return
     try:
@@ -112,7 +112,7 @@ def status(plan: Plan, env: str, *, dsn: str | None = None) -> list[StepStatus]:
         applied = applied_hashes(conn)
     rows = []
     for step in plan.order():
-        current = states.get(step.id, state.StepState(step.id))
+        current = states[step.id]
         files = [m for phase in ("migrate", "finalize") for m in plan.migrations.get((step.id, phase), ())]
         stages = plan.stages(step)
         stage = None
@@ -147,7 +147,7 @@ def advance(plan: Plan, env: str, step_id: str | None = None, *, dsn: str | None
             return [runner.watch(s, steps[0], interval)]
         if not steps:
             states = s.states()
-            steps = [st for st in plan.order() if states.get(st.id, state.StepState(st.id)).state == state.ROLLING_OUT]
+            steps = [st for st in plan.order() if states[st.id].state == state.ROLLING_OUT]
         return [runner.advance(s, step) for step in steps]
 
 

@@ -66,7 +66,10 @@ class _ProgressView:
         self._bars.update(self._tasks[key], completed=p.rows_covered, total=total,
                           rate=f"{p.rows_per_second:,.0f} rows/s")
 
-    def close(self) -> None:
+    def __enter__(self) -> "_ProgressView":
+        return self
+
+    def __exit__(self, *exc) -> None:
         if self._bars is not None:
             self._bars.stop()
 
@@ -160,12 +163,9 @@ def _actor_option(f):
 def apply(opts: _Options, step: str | None, yes: bool, force: bool, no_backup: bool, actor: str) -> None:
     """Apply pending steps in order (STEP: only it and what it depends on)."""
     opts.confirm(f"applying {step or 'all pending steps'}", yes)
-    view = _ProgressView()
-    try:
+    with _ProgressView() as view:
         result = api.apply(opts.plan, opts.env, dsn=opts.dsn, actor=actor, target=step, force=force,
                            backup=not no_backup, report=_show_event, progress=view)
-    finally:
-        view.close()
     summary = f"{len(result.finished)} step(s) done now in {opts.env}"
     if result.waiting:
         waits = "; ".join(f"{step}: {why}" for step, why in result.waiting.items())
@@ -456,12 +456,9 @@ def backfill_status(opts: _Options, step: str | None, as_json: bool) -> None:
 
 
 def _run_backfills(opts: _Options, step: str, actor: str, resume: bool) -> None:
-    view = _ProgressView()
-    try:
+    with _ProgressView() as view:
         api.backfill_run(opts.plan, opts.env, step, dsn=opts.dsn, actor=actor, resume=resume, report=_show_event,
                          progress=view)
-    finally:
-        view.close()
 
 
 @backfill.command("run")

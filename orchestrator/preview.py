@@ -152,11 +152,11 @@ def _bootstrap_pending(conn: psycopg.Connection, plan: Plan, env: str) -> str | 
 
 
 def _step(conn, plan: Plan, step: Step, states: dict, applied: set[str], version: str) -> StepPreview:
-    current = states.get(step.id, state.StepState(step.id)).state
+    current = states[step.id].state
     result = StepPreview(step.id, step.title, " ".join(step.description.split()), current)
     if current == state.DONE:
         return result
-    waiting_on = [d for d in step.depends_on if states.get(d, state.StepState(d)).state != state.DONE]
+    waiting_on = [d for d in step.depends_on if states[d].state != state.DONE]
     if current == state.PENDING:
         for check in step.preconditions:
             deferred = f"runs after {', '.join(waiting_on)}" if waiting_on else None

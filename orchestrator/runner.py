@@ -355,7 +355,7 @@ def rollback(session: Session, step_id: str, *, cascade: bool = False) -> list[s
     """Undo a step through its rollback files; steps that depend on it first, when allowed."""
     step = session.plan.step(step_id)
     states = session.states()
-    applied = [s for s in session.plan.dependents(step_id) if states.get(s.id, state.StepState(s.id)).state != PENDING]
+    applied = [s for s in session.plan.dependents(step_id) if states[s.id].state != PENDING]
     if applied and not cascade:
         names = ", ".join(f"{s.id} ({states[s.id].state})" for s in applied)
         raise UsageError(f"cannot roll back {step_id!r}: steps that depend on it are still applied: {names}. "
@@ -405,5 +405,5 @@ def verify(session: Session, step_id: str | None = None) -> list[StepReport]:
         steps = [session.plan.step(step_id)]
     else:
         states = session.states()
-        steps = [s for s in session.plan.order() if states.get(s.id, state.StepState(s.id)).state != PENDING]
+        steps = [s for s in session.plan.order() if states[s.id].state != PENDING]
     return [check_step(session, step) for step in steps]

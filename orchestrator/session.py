@@ -54,7 +54,7 @@ class Session:
         return state.step_states(self.conn, self.env)
 
     def state_of(self, step_id: str) -> state.StepState:
-        return self.states().get(step_id, state.StepState(step_id))
+        return self.states()[step_id]
 
     def event(self, kind: str, message: str, **fields) -> Event:
         return Event(at=None, env=self.env, actor=self.actor, kind=kind, message=self.target.scrub(message), **fields)

@@ -236,6 +236,13 @@ class Event:
         return {**self.__dict__, "at": self.at.isoformat()}
 
 
+class States(dict):
+    """Step states by id; a step without a row yet is pending."""
+
+    def __missing__(self, step_id: str) -> StepState:
+        return StepState(step_id)
+
+
 def schema_exists(conn: psycopg.Connection) -> bool:
     return conn.execute("SELECT to_regclass('rollout.steps') IS NOT NULL").fetchone()[0]
 
@@ -281,15 +288,15 @@ def set_meta(conn: psycopg.Connection, key: str, value: object) -> None:
     )
 
 
-def step_states(conn: psycopg.Connection, env: str) -> dict[str, StepState]:
+def step_states(conn: psycopg.Connection, env: str) -> States:
     if not schema_exists(conn):
-        return {}
+        return States()
     with conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(
             "SELECT step_id, state, phase, error, updated_at, updated_by, stage, stage_since "
             "FROM rollout.steps WHERE env = %s", (env,)
         ).fetchall()
-    return {row["step_id"]: StepState(**row) for row in rows}
+    return States({row["step_id"]: StepState(**row) for row in rows})
 
 
 def check_transition(step_id: str, current: str, new: str) -> None:

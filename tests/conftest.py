@@ -40,6 +40,19 @@ def server(tmp_path_factory):
     embedded.stop(str(home))
 
 
+@pytest.fixture
+def own_server(tmp_path):
+    """An embedded server of the test's own (with a database 'own'), for tests that crash it.
+    Yields its folder, for embedded.start() to restart it, and its first ServerInfo."""
+    home = tmp_path / "own"
+    home.mkdir()
+    info = embedded.start(str(home))
+    with psycopg.connect(info.url("postgres"), autocommit=True) as admin:
+        admin.execute("CREATE DATABASE own")
+    yield home, info
+    embedded.stop(str(home))
+
+
 @pytest.fixture(scope="session")
 def server_15():
     """A PostgreSQL 15 cluster for the tests that must also pass on the bot's version."""

@@ -309,34 +309,27 @@ def test_backfill_plan_errors(tmp_path, line, bad, message):
     assert result.exit_code == 2 and message in result.output, result.output
 
 
-def test_the_database_crashing_mid_backfill(tmp_path):
+def test_the_database_crashing_mid_backfill(tmp_path, own_server):
     """Immediate shutdown (no checkpoint, like a power cut) while batches run; restart; re-run."""
     from orchestrator import embedded
 
-    home = tmp_path / "crash"
-    home.mkdir()
-    server = embedded.start(str(home))
-    try:
-        with psycopg.connect(server.url("postgres"), autocommit=True) as admin:
-            admin.execute("CREATE DATABASE crash")
-        dsn = server.url("crash")
-        with psycopg.connect(dsn, autocommit=True) as db:
-            items(db, 20_000)
-        path = plan(tmp_path, sleep="0.01", batch=300)
-        proc = subprocess.Popen(command(path, dsn, "apply"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        with psycopg.connect(dsn, autocommit=True) as db:
-            wait_until(lambda: started(db))
-        os.kill(server.pid, signal.SIGQUIT)  # immediate shutdown
-        out, _ = proc.communicate(timeout=60)
-        assert proc.returncode == 1, out
-        assert "lost the connection holding the environment lock" in out or "lost the database connection" in out
+    home, server = own_server
+    dsn = server.url("own")
+    with psycopg.connect(dsn, autocommit=True) as db:
+        items(db, 20_000)
+    path = plan(tmp_path, sleep="0.01", batch=300)
+    proc = subprocess.Popen(command(path, dsn, "apply"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    with psycopg.connect(dsn, autocommit=True) as db:
+        wait_until(lambda: started(db))
+    os.kill(server.pid, signal.SIGQUIT)  # immediate shutdown
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 1, out
+    assert "lost the connection holding the environment lock" in out or "lost the database connection" in out
 
-        server = embedded.start(str(home))
-        rerun = subprocess.run(command(path, dsn, "apply"), capture_output=True, text=True)
-        assert rerun.returncode == 0, rerun.stdout + rerun.stderr
-        assert "from checkpoint after" in rerun.stdout
-        with psycopg.connect(dsn, autocommit=True) as db:
-            assert db.execute("SELECT count(*), min(n), max(n) FROM items").fetchone() == (20_000, 1, 1)
-            assert db.execute("SELECT state FROM rollout.steps").fetchone()[0] == "done"
-    finally:
-        embedded.stop(str(home))
+    embedded.start(str(home))
+    rerun = subprocess.run(command(path, dsn, "apply"), capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert "from checkpoint after" in rerun.stdout
+    with psycopg.connect(dsn, autocommit=True) as db:
+        assert db.execute("SELECT count(*), min(n), max(n) FROM items").fetchone() == (20_000, 1, 1)
+        assert db.execute("SELECT state FROM rollout.steps").fetchone()[0] == "done"

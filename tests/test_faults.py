@@ -199,29 +199,22 @@ def test_the_orchestrators_session_terminated_mid_migration(tmp_path, dsn, db):
     assert db.execute("SELECT count(*) FROM marks").fetchone()[0] == 1
 
 
-def test_the_database_crashing_mid_migration(tmp_path):
-    home = tmp_path / "crash"
-    home.mkdir()
-    server = embedded.start(str(home))
-    try:
-        with psycopg.connect(server.url("postgres"), autocommit=True) as admin:
-            admin.execute("CREATE DATABASE crash")
-        dsn = server.url("crash")
-        path = write_plan(tmp_path, SLOW, SLOW_FILES)
-        proc = subprocess.Popen(cli(path, dsn, "apply"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        with psycopg.connect(dsn, autocommit=True) as db:
-            wait_for_sleep(db)
-        os.kill(server.pid, signal.SIGQUIT)  # immediate shutdown: like a power cut
-        out, _ = proc.communicate(timeout=60)
-        assert proc.returncode == 1 and "Traceback" not in out, out
-        embedded.start(str(home))
-        rerun = Rollout(path, dsn)("apply")
-        assert rerun.exit_code == 0, rerun.output
-        with psycopg.connect(dsn, autocommit=True) as db:
-            assert db.execute("SELECT count(*) FROM marks").fetchone()[0] == 1
-            assert db.execute("SELECT count(*) FROM _yoyo_migration").fetchone()[0] == 1
-    finally:
-        embedded.stop(str(home))
+def test_the_database_crashing_mid_migration(tmp_path, own_server):
+    home, server = own_server
+    dsn = server.url("own")
+    path = write_plan(tmp_path, SLOW, SLOW_FILES)
+    proc = subprocess.Popen(cli(path, dsn, "apply"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    with psycopg.connect(dsn, autocommit=True) as db:
+        wait_for_sleep(db)
+    os.kill(server.pid, signal.SIGQUIT)  # immediate shutdown: like a power cut
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 1 and "Traceback" not in out, out
+    embedded.start(str(home))
+    rerun = Rollout(path, dsn)("apply")
+    assert rerun.exit_code == 0, rerun.output
+    with psycopg.connect(dsn, autocommit=True) as db:
+        assert db.execute("SELECT count(*) FROM marks").fetchone()[0] == 1
+        assert db.execute("SELECT count(*) FROM _yoyo_migration").fetchone()[0] == 1
 
 
 def test_an_enum_value_cannot_be_used_in_the_transaction_that_adds_it(tmp_path, dsn, db):
