@@ -70,6 +70,22 @@ def rows(db) -> dict[str, str]:
     return sums
 
 
+def holds_lock(db) -> bool:
+    return db.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted").fetchone()[0] > 0
+
+
+def doing(db) -> str | None:
+    """What the killed run was doing: a backfill in progress, else the state of the step it
+    last touched (migrating, rolling_out for a flag stage, finalizing)."""
+    if not db.execute("SELECT to_regclass('rollout.events')").fetchone()[0]:
+        return None
+    if db.execute("SELECT count(*) FROM rollout.backfills WHERE state = 'running'").fetchone()[0]:
+        return "backfill"
+    row = db.execute("SELECT s.state FROM rollout.events AS e JOIN rollout.steps AS s USING (step_id) "
+                     "ORDER BY e.id DESC LIMIT 1").fetchone()
+    return row[0] if row else None
+
+
 def operator(plan, dsn) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", OPERATOR, str(plan), dsn],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -88,23 +104,29 @@ def test_sigkill_anywhere_in_the_whole_plan(bot_plan, server, new_database):
     try:
         assert operator(bot_plan, clean).wait(timeout=300) == 0
 
+        # Kills aimed at each kind of work in turn: the run holds the environment and is in the
+        # target phase, then dies within 50 ms. Each attempt continues what the last one left.
         rng = random.Random(7)
-        kills = 0
+        kills, where = 0, []
+        schedule = ["migrating", "backfill"] * 5 + ["rolling_out"] * 7 + ["finalizing"] * 4
         with psycopg.connect(killed, autocommit=True) as watch:
-            for attempt in range(80):
+            for target in schedule:
                 proc = operator(bot_plan, killed)
-                # aim inside the work: wait until the operator holds the environment, then pick an instant
-                while proc.poll() is None and not watch.execute(
-                        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted").fetchone()[0]:
-                    time.sleep(0.01)
-                time.sleep(rng.uniform(0.0, 0.25))
+                deadline = time.monotonic() + 60
+                while proc.poll() is None and time.monotonic() < deadline:
+                    if holds_lock(watch) and doing(watch) == target:
+                        break
+                    time.sleep(0.005)
+                time.sleep(rng.uniform(0.0, 0.05))
                 if proc.poll() is None:
                     os.kill(proc.pid, signal.SIGKILL)
                     kills += 1
-                proc.wait()
-                if kills >= 22 or proc.returncode == 0:
+                    proc.wait()
+                    where.append(doing(watch))
+                if proc.wait() == 0:
                     break
-        assert kills >= 20
+        assert kills >= 20, where
+        assert {"migrating", "backfill", "rolling_out", "finalizing"} <= set(where), where
         assert operator(bot_plan, killed).wait(timeout=300) == 0
 
         with psycopg.connect(clean, autocommit=True) as a, psycopg.connect(killed, autocommit=True) as b:
