@@ -300,4 +300,7 @@ def reset(plan: Plan, env: str) -> None:
     drop_database(plan, env)
 
 
-__all__ = ["apply", "rollback", "verify", "seed", "status", "events", "reset", "load_plan", "embedded"]
+__all__ = [
+    "load_plan", "apply", "rollback", "verify", "status", "events", "advance", "abort", "flags_list", "flag_set",
+    "flag_history", "backfill_run", "backfill_request", "backfill_status", "seed", "reset", "embedded",
+]
