@@ -11,6 +11,7 @@ before destructive statements.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from pglast import enums, parse_sql
 from pglast.parser import ParseError
@@ -60,7 +61,8 @@ class Effect:
         return {"sql": self.sql, "kind": self.kind, "table": self.table, "lock": self.lock, "blocks": self.blocks,
                 "scans": self.scans, "rewrites": self.rewrites, "transactional": self.transactional,
                 "exempt_from_statement_timeout": self.long_running_ok, "destructive": self.destructive,
-                "row_locks": self.row_locks, "notes": list(self.notes), "line": self.line}
+                "row_locks": self.row_locks, "also_locks": list(self.other_tables), "notes": list(self.notes),
+                "line": self.line}
 
 
 @dataclass
@@ -99,12 +101,15 @@ def _name(range_var) -> str:
     return f"{range_var.schemaname}.{range_var.relname}" if range_var.schemaname else range_var.relname
 
 
-def analyze(sql_text: str, *, first_line: int = 1) -> list[Effect]:
-    """The effects of each statement in `sql_text` (a migration file's text or one statement)."""
+@lru_cache(maxsize=512)
+def analyze(sql_text: str, *, first_line: int = 1) -> tuple[Effect, ...]:
+    """The effects of each statement in `sql_text` (a migration file's text or one statement).
+
+    Cached on the text: the preview, lint and apply all ask about the same files."""
     try:
         parsed = parse_sql(sql_text)
     except ParseError as exc:
-        return [Effect(sql=sql_text.strip(), kind="unparsed", notes=(f"PostgreSQL cannot parse it: {exc}",))]
+        return (Effect(sql=sql_text.strip(), kind="unparsed", notes=(f"PostgreSQL cannot parse it: {exc}",)),)
     effects = []
     for raw in parsed:
         start = raw.stmt_location or 0
@@ -112,10 +117,10 @@ def analyze(sql_text: str, *, first_line: int = 1) -> list[Effect]:
         leading = len(text) - len(text.lstrip())
         line = first_line + sql_text[:start + leading].count("\n")
         effects.append(_analyze(raw.stmt, text.strip(), line))
-    return effects
+    return tuple(effects)
 
 
-def analyze_file(path: str) -> list[Effect]:
+def analyze_file(path: str) -> tuple[Effect, ...]:
     """The effects of a migration file's statements, with their line numbers in the file."""
     with open(path, encoding="utf-8") as handle:
         return analyze(handle.read())

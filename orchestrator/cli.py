@@ -214,6 +214,7 @@ def _show_preview(p) -> None:
             out.print(Text(f"  {number}. [{s.phase}] {s.file}:{e.line}", style="cyan"))
             out.print(Text("     " + " ".join(e.sql.split())[:300]))
             lock = f"{e.lock} on {e.table}" if e.lock and e.table else (e.lock or "no table lock")
+            lock += f" (and on {', '.join(e.other_tables)})" if e.other_tables else ""
             traits = [f"blocks {e.blocks}" if e.lock else None, "scans the table" if e.scans else None,
                       "rewrites the table" if e.rewrites else None,
                       "holds row locks until commit" if e.row_locks else None,
@@ -314,9 +315,8 @@ def flags_list(opts: _Options, as_json: bool) -> None:
 @pass_options
 def flags_get(opts: _Options, name: str, subject: str | None) -> None:
     """A flag's value here, and optionally its answer for one subject."""
-    value = next((v for v in api.flags_list(opts.plan, opts.env, dsn=opts.dsn) if v.name == name), None)
-    if value is None:
-        api.flags_declared(opts.plan, name)
+    api.flags_declared(opts.plan, name)
+    value = next(v for v in api.flags_list(opts.plan, opts.env, dsn=opts.dsn) if v.name == name)
     click.echo(value.shown)
     if subject is not None:
         answer = evaluate(name, value.enabled, value.percent, subject)
