@@ -15,6 +15,8 @@ from .locks import acquire_env_lock
 from .migrations import applied_hashes
 from .plan import Plan
 from .plan_loader import load_plan
+from .preview import Preview
+from .preview import preview as _preview
 from .runner import StepReport
 from .session import Reporter, open_session
 from .state import Event
@@ -102,6 +104,9 @@ class StepStatus:
     migrations_total: int
     updated_at: str | None
     updated_by: str | None
+    flag_value: str | None = None  # the flag's value here: off, 10%, on
+    flag_expected: str | None = None  # the value the step's state implies (flags.expected_percent)
+    flag_mismatch: str | None = None  # when they disagree, e.g. "flag f at 50%, stage 1/3 expects 10%"
 
 
 def status(plan: Plan, env: str, *, dsn: str | None = None) -> list[StepStatus]:
@@ -110,6 +115,7 @@ def status(plan: Plan, env: str, *, dsn: str | None = None) -> list[StepStatus]:
     with connect(target, "rollout status") as conn:
         states = state.step_states(conn, env)
         applied = applied_hashes(conn)
+        values = flags.read(conn, plan, env)
     rows = []
     for step in plan.order():
         current = states[step.id]
@@ -119,11 +125,24 @@ def status(plan: Plan, env: str, *, dsn: str | None = None) -> list[StepStatus]:
         if stages and current.state == state.ROLLING_OUT:
             stage = (f"{stages.stages[current.stage]}% ({current.stage + 1}/{len(stages.stages)})"
                      if current.stage is not None else f"not started (0/{len(stages.stages)})")
+        flag_value = flag_expected = mismatch = None
+        if stages:
+            value = values[step.flag]
+            actual, expected = value.percent if value.enabled else 0, flags.expected_percent(current, stages)
+            flag_value, flag_expected = flags.shown(actual > 0, actual), flags.shown(expected > 0, expected)
+            if actual != expected:
+                at = f"at {flag_value}" if 0 < actual < 100 else f"is {flag_value}"
+                when = current.state
+                if current.state == state.ROLLING_OUT:
+                    when = (f"stage {current.stage + 1}/{len(stages.stages)}" if current.stage is not None
+                            else f"not started (0/{len(stages.stages)})")
+                mismatch = f"flag {step.flag} {at}, {when} expects {flag_expected}"
         rows.append(StepStatus(
             id=step.id, title=step.title, priority=step.priority, state=current.state, flag=step.flag, stage=stage,
             phase=current.phase,
             error=current.error, migrations_applied=sum(m.hash in applied for m in files), migrations_total=len(files),
             updated_at=current.updated_at.isoformat() if current.updated_at else None, updated_by=current.updated_by,
+            flag_value=flag_value, flag_expected=flag_expected, flag_mismatch=mismatch,
         ))
     return rows
 
@@ -304,3 +323,9 @@ __all__ = [
     "load_plan", "apply", "rollback", "verify", "status", "events", "advance", "abort", "flags_list", "flag_set",
     "flag_history", "backfill_run", "backfill_request", "backfill_status", "seed", "reset", "embedded",
 ]
+
+
+def preview(plan: Plan, env: str, target: str | None = None, *, dsn: str | None = None,
+            rollback: bool = False) -> Preview:
+    """The dry run of `apply [target]`, or of `rollback target`: writes nothing."""
+    return _preview(plan, env, target, dsn=dsn, rollback=rollback)

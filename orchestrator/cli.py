@@ -19,7 +19,6 @@ from .database import resolve_target
 from .errors import EXIT_STEP_FAILED, PermissionDenied, RolloutError, UsageError
 from .flags import bucket, evaluate
 from .plan import Plan, json_schema, parse_duration
-from .preview import preview
 from .session import default_actor
 from .state import Event
 
@@ -176,15 +175,19 @@ def apply(opts: _Options, step: str | None, yes: bool, force: bool, no_backup: b
 
 @cli.command("plan")
 @click.argument("step", required=False)
+@click.option("--rollback", "rollback", is_flag=True,
+              help="Preview `rollout rollback STEP` instead: its rollback files, their locks and backups.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output, for CI.")
 @pass_options
-def plan_command(opts: _Options, step: str | None, as_json: bool) -> None:
+def plan_command(opts: _Options, step: str | None, rollback: bool, as_json: bool) -> None:
     """Dry run: every statement apply would run, its locks and risks. Writes nothing.
 
     Exits 1 when a finding blocks (an error-level rule the step does not allow, or a failing
     precondition), else 0.
     """
-    result = preview(opts.plan, opts.env, step, dsn=opts.dsn)
+    if rollback and not step:
+        raise UsageError("--rollback previews the rollback of one step: name it, e.g. `rollout plan --rollback STEP`")
+    result = api.preview(opts.plan, opts.env, step, dsn=opts.dsn, rollback=rollback)
     if as_json:
         click.echo(json.dumps(result.as_json(), indent=2, default=str))
     else:
@@ -209,18 +212,21 @@ def _show_preview(p) -> None:
             mark = "✓" if result.ok else ("•" if deferred else "✗")
             out.print(Text(f"  {mark} precondition {result.summary()}" + (f" ({deferred}: not blocking)" if
                                                                          deferred and not result.ok else "")))
+        if step.note:
+            out.print(Text(f"  {step.note}", style="dim"))
         for number, s in enumerate(step.statements, 1):
             e = s.effect
-            out.print(Text(f"  {number}. [{s.phase}] {s.file}:{e.line}", style="cyan"))
+            out.print(Text(f"  {number}. [{s.phase.value}{'' if s.direction.value == 'apply' else ', rollback'}] "
+                           f"{s.file}:{e.line}", style="cyan"))
             out.print(Text("     " + " ".join(e.sql.split())[:300]))
-            lock = f"{e.lock} on {e.table}" if e.lock and e.table else (e.lock or "no table lock")
-            lock += f" (and on {', '.join(e.other_tables)})" if e.other_tables else ""
-            traits = [f"blocks {e.blocks}" if e.lock else None, "scans the table" if e.scans else None,
-                      "rewrites the table" if e.rewrites else None,
+            locks = "; ".join(f"{r.lock.label} on {r.relation}" + (f" ({r.why})" if r.why else "") for r in e.locks)
+            traits = [f"blocks {e.lock.blocks}" if e.lock else None, "assumed: not in rollout's table" if e.assumed
+                      else None, "scans the table" if e.scans else None, "rewrites the table" if e.rewrites else None,
                       "holds row locks until commit" if e.row_locks else None,
+                      f"~{s.rows_touched:,} rows changed" if s.rows_touched is not None else None,
                       "outside a transaction" if not e.transactional else "in a transaction",
                       "no statement_timeout" if e.long_running_ok else None]
-            out.print(Text(f"     lock: {lock}; " + "; ".join(t for t in traits if t)))
+            out.print(Text(f"     lock: {locks or 'no table lock'}; " + "; ".join(t for t in traits if t)))
             if s.table:
                 out.print(Text(f"     {s.table.describe()}" + (f"; {s.estimate}" if s.estimate else "")))
             if s.backup:
@@ -390,7 +396,7 @@ def verify(opts: _Options, step: str | None, actor: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @pass_options
 def status(opts: _Options, as_json: bool) -> None:
-    """Each step's state in this environment."""
+    """Each step's state in this environment, and any flag whose value disagrees with it."""
     rows = api.status(opts.plan, opts.env, dsn=opts.dsn)
     if as_json:
         click.echo(json.dumps({"env": opts.env, "steps": [r.__dict__ for r in rows]}, indent=2))
@@ -401,10 +407,13 @@ def status(opts: _Options, as_json: bool) -> None:
     table.add_column("note")
     colours = {"done": "green", "failed": "red", "pending": "dim"}
     for r in rows:
-        note = f"{r.phase}: {r.error}" if r.error else (f"flag {r.flag}: {r.stage}" if r.stage else "")
+        note = Text(f"{r.phase}: {r.error}" if r.error else (f"flag {r.flag}: {r.stage}" if r.stage else ""))
+        if r.flag_mismatch:  # it names the stage itself, so it replaces the stage note
+            note = (Text(f"{r.phase}: {r.error}; ") if r.error else Text("")) + Text(f"✗ {r.flag_mismatch}",
+                                                                                      style="bold red")
         table.add_row(r.id, r.priority, Text(r.state, style=colours.get(r.state, "yellow")),
                       f"{r.migrations_applied}/{r.migrations_total}", (r.updated_at or "")[:19].replace("T", " "),
-                      r.updated_by or "", Text(note))
+                      r.updated_by or "", note)
     out.print(table)
 
 

@@ -17,7 +17,7 @@ from psycopg.rows import dict_row
 
 from . import state
 from .errors import UsageError
-from .plan import Plan
+from .plan import Plan, StagedRollout
 
 BUCKETS = 10_000
 
@@ -58,6 +58,24 @@ class FlagValue:
         return {"name": self.name, "value": self.shown, "enabled": self.enabled, "percent": self.percent,
                 "description": self.description, "source": self.source,
                 "updated_at": self.updated_at.isoformat() if self.updated_at else None, "updated_by": self.updated_by}
+
+
+def shown(enabled: bool, percent: int) -> str:
+    """on, off, or the percentage, as `flags list` shows a value."""
+    return FlagValue("", enabled, percent).shown
+
+
+def expected_percent(current: state.StepState, stages: StagedRollout) -> int:
+    """The value a flagged step's state implies for its flag, as a percentage (0: off, the old
+    shape). Off until the rollout's first stage; the stage's percentage while rolling out; on
+    (100) once the rollout reached 100% and the contract runs or ran. Off again when aborted,
+    failed before the contract, or rolled back."""
+    if current.state == state.ROLLING_OUT:
+        return 0 if current.stage is None else stages.stages[min(current.stage, len(stages.stages) - 1)]
+    if current.state in (state.FINALIZING, state.DONE) or (current.state == state.FAILED and
+                                                          current.phase == "finalize"):
+        return 100
+    return 0
 
 
 def parse_value(text: str) -> tuple[bool, int]:
@@ -157,6 +175,5 @@ def history(conn: psycopg.Connection, env: str, name: str) -> list[Change]:
     rows = conn.execute(
         "SELECT at, actor, old_enabled, old_percent, new_enabled, new_percent, reason FROM rollout.flag_history "
         "WHERE env = %s AND name = %s ORDER BY id", (env, name)).fetchall()
-    shown = lambda enabled, percent: FlagValue("", enabled, percent).shown  # noqa: E731
     return [Change(at, actor, shown(oe, op) if oe is not None else None, shown(ne, np), reason)
             for at, actor, oe, op, ne, np, reason in rows]

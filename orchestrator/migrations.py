@@ -21,7 +21,7 @@ from yoyo.connections import parse_uri
 from .analysis import Effect, analyze
 from .errors import StepFailed
 from .locks import session_timeouts, set_local_timeouts, with_lock_retries
-from .plan import Migration, Timeouts
+from .plan import Direction, Migration, Timeouts
 
 YOYO_TABLE = "_yoyo_migration"
 
@@ -89,9 +89,9 @@ class Hooks:
 def run_migration(conn: psycopg.Connection, backend: PostgresqlPsycopgBackend, migration: Migration,
                   direction: str, timeouts: Timeouts, hooks: Hooks) -> None:
     """Apply or roll back one migration: statements, yoyo's mark and rollout's event together."""
-    statements = migration.statements if direction == "apply" else migration.rollback
+    statements = migration.runs(Direction(direction))
     effects = [next(iter(analyze(statement)), None) for statement in statements]
-    destructive = sorted({e.table for e in effects if e is not None and e.destructive and e.table})
+    destructive = sorted({e.table for e in effects if e is not None and e.loses_data and e.table})
     if destructive:
         hooks.backup(destructive)  # before any lock is taken: pg_dump must be able to read them
     what = f"migration {migration.id} ({direction})"
@@ -118,7 +118,7 @@ def run_migration(conn: psycopg.Connection, backend: PostgresqlPsycopgBackend, m
 
     with session_timeouts(conn, timeouts.lock, timeouts.statement):
         for statement, effect in zip(statements, effects):
-            index = effect.index if effect is not None and effect.kind == "CREATE INDEX CONCURRENTLY" else None
+            index = effect.index if effect is not None and effect.index and not effect.transactional else None
             if index and drop_invalid_index(conn, index):
                 hooks.on_cleanup(index)
             with_lock_retries(conn, lambda s=statement, e=effect: _execute(conn, s, e, timeouts, local=False),

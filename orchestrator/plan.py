@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
+from enum import Enum
 from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, Strict, StringConstraints, WithJsonSchema, model_validator
@@ -151,6 +152,8 @@ class Allowance(_Model):
 
     rule: Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]*$")] = Field(description="the rule's name")
     reason: Annotated[str, StringConstraints(min_length=1)] = Field(description="why it is safe here")
+    direction: Literal["apply", "rollback"] | None = Field(
+        None, description="accept it only in the files that run this way (default: apply and rollback files)")
 
 
 TableName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)?$")]
@@ -223,20 +226,50 @@ def json_schema() -> dict:
     return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}
 
 
+class Direction(str, Enum):
+    """Which way a migration runs."""
+
+    APPLY = "apply"
+    ROLLBACK = "rollback"
+
+
+class Phase(str, Enum):
+    """The phase of a step a migration belongs to: expand (`migrate`) or contract (`finalize`)."""
+
+    MIGRATE = "migrate"
+    FINALIZE = "finalize"
+
+
 @dataclass(frozen=True)
 class Migration:
-    """One yoyo migration file, read into statements (loading resolves files; running executes them)."""
+    """One yoyo migration and its rollback, read in whole: nothing downstream reopens a file.
+
+    `statements` and `rollback` are what apply executes (split as yoyo splits them); `text` and
+    `rollback_text` are the files as written, which the analysis and squawk read, so the line
+    numbers they report are the file's."""
 
     id: str
     path: str
     statements: tuple[str, ...]
     rollback: tuple[str, ...]
     transactional: bool
+    text: str = ""
+    rollback_path: str = ""
+    rollback_text: str = ""
 
     @property
     def hash(self) -> str:
         """yoyo's key for the migration, so `yoyo list` sees what rollout applied."""
         return get_migration_hash(self.id)
+
+    def source(self, direction: Direction) -> tuple[str, str]:
+        """(path, text) of the file that runs in `direction`."""
+        if direction == Direction.APPLY:
+            return self.path, self.text
+        return self.rollback_path, self.rollback_text
+
+    def runs(self, direction: Direction) -> tuple[str, ...]:
+        return self.statements if direction == Direction.APPLY else self.rollback
 
 
 @dataclass(frozen=True)
@@ -245,7 +278,7 @@ class Plan:
 
     path: str
     model: PlanModel
-    migrations: dict[tuple[str, str], tuple[Migration, ...]]  # (step id, "migrate"|"finalize") -> files
+    migrations: dict[tuple[str, str], tuple[Migration, ...]]  # (step id, Phase) -> files
 
     @property
     def steps(self) -> tuple[Step, ...]:
@@ -261,6 +294,11 @@ class Plan:
                 return step
         known = ", ".join(s.id for s in self.model.steps)
         raise UsageError(f"no step {step_id!r} in {self.path}; steps are: {known}")
+
+    def step_migrations(self, step: Step, phases: tuple[Phase, ...] = (Phase.MIGRATE, Phase.FINALIZE)
+                        ) -> list[tuple[Phase, Migration]]:
+        """The step's migrations in the order apply runs them."""
+        return [(phase, m) for phase in phases for m in self.migrations.get((step.id, phase.value), ())]
 
     def environment(self, name: str) -> Environment:
         try:

@@ -18,7 +18,8 @@ from yoyo.exceptions import BadMigration
 from yoyo.migrations import read_migrations, read_sql_migration, topological_sort
 
 from .errors import PlanError
-from .plan import NAME_RULE, Check, Migration, Plan, PlanModel, json_schema
+from .analysis import analyze
+from .plan import Direction, NAME_RULE, Check, Migration, Plan, PlanModel, json_schema
 
 MAX_PLAN_BYTES = 1024 * 1024
 MAX_NODES = 50_000  # an alias bomb expands far beyond this; a real plan stays far below
@@ -396,17 +397,49 @@ def _read_migration_folder(folder: str, relative: str, where: Path, doc: _Docume
             continue
         directives, _, statements = read_sql_migration(m.path)
         _, _, rollback = read_sql_migration(rollback_path)
-        transactional = directives.get("transactional", "true").strip().lower()
+        transactional = directives.get("transactional", "true").strip().lower() == "true"
         if not statements:
             doc.at(where, f"{relative}/{name} holds no SQL statement")
             continue
-        migrations.append(
-            Migration(
-                id=m.id,
-                path=m.path,
-                statements=tuple(s.strip() for s in statements),
-                rollback=tuple(s.strip() for s in rollback),
-                transactional=transactional == "true",
-            )
+        migration = Migration(
+            id=m.id,
+            path=m.path,
+            statements=tuple(s.strip() for s in statements),
+            rollback=tuple(s.strip() for s in rollback),
+            transactional=transactional,
+            text=_file_text(m.path),
+            rollback_path=rollback_path,
+            rollback_text=_file_text(rollback_path),
         )
+        for problem in _transaction_problems(migration, relative):
+            doc.at(where, problem)
+        migrations.append(migration)
     return tuple(migrations)
+
+
+def _file_text(path: str) -> str:
+    with open(path, encoding="utf-8") as handle:
+        return handle.read()
+
+
+def _transaction_problems(migration: Migration, folder: str) -> list[str]:
+    """What the file's statements say about transactions, checked against its directive before
+    anything runs: a statement PostgreSQL refuses inside a transaction block needs `--
+    transactional: false`, and no migration may open or end transactions of its own (rollout
+    commits each migration with its bookkeeping)."""
+    problems = []
+    for direction in Direction:
+        path, text = migration.source(direction)
+        where = f"{folder}/{os.path.basename(path)}"
+        for effect in analyze(text):
+            head = effect.sql.split("\n")[0][:60]
+            if effect.controls_transaction:
+                problems.append(f"{where}:{effect.line}: {head!r} manages the transaction itself; rollout runs each "
+                                "migration in one transaction with its bookkeeping. Remove it, or split the file and "
+                                "mark one '-- transactional: false' if it must run outside a transaction")
+            elif migration.transactional and not effect.transactional:
+                problems.append(f"{where}:{effect.line}: {effect.kind} cannot run inside a transaction block, and "
+                                f"{os.path.basename(migration.path)} runs in one. Put it in a migration of its own "
+                                "whose first line is '-- transactional: false' (with IF NOT EXISTS / IF EXISTS, so a "
+                                "re-run after a crash completes it)")
+    return problems

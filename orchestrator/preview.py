@@ -1,68 +1,40 @@
-"""The dry run: everything `rollout apply` would do, with its locks and risks, writing nothing.
+"""The dry run: everything `rollout apply` (or `rollout rollback`) would do, with its locks and
+risks, writing nothing.
 
-One READ ONLY transaction against the live database: the steps apply would run, each
-statement with its lock, what the lock blocks, scans and rewrites (analysis.py), the table
-sizes and row estimates behind them (catalog statistics, never COUNT(*)), estimated
-durations and storage, lint findings (lint.py) and findings only the live database can
-give, preconditions run read-only, and the objects that depend on what a step changes.
-The transaction is rolled back; the preview proves it wrote nothing by showing that no
-transaction id was ever assigned to it.
+One READ ONLY transaction against the live database: the steps that would run, each statement
+with every lock it takes (analysis, resolved against the catalog), what the locks block, scans
+and rewrites, the table sizes and row estimates behind them (catalog statistics and EXPLAIN,
+never COUNT(*)), estimated durations and storage, the lint findings (rules/) for the step's
+files and their rollbacks, and preconditions run read-only. The transaction is rolled back; the
+preview proves it wrote nothing by showing that no transaction id was ever assigned to it.
 """
 
 from __future__ import annotations
 
+import json
 import math
-import os
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import psycopg
-from pglast import parse_sql
-from psycopg.rows import dict_row
 
-from . import state
-from .analysis import Effect, analyze_file
+from . import rules, state
+from .analysis import Effect, analyze
+from .analysis.catalog import resolve
 from .backfill import BatchStatements, resolve_table_key
 from .checks import CheckResult, run_check
 from .database import connect, resolve_target
 from .errors import StepFailed
-from .lint import Finding, accept, lint_step, proven_not_null
 from .migrations import applied_hashes
-from .plan import Plan, Step
+from .plan import Direction, Migration, Phase, Plan, Step
+from .rules import Context, Finding, Statement
+from .rules.context import Table
 
-LARGE_TABLE_ROWS = 100_000
 # Rough rates on this project's reference machine (2 cores; bench/backfill.py measures the
 # backfill's): for orders of magnitude in the preview, not promises.
 SCAN_ROWS_PER_SECOND = 2_000_000
 REWRITE_ROWS_PER_SECOND = 300_000
 BACKFILL_ROWS_PER_SECOND = 300_000
-
-
-@dataclass(frozen=True)
-class Table:
-    name: str
-    rows: int | None  # pg_class.reltuples; None before the first ANALYZE
-    bytes: int
-
-    def describe(self) -> str:
-        rows = f"~{self.rows:,} rows" if self.rows is not None else "rows unknown (never analysed)"
-        return f"{self.name}: {rows}, {_size(self.bytes)}"
-
-
-@dataclass(frozen=True)
-class StatementPreview:
-    phase: str  # migrate | finalize
-    file: str
-    effect: Effect
-    table: Table | None
-    estimate: str | None
-    backup: bool
-
-    def as_json(self) -> dict:
-        table = None if self.table is None else {"name": self.table.name, "rows": self.table.rows,
-                                                  "bytes": self.table.bytes}
-        return {"phase": self.phase, "file": self.file, **self.effect.as_json(), "table_size": table,
-                "estimate": self.estimate, "backup_before": self.backup}
 
 
 @dataclass(frozen=True)
@@ -85,10 +57,10 @@ class StepPreview:
     description: str
     state: str
     preconditions: list[tuple[CheckResult, str | None]] = field(default_factory=list)  # (result, deferred because)
-    statements: list[StatementPreview] = field(default_factory=list)
+    statements: list[Statement] = field(default_factory=list)
     backfills: list[BackfillPreview] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
-    dependents: list[str] = field(default_factory=list)
+    note: str | None = None
 
     @property
     def blocking(self) -> bool:
@@ -97,11 +69,11 @@ class StepPreview:
 
     def as_json(self) -> dict:
         return {"id": self.id, "title": self.title, "description": self.description, "state": self.state,
-                "blocking": self.blocking,
+                "blocking": self.blocking, "note": self.note,
                 "preconditions": [{**r.as_json(), "deferred": d} for r, d in self.preconditions],
                 "statements": [s.as_json() for s in self.statements],
                 "backfills": [b.as_json() for b in self.backfills],
-                "findings": [f.as_json() for f in self.findings], "dependents_at_risk": self.dependents}
+                "findings": [f.as_json() for f in self.findings]}
 
 
 @dataclass
@@ -110,6 +82,7 @@ class Preview:
     database: str
     server_version: str
     bootstrap: str | None
+    direction: Direction
     steps: list[StepPreview]
     wrote_nothing: bool
     seconds: float
@@ -120,12 +93,15 @@ class Preview:
 
     def as_json(self) -> dict:
         return {"env": self.env, "database": self.database, "server_version": self.server_version,
-                "bootstrap": self.bootstrap, "blocking": self.blocking, "wrote_nothing": self.wrote_nothing,
-                "seconds": round(self.seconds, 3), "steps": [s.as_json() for s in self.steps]}
+                "bootstrap": self.bootstrap, "direction": self.direction.value, "blocking": self.blocking,
+                "wrote_nothing": self.wrote_nothing, "seconds": round(self.seconds, 3),
+                "steps": [s.as_json() for s in self.steps]}
 
 
-def preview(plan: Plan, env: str, target: str | None = None, *, dsn: str | None = None) -> Preview:
-    """Everything `rollout apply [target]` would do in `env`, computed inside a READ ONLY transaction."""
+def preview(plan: Plan, env: str, target: str | None = None, *, dsn: str | None = None,
+            rollback: bool = False) -> Preview:
+    """Everything `rollout apply [target]` (or, with `rollback`, `rollout rollback target`) would
+    do in `env`, computed inside a READ ONLY transaction."""
     started = time.monotonic()
     if target:
         plan.step(target)
@@ -137,11 +113,26 @@ def preview(plan: Plan, env: str, target: str | None = None, *, dsn: str | None 
             states = state.step_states(conn, env)
             applied = applied_hashes(conn)
             bootstrap = _bootstrap_pending(conn, plan, env)
-            steps = [_step(conn, plan, step, states, applied, version) for step in plan.order(target)]
+            if rollback:
+                steps = [_rollback_step(conn, plan, step, states, applied, version)
+                         for step in [*plan.dependents(target), plan.step(target)]]
+            else:
+                todo = [s for s in plan.order(target) if states[s.id].state != state.DONE]
+                rules.squawk.prefetch([f for s in todo for f in _files(plan, s)], _major(version))
+                steps = [_step(conn, plan, step, states, applied, version) for step in plan.order(target)]
             wrote_nothing = conn.execute("SELECT pg_current_xact_id_if_assigned() IS NULL").fetchone()[0]
         finally:
             conn.execute("ROLLBACK")
-    return Preview(env, conninfo.display, version, bootstrap, steps, wrote_nothing, time.monotonic() - started)
+    return Preview(env, conninfo.display, version, bootstrap, Direction.ROLLBACK if rollback else Direction.APPLY,
+                   steps, wrote_nothing, time.monotonic() - started)
+
+
+def _major(version: str) -> str:
+    return version.split(".")[0].split(" ")[0]
+
+
+def _files(plan: Plan, step: Step) -> list[tuple[str, str, bool]]:
+    return [(*m.source(d), m.transactional) for _, m in plan.step_migrations(step) for d in Direction]
 
 
 def _bootstrap_pending(conn: psycopg.Connection, plan: Plan, env: str) -> str | None:
@@ -161,44 +152,86 @@ def _step(conn, plan: Plan, step: Step, states: dict, applied: set[str], version
         for check in step.preconditions:
             deferred = f"runs after {', '.join(waiting_on)}" if waiting_on else None
             result.preconditions.append((run_check(conn, check, plan.timeouts(step)), deferred))
-    phases = ("finalize",) if current in (state.ROLLING_OUT, state.ABORTED, state.FINALIZING) else ("migrate", "finalize")
-    result.statements = _statements(conn, plan, step, phases, applied)
+    phases = ((Phase.FINALIZE,) if current in (state.ROLLING_OUT, state.ABORTED, state.FINALIZING)
+              else (Phase.MIGRATE, Phase.FINALIZE))
+    ctx = context(conn, plan, step, version)
+    result.statements = [s for s in ctx.statements if s.direction == Direction.APPLY and s.phase in phases
+                         and s.migration.hash not in applied]
     if current in (state.PENDING, state.MIGRATING, state.MIGRATED, state.FAILED):
         result.backfills = [_backfill(conn, step, job) for job in step.backfills]
-    result.findings = lint_step(plan, step, version.split(".")[0]) + live_findings(conn, plan, step, result.statements)
-    result.dependents = [f.message for f in result.findings if f.rule == "dependents-at-risk"]
+    result.findings = rules.lint(ctx)
     return result
 
 
-def _statements(conn, plan: Plan, step: Step, phases: tuple[str, ...], applied: set[str]) -> list[StatementPreview]:
-    """Each statement apply would still run for the step, with its table's size and estimates."""
-    statements = []
-    proven = proven_not_null(plan, step)
-    for phase in phases:
-        for migration in plan.migrations.get((step.id, phase), ()):
-            if migration.hash in applied:
-                continue
-            relative = os.path.relpath(migration.path, plan.directory)
-            for effect in analyze_file(migration.path):
-                if "SET NOT NULL" in effect.kind and all((effect.table, c) in proven for c in effect.columns):
-                    effect = replace(effect, scans=False, notes=("no scan: the step validated a CHECK "
-                                                                 "(column IS NOT NULL) first",))
-                table = _table(conn, effect.table)
-                statements.append(StatementPreview(phase, relative, effect, table, _estimate(effect, table, conn),
-                                                   effect.destructive and table is not None))
-    return statements
+def _rollback_step(conn, plan: Plan, step: Step, states: dict, applied: set[str], version: str) -> StepPreview:
+    """What `rollout rollback` would run for the step: the rollbacks of its applied migrations,
+    contract first, each with its locks, backups and findings."""
+    current = states[step.id].state
+    result = StepPreview(step.id, step.title, " ".join(step.description.split()), current)
+    ctx = context(conn, plan, step, version)
+    ctx.statements = [s for s in ctx.statements if s.direction == Direction.ROLLBACK
+                      and s.migration.hash in applied]
+    result.statements = ctx.statements
+    result.findings = rules.lint(ctx)
+    if step.flag and current != state.PENDING:
+        result.note = f"flag {step.flag} is turned off first, so the application leaves the new shape before it goes"
+    if not result.statements:
+        result.note = "nothing to roll back: no migration of the step is applied"
+    return result
 
 
 def step_findings(conn, plan: Plan, step: Step) -> list[Finding]:
     """Every finding for a step about to start: what `rollout plan` shows for it."""
     version = conn.execute("SELECT current_setting('server_version')").fetchone()[0]
-    statements = _statements(conn, plan, step, ("migrate", "finalize"), applied_hashes(conn))
-    return lint_step(plan, step, version.split(".")[0]) + live_findings(conn, plan, step, statements)
+    return rules.lint(context(conn, plan, step, version))
 
 
-def _table(conn, name: str | None) -> Table | None:
-    if name is None:
-        return None
+def context(conn, plan: Plan, step: Step, version: str) -> Context:
+    """Every statement of the step's files, apply and rollback, analysed and resolved against
+    the catalog, with the sizes of the tables they lock: what the rules and the preview read."""
+    ctx = Context(plan, step, conn, _major(version))
+    proven: set[tuple[str, str]] = set()  # (table, column) a validated CHECK (column IS NOT NULL) proves
+    checks: dict[str, tuple[str, str]] = {}
+    order = [(Direction.APPLY, plan.step_migrations(step))]
+    order.append((Direction.ROLLBACK, list(reversed(plan.step_migrations(step)))))
+    for direction, migrations in order:
+        for phase, migration in migrations:
+            path, text = migration.source(direction)
+            relative = _relative(plan, path)
+            for effect in analyze(text):
+                effect = _proven(resolve(conn, effect), proven, checks)
+                for held in effect.locks:
+                    if held.relation not in ctx.tables:
+                        ctx.tables[held.relation] = _table(conn, held.relation)
+                table = ctx.tables.get(effect.table) if effect.table else None
+                ctx.statements.append(Statement(phase, direction, relative, migration, effect, table,
+                                                _estimate(conn, effect, table), _rows_touched(conn, effect)))
+    return ctx
+
+
+def _proven(effect: Effect, proven: set, checks: dict) -> Effect:
+    """SET NOT NULL scans nothing after the step validated a CHECK (column IS NOT NULL): the
+    documented way to set it without a long ACCESS EXCLUSIVE (checks added NOT VALID and
+    validated in earlier migrations of the same step count)."""
+    def bare(name: str) -> str:
+        return name.split(".")[-1].strip('"')
+
+    for name, table, column in effect.not_null_checks:
+        checks[name] = (bare(table), column)
+    for name in effect.validates:
+        if name in checks:
+            proven.add(checks[name])
+    if effect.sets_not_null and effect.scans and all((bare(t), c) in proven for t, c in effect.sets_not_null):
+        return effect.with_(scans=False, notes=("no scan: the step validated a CHECK (column IS NOT NULL) first",))
+    return effect
+
+
+def _relative(plan: Plan, path: str) -> str:
+    import os
+    return os.path.relpath(path, plan.directory)
+
+
+def _table(conn, name: str) -> Table | None:
     row = conn.execute(
         """
         SELECT CASE WHEN c.reltuples >= 0 THEN c.reltuples::bigint END, pg_total_relation_size(c.oid)
@@ -207,7 +240,23 @@ def _table(conn, name: str | None) -> Table | None:
     return Table(name, row[0], row[1]) if row else None
 
 
-def _estimate(effect: Effect, table: Table | None, conn) -> str | None:
+def _rows_touched(conn, effect: Effect) -> int | None:
+    """PostgreSQL's estimate of the rows an UPDATE or DELETE changes (EXPLAIN, which plans and
+    writes nothing; a savepoint keeps a statement about a table not created yet harmless)."""
+    if not effect.row_locks or effect.kind not in ("UPDATE", "DELETE"):
+        return None
+    try:
+        with conn.transaction():
+            plan = conn.execute(b"EXPLAIN (FORMAT JSON) " + effect.sql.encode()).fetchone()[0]
+    except psycopg.Error:
+        return None
+    if isinstance(plan, str):
+        plan = json.loads(plan)
+    top = plan[0]["Plan"]
+    return int(top["Plans"][0]["Plan Rows"]) if top.get("Plans") else int(top.get("Plan Rows", 0))
+
+
+def _estimate(conn, effect: Effect, table: Table | None) -> str | None:
     """Duration of the scan or rewrite, and storage of a new index, from the table's statistics."""
     if table is None or table.rows is None:
         return None
@@ -216,12 +265,12 @@ def _estimate(effect: Effect, table: Table | None, conn) -> str | None:
         parts.append(f"rewrite of ~{table.rows:,} rows: ~{_duration(table.rows / REWRITE_ROWS_PER_SECOND)}")
     elif effect.scans:
         parts.append(f"scan of ~{table.rows:,} rows: ~{_duration(table.rows / SCAN_ROWS_PER_SECOND)}")
-    if effect.index:
+    if effect.builds_index:
         width = conn.execute(
-            "SELECT coalesce(sum(avg_width), 0) FROM pg_stats WHERE schemaname = coalesce(%s, current_schema()) "
-            "AND tablename = %s AND attname = ANY (%s)",
-            (table.name.split(".")[0] if "." in table.name else None, table.name.split(".")[-1],
-             list(effect.columns))).fetchone()[0] or 8 * len(effect.columns)
+            "SELECT coalesce(sum(s.avg_width), 0) FROM pg_stats AS s JOIN pg_class AS c ON c.oid = to_regclass(%s) "
+            "JOIN pg_namespace AS n ON n.oid = c.relnamespace WHERE s.schemaname = n.nspname "
+            "AND s.tablename = c.relname AND s.attname = ANY (%s)",
+            (table.name, list(effect.columns))).fetchone()[0] or 8 * len(effect.columns)
         # btree leaf tuples: the key plus an 8-byte header and a 4-byte line pointer, pages 90% full
         parts.append(f"new index ~{_size(int(table.rows * (width + 12) / 0.9))}")
     return "; ".join(parts) or None
@@ -240,101 +289,6 @@ def _backfill(conn, step: Step, job) -> BackfillPreview:
     return BackfillPreview(job.name, job.table, template, rows, batches, estimate)
 
 
-def live_findings(conn, plan: Plan, step: Step, statements: list[StatementPreview]) -> list[Finding]:
-    """Findings that need the live database: locks on large tables, and objects at risk."""
-    findings = []
-    for s in statements:
-        effect, table = s.effect, s.table
-        where = f"{s.file}:{effect.line}"
-        large = table is not None and table.rows is not None and table.rows >= LARGE_TABLE_ROWS
-        if large and effect.lock == "ACCESS EXCLUSIVE" and (effect.scans or effect.rewrites):
-            findings.append(Finding(
-                "long-lock-on-large-table", "error",
-                f"holds ACCESS EXCLUSIVE on {table.describe()} while it {'rewrites' if effect.rewrites else 'scans'} "
-                f"it ({s.estimate}): every read and write of the table waits meanwhile", where, effect.sql,
-                "split it: a new column or NOT VALID constraint (brief lock), a backfill or VALIDATE (no blocking "
-                "lock), then the contract in finalize"))
-        elif large and effect.lock == "ACCESS EXCLUSIVE":
-            findings.append(Finding(
-                "access-exclusive-on-large-table", "warning",
-                f"takes ACCESS EXCLUSIVE on {table.describe()}: brief, but while it waits for running queries it "
-                f"blocks every new one; rollout bounds the wait with lock_timeout {plan.timeouts(step).lock}ms and "
-                "retries", where, effect.sql))
-        if large and effect.row_locks and effect.scans:
-            findings.append(Finding(
-                "unbatched-update-on-large-table", "error",
-                f"changes ~{table.rows:,} rows of {table.name} in one transaction, holding each row's lock until it "
-                "commits: the application's writes to those rows wait", where, effect.sql,
-                "declare a backfill on the step: key-range batches that commit with their checkpoint"))
-        if effect.destructive and effect.table:
-            findings += _dependents(conn, plan, step, s)
-    return accept(step, findings)
-
-
-def _dependents(conn, plan: Plan, step: Step, s: StatementPreview) -> list[Finding]:
-    """Views, functions, policies and foreign keys that use what the statement drops, renames or retypes."""
-    effect = s.effect
-    if conn.execute("SELECT to_regclass(%s)", (effect.table,)).fetchone()[0] is None:
-        return []
-    columns = list(effect.columns)
-    with conn.cursor(row_factory=dict_row) as cur:
-        found = cur.execute(
-            """
-            WITH t AS (SELECT to_regclass(%(table)s) AS oid, split_part(%(table)s, '.', -1) AS name),
-            cols AS (SELECT attnum, attname FROM pg_attribute, t WHERE attrelid = t.oid AND attname = ANY (%(cols)s))
-            SELECT 'view ' || v.oid::regclass::text AS object FROM pg_depend AS d
-              JOIN pg_rewrite AS r ON r.oid = d.objid JOIN pg_class AS v ON v.oid = r.ev_class, t
-             WHERE d.refobjid = t.oid AND v.oid <> t.oid
-               AND (cardinality(%(cols)s::text[]) = 0 OR d.refobjsubid IN (SELECT attnum FROM cols))
-            UNION
-            SELECT 'function ' || p.oid::regprocedure::text FROM pg_proc AS p
-              JOIN pg_namespace AS n ON n.oid = p.pronamespace, t
-             WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'rollout')
-               AND p.prosrc ~* ('\\m' || t.name || '\\M')
-               AND (cardinality(%(cols)s::text[]) = 0
-                    OR EXISTS (SELECT 1 FROM cols WHERE p.prosrc ~* ('\\m' || cols.attname || '\\M')))
-            UNION
-            SELECT 'policy ' || quote_ident(pol.polname) || ' on ' || pol.polrelid::regclass::text FROM pg_policy AS pol, t
-             WHERE pol.polrelid = t.oid AND cardinality(%(cols)s::text[]) > 0
-               AND EXISTS (SELECT 1 FROM cols WHERE coalesce(pg_get_expr(pol.polqual, pol.polrelid), '') || ' ' ||
-                           coalesce(pg_get_expr(pol.polwithcheck, pol.polrelid), '') ~* ('\\m' || cols.attname || '\\M'))
-            UNION
-            SELECT 'foreign key ' || quote_ident(c.conname) || ' on ' || c.conrelid::regclass::text FROM pg_constraint AS c, t
-             WHERE c.contype = 'f' AND c.confrelid = t.oid AND c.conrelid <> t.oid
-               AND (cardinality(%(cols)s::text[]) = 0 OR c.confkey && ARRAY(SELECT attnum FROM cols))
-            ORDER BY 1
-            """, {"table": effect.table, "cols": columns}).fetchall()
-    if not found:
-        return []
-    replaced = _functions_replaced_by(plan, step)
-    at_risk = [row["object"] for row in found
-               if not (row["object"].startswith("function ") and row["object"].split(" ")[1].split("(")[0] in replaced)]
-    handled = [row["object"] for row in found if row["object"] not in at_risk]
-    what = f"{effect.table}.{', '.join(columns)}" if columns else effect.table
-    message = f"{effect.kind} on {what} is used by: {', '.join(at_risk or handled)}"
-    if not at_risk:
-        return [Finding("dependents-at-risk", "warning", message + " (replaced by this step)",
-                        f"{s.file}:{effect.line}", effect.sql)]
-    return [Finding("dependents-at-risk", "error", message + (f"; this step replaces {', '.join(handled)}" if handled
-                                                               else ""), f"{s.file}:{effect.line}", effect.sql,
-                    "change them in the same step (CREATE OR REPLACE FUNCTION / VIEW) before the statement, or "
-                    "accept with allow: after checking they cope")]
-
-
-def _functions_replaced_by(plan: Plan, step: Step) -> set[str]:
-    """Functions the step itself creates, replaces or drops: their risk is the step's own."""
-    names = set()
-    for phase in ("migrate", "finalize"):
-        for migration in plan.migrations.get((step.id, phase), ()):
-            for effect in analyze_file(migration.path):
-                node = parse_sql(effect.sql)[0].stmt if effect.kind in ("CREATE FUNCTION", "DROP FUNCTION") else None
-                if effect.kind == "CREATE FUNCTION":
-                    names.add(node.funcname[-1].sval)
-                elif effect.kind == "DROP FUNCTION":
-                    names.update(obj.objname[-1].sval for obj in node.objects)
-    return names
-
-
 def _duration(seconds: float) -> str:
     if seconds < 1:
         return f"{seconds * 1000:.0f} ms"
@@ -343,7 +297,7 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 60:.0f} min"
 
 
-def _size(count: int) -> str:
+def _size(count: float) -> str:
     for unit in ("B", "kB", "MB", "GB"):
         if count < 1024 or unit == "GB":
             return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"

@@ -236,10 +236,18 @@ def abort(session: Session, step: Step, reason: str | None) -> None:
     with session.conn.transaction():
         session.conn.execute("SELECT 1 FROM rollout.steps WHERE env = %s AND step_id = %s FOR UPDATE",
                              (session.env, step.id))
-        old, _ = flags.write(session.conn, session.env, step.flag, False, 0, session.actor,
-                             reason or f"abort of {step.id}")
+        old = _flag_off(session, step, reason or f"abort of {step.id}")
         session.transition(step.id, ABORTED, f"rollout aborted: flag {step.flag} off (was {old.shown if old else '?'})"
                            + (f": {reason}" if reason else ""))
+
+
+def _flag_off(session: Session, step: Step, reason: str) -> flags.FlagValue | None:
+    """The kill switch: set the step's flag off (the old shape), with its history row and an event,
+    in the caller's transaction; returns the value it had. `abort` and `rollback` both use it."""
+    old, _ = flags.write(session.conn, session.env, step.flag, False, 0, session.actor, reason)
+    session.record("flag.set", f"flag {step.flag}: {old.shown if old else 'unset'} -> off ({reason})",
+                   step_id=step.id, detail={"flag": step.flag, "enabled": False, "percent": 0, "reason": reason})
+    return old
 
 
 def _require(session: Session, step: Step, kind: str, checks: tuple[Check, ...]) -> None:
@@ -360,6 +368,7 @@ def rollback(session: Session, step_id: str, *, cascade: bool = False) -> list[s
         names = ", ".join(f"{s.id} ({states[s.id].state})" for s in applied)
         raise UsageError(f"cannot roll back {step_id!r}: steps that depend on it are still applied: {names}. "
                          f"Roll those back first, or pass --cascade to roll back {names} and then {step_id!r}")
+    _refuse_shared_flags(session, [*applied, step], states)
     undone = []
     for each in [*applied, step]:
         if _rollback_step(session, each):
@@ -367,13 +376,38 @@ def rollback(session: Session, step_id: str, *, cascade: bool = False) -> list[s
     return undone
 
 
+def _refuse_shared_flags(session: Session, undoing: list[Step], states: dict[str, state.StepState]) -> None:
+    """Rollback turns each undone step's flag off. When that flag also switches a step that stays
+    and whose state needs it on (rolling out at a stage, finalizing, done), neither value is
+    safe: off sends the application to that step's old shape (gone after its contract), on keeps
+    it on the schema being undone. Refuse before anything changes."""
+    leaving = {s.id for s in undoing}
+    for step in undoing:
+        if step.flag is None or states[step.id].state == PENDING:
+            continue
+        users = [s for s in session.plan.steps if s.flag == step.flag and s.id not in leaving
+                 and flags.expected_percent(states[s.id], session.plan.stages(s)) > 0]
+        if users:
+            names = ", ".join(f"{s.id} ({states[s.id].state})" for s in users)
+            ids = ", ".join(s.id for s in users)
+            raise UsageError(
+                f"cannot roll back {step.id!r}: its flag {step.flag} also switches {names}, which needs it on; "
+                f"turning it off would send the application to the old shape of {ids}, leaving it on would point "
+                f"it at the schema {step.id!r} is about to drop. Roll back {ids} first (a step still rolling out "
+                f"can be parked with `rollout abort` instead), then {step.id!r}")
+
+
 def _rollback_step(session: Session, step: Step) -> bool:
     current = session.state_of(step.id).state
     if current == PENDING:
         session.report(session.event("rollback.skip", "nothing to roll back (pending)", step_id=step.id))
         return False
-    if current != ROLLING_BACK:
-        session.transition(step.id, ROLLING_BACK, f"rolling back from {current}")
+    with session.conn.transaction():
+        # the application leaves the new shape before it goes: the flag off first, as abort does
+        if step.flag is not None and flags.read(session.conn, session.plan, session.env)[step.flag].enabled:
+            _flag_off(session, step, f"rollback of {step.id}")
+        if current != ROLLING_BACK:
+            session.transition(step.id, ROLLING_BACK, f"rolling back from {current}")
     _run_migrations(session, step, "finalize", "rollback")
     _run_migrations(session, step, "migrate", "rollback")
     with session.conn.transaction():

@@ -1,0 +1,547 @@
+"""The static facts of each kind of statement: one registry from pglast's node type to a small
+function that reads the statement and returns its Effect.
+
+The locks are PostgreSQL's (AlterTableGetLockLevel in tablecmds.c, each command's page, and
+tests/analysis/truth.json, measured on real servers). What a statement does to relations it
+does not name (partitions, views' tables, foreign keys' other side, dependents of a CASCADE)
+is asked of the catalog: `expand` lists those questions and catalog.py answers them.
+A statement not in the registry gets ACCESS EXCLUSIVE on every relation it names, marked
+`assumed`: a preview that guesses must guess on the side of caution.
+"""
+
+from __future__ import annotations
+
+from pglast import enums, parse_plpgsql, parse_sql
+from pglast.visitors import Visitor
+
+from . import alter_table
+from .effect import Effect, RelationLock
+from .expand import Expand
+from .lockmode import Lock
+from .names import from_list, qualified, relation
+
+OBJ = enums.ObjectType
+_A, _RS, _RE, _SUE, _S, _SRE, _E, _AE = Lock
+
+RELATION_OBJECTS = {OBJ.OBJECT_TABLE, OBJ.OBJECT_VIEW, OBJ.OBJECT_MATVIEW, OBJ.OBJECT_INDEX, OBJ.OBJECT_SEQUENCE,
+                    OBJ.OBJECT_FOREIGN_TABLE}
+# Objects that belong to one table and are named (schema.)table.name.
+TABLE_OBJECTS = {OBJ.OBJECT_TRIGGER, OBJ.OBJECT_POLICY, OBJ.OBJECT_RULE, OBJ.OBJECT_TABCONSTRAINT}
+
+
+def analyze_node(node, text: str) -> Effect:
+    handler = _HANDLERS.get(type(node).__name__)
+    if handler is None:
+        return unknown(node, text)
+    return handler(node, text)
+
+
+def unknown(node, text: str) -> Effect:
+    kind = type(node).__name__.removesuffix("Stmt")
+    named = _range_vars(node)
+    return Effect(text, kind, locks=tuple(RelationLock(r, _AE) for r in named), assumed=True,
+                  notes=("not in rollout's table of statements: ACCESS EXCLUSIVE is assumed on every relation it "
+                         "names; check it before relying on it",))
+
+
+class _Relations(Visitor):
+    """Every RangeVar under a node, minus references to the statement's own CTEs."""
+
+    def __init__(self):
+        super().__init__()
+        self.found: list[tuple[str, bool]] = []  # (name, inh)
+        self.ctes: set[str] = set()
+
+    def visit_CommonTableExpr(self, ancestors, node):
+        self.ctes.add(node.ctename)
+
+    def visit_RangeVar(self, ancestors, node):
+        self.found.append((relation(node), bool(node.inh), node.schemaname is None and node.relname))
+
+
+def _range_vars(node, *, skip: tuple = ()) -> list[str]:
+    visitor = _Relations()
+    visitor(node)
+    names = []
+    for name, _, bare in visitor.found:
+        if (bare and bare in visitor.ctes) or name in skip or name in names:
+            continue
+        names.append(name)
+    return names
+
+
+def _reads(node, *, skip: tuple = (), lock: Lock = _A) -> list[RelationLock]:
+    """ACCESS SHARE (or `lock`) on every relation a query reads, and what the catalog adds:
+    the tables behind views, and partitions."""
+    return [RelationLock(name, lock, "read") for name in _range_vars(node, skip=skip)]
+
+
+def _read_expansions(locks: list[RelationLock]) -> tuple[Expand, ...]:
+    return tuple(e for r in locks for e in (Expand("view_tables", r.relation, r.lock),
+                                            Expand("children", r.relation, r.lock)))
+
+
+def _sequence_calls(node) -> list[RelationLock]:
+    """nextval('s') and setval('s', ...) lock the sequence they name."""
+    found = []
+
+    class Calls(Visitor):
+        def visit_FuncCall(self, ancestors, call):
+            name = call.funcname[-1].sval.lower()
+            args = call.args or ()
+            if name in ("nextval", "setval") and args and type(args[0]).__name__ == "A_Const":
+                value = getattr(args[0].val, "sval", None)
+                if value:
+                    found.append(RelationLock(value, _RE, f"{name}()"))
+
+    Calls()(node)
+    return found
+
+
+# --- DML and queries ---------------------------------------------------------------------
+
+def _select(node, text: str) -> Effect:
+    if node.intoClause is not None:
+        return _create_table_as(node, text)
+    locking = node.lockingClause or ()
+    reads = _reads(node, lock=_RS if locking else _A) + _sequence_calls(node)
+    return Effect(text, "SELECT" + (" FOR UPDATE/SHARE" if locking else ""), locks=tuple(reads),
+                  row_locks=bool(locking), expand=_read_expansions(reads))
+
+
+def _dml(kind: str):
+    def handler(node, text: str) -> Effect:
+        target = relation(node.relation)
+        where = getattr(node, "whereClause", None)
+        changes_rows = kind in ("UPDATE", "DELETE", "MERGE")
+        reads = _reads(node, skip=(target,)) + _sequence_calls(node)
+        columns = tuple(t.name for t in getattr(node, "targetList", None) or () if kind == "UPDATE" and t.name)
+        expand = (Expand("children", target, _RE), Expand("view_tables", target, _RE),
+                  Expand("foreign_keys_out", target, _RS, columns if kind == "UPDATE" else None),
+                  *((Expand("foreign_keys_in", target, _RS, columns if kind == "UPDATE" else None),)
+                    if kind in ("UPDATE", "DELETE", "MERGE") else ()),
+                  *((Expand("column_sequences", target, _RE),) if kind in ("INSERT", "MERGE") else ()),
+                  *_read_expansions(reads))
+        unbounded = changes_rows and kind != "MERGE" and where is None
+        notes = ("changes every row in one transaction: a backfill batches this",) if unbounded else ()
+        return Effect(text, kind, locks=(RelationLock(target, _RE), *reads), row_locks=changes_rows,
+                      unbounded=unbounded, scans=unbounded, columns=columns, expand=expand, notes=notes)
+    return handler
+
+
+def _copy(node, text: str) -> Effect:
+    if node.relation is None:
+        return analyze_node(node.query, text) if node.query is not None else Effect(text, "COPY")
+    target = relation(node.relation)
+    lock = _RE if node.is_from else _A
+    return Effect(text, "COPY " + ("FROM" if node.is_from else "TO"), locks=(RelationLock(target, lock),),
+                  expand=(Expand("children", target, lock),))
+
+
+# --- tables ----------------------------------------------------------------------------
+
+def _create_table(node, text: str) -> Effect:
+    locks, expand = [], []
+    for element in node.tableElts or ():
+        for constraint in (getattr(element, "constraints", None) or ()) + ((element,) if type(element).__name__ == "Constraint" else ()):
+            if constraint.contype == enums.ConstrType.CONSTR_FOREIGN:
+                locks.append(RelationLock(relation(constraint.pktable), _SRE, "foreign key"))
+        if type(element).__name__ == "TableLikeClause":
+            locks.append(RelationLock(relation(element.relation), _A, "LIKE"))
+    for parent in node.inhRelations or ():
+        name = relation(parent)
+        if node.partbound is not None:
+            locks.append(RelationLock(name, _AE, "new partition"))
+            expand.append(Expand("default_partition", name, _AE))
+        else:
+            locks.append(RelationLock(name, _SUE, "inherited"))
+    notes = ("a new table: nobody else uses it yet",) if not locks else ()
+    return Effect(text, f"CREATE TABLE {relation(node.relation)}", locks=tuple(locks), expand=tuple(expand),
+                  notes=notes, defines=(node.relation.relname,))
+
+
+def _create_table_as(node, text: str) -> Effect:
+    query = getattr(node, "query", None) or node
+    reads = _reads(query, skip=(relation(node.intoClause.rel) if getattr(node, "intoClause", None) else "",))
+    kind = "CREATE MATERIALIZED VIEW" if getattr(node, "objtype", None) == OBJ.OBJECT_MATVIEW else "CREATE TABLE AS"
+    return Effect(text, kind, locks=tuple(reads), expand=_read_expansions(reads))
+
+
+def _truncate(node, text: str) -> Effect:
+    names = [relation(r) for r in node.relations]
+    expand = [Expand("children", n, _AE) for n in names]
+    if node.behavior == enums.DropBehavior.DROP_CASCADE:
+        expand += [Expand("foreign_keys_in_all", n, _AE) for n in names]
+    if node.restart_seqs:
+        expand += [Expand("owned_sequences", n, _AE) for n in names]
+    return Effect(text, "TRUNCATE", locks=tuple(RelationLock(n, _AE) for n in names), loses_data=True,
+                  breaks_old_readers=False, expand=tuple(expand),
+                  notes=("empties the table: every row is gone (instant: a new empty file, no scan)",))
+
+
+def _drop(node, text: str) -> Effect:
+    what = node.removeType
+    kind = "DROP " + OBJ(what).name.removeprefix("OBJECT_").replace("_", " ")
+    cascade = node.behavior == enums.DropBehavior.DROP_CASCADE
+    locks, expand, effect = [], [], {}
+    if what in RELATION_OBJECTS:
+        names = [from_list(obj) for obj in node.objects]
+        mode = _SUE if node.concurrent else _AE
+        locks = [RelationLock(n, mode) for n in names]
+        if what == OBJ.OBJECT_INDEX:
+            expand += [Expand("index_table", n, mode) for n in names]
+            effect = {"transactional": not node.concurrent, "long_running_ok": node.concurrent}
+            kind += " CONCURRENTLY" if node.concurrent else ""
+        if what in (OBJ.OBJECT_TABLE, OBJ.OBJECT_FOREIGN_TABLE):
+            effect = {"loses_data": True, "breaks_old_readers": True}
+            expand += [Expand("children", n, _AE) for n in names]
+            expand += [Expand("foreign_keys_out_all", n, _AE) for n in names]
+            expand += [Expand("foreign_keys_in_all", n, _AE) for n in names]
+        if what in (OBJ.OBJECT_VIEW, OBJ.OBJECT_MATVIEW):
+            effect = {"breaks_old_readers": True}
+        if cascade:
+            expand += [Expand("dependents", n, _AE) for n in names]
+    elif what in TABLE_OBJECTS:
+        for obj in node.objects:
+            table = from_list(obj[:-1])
+            locks.append(RelationLock(table, _AE, f"{OBJ(what).name.removeprefix('OBJECT_').lower()} {obj[-1].sval}"))
+    elif what == OBJ.OBJECT_STATISTIC_EXT:
+        expand = [Expand("statistics_table", from_list(obj), _SUE) for obj in node.objects]
+    elif what in (OBJ.OBJECT_FUNCTION, OBJ.OBJECT_PROCEDURE, OBJ.OBJECT_ROUTINE, OBJ.OBJECT_AGGREGATE):
+        effect = {"functions_dropped": tuple(from_list(obj.objname) for obj in node.objects)}
+        if cascade:
+            expand = [Expand("function_dependents", from_list(obj.objname), _AE) for obj in node.objects]
+    elif what in (OBJ.OBJECT_TYPE, OBJ.OBJECT_DOMAIN):
+        if cascade:
+            expand = [Expand("type_users", from_list(obj.names), _AE) for obj in node.objects]
+            effect = {"loses_data": True, "breaks_old_readers": True}
+    elif what == OBJ.OBJECT_SCHEMA:
+        if cascade:
+            expand = [Expand("schema_relations", obj.sval, _AE) for obj in node.objects]
+            effect = {"loses_data": True, "breaks_old_readers": True}
+    return Effect(text, kind, locks=tuple(locks), expand=tuple(expand), **effect)
+
+
+def _rename(node, text: str) -> Effect:
+    what = node.renameType
+    label = OBJ(what).name.removeprefix("OBJECT_").replace("_", " ")
+    if node.relation is not None:
+        table = relation(node.relation)
+    elif what in TABLE_OBJECTS or what == OBJ.OBJECT_COLUMN:
+        table = from_list(node.object[:-1]) if isinstance(node.object, tuple) else None
+    else:
+        return Effect(text, f"RENAME {label}")
+    if what == OBJ.OBJECT_INDEX:  # no application names an index; a brief lock since PostgreSQL 12
+        return Effect(text, "RENAME INDEX", locks=(RelationLock(table, _SUE),), defines=(node.newname,))
+    breaks = what in (OBJ.OBJECT_TABLE, OBJ.OBJECT_COLUMN, OBJ.OBJECT_VIEW, OBJ.OBJECT_MATVIEW,
+                      OBJ.OBJECT_FOREIGN_TABLE, OBJ.OBJECT_SEQUENCE)
+    return Effect(text, f"RENAME {label}", locks=(RelationLock(table, _AE),), breaks_old_readers=breaks,
+                  defines=(node.newname,),
+                  columns=(node.subname,) if node.subname else (),
+                  notes=("the old application still uses the old name: keep both names through the rollout "
+                         "(a view, or a new column kept in step by a trigger)",) if breaks else ())
+
+
+def _set_schema(node, text: str) -> Effect:
+    if node.relation is None:
+        return Effect(text, "SET SCHEMA")
+    return Effect(text, "SET SCHEMA", locks=(RelationLock(relation(node.relation), _AE),), breaks_old_readers=True)
+
+
+# --- indexes, maintenance ----------------------------------------------------------------
+
+def _create_index(node, text: str) -> Effect:
+    table = relation(node.relation)
+    mode = _SUE if node.concurrent else _S
+    columns = tuple(p.name for p in node.indexParams if p.name)
+    notes = (("two table scans; waits for transactions older than it; a failed build leaves an INVALID index",)
+             if node.concurrent else ())
+    return Effect(text, "CREATE INDEX" + (" CONCURRENTLY" if node.concurrent else ""),
+                  locks=(RelationLock(table, mode), *(_reads(node.whereClause, skip=(table,)) if node.whereClause else ())), scans=True,
+                  transactional=not node.concurrent, long_running_ok=node.concurrent, columns=columns,
+                  builds_index=True, index=node.idxname, defines=(node.idxname,) if node.idxname else (), expand=(Expand("children", table, mode),), notes=notes)
+
+
+def _options(node) -> set[str]:
+    return {o.defname for o in getattr(node, "params", None) or getattr(node, "options", None) or ()}
+
+
+def _reindex(node, text: str) -> Effect:
+    concurrently = "concurrently" in _options(node)
+    kind = enums.ReindexObjectType(node.kind)
+    heap, index = (_SUE, _SUE) if concurrently else (_S, _AE)
+    if kind == enums.ReindexObjectType.REINDEX_OBJECT_INDEX:
+        name = relation(node.relation)
+        locks, expand = (RelationLock(name, index),), (Expand("index_table", name, heap),)
+    elif kind == enums.ReindexObjectType.REINDEX_OBJECT_TABLE:
+        name = relation(node.relation)
+        locks, expand = (RelationLock(name, heap),), (Expand("indexes", name, index), Expand("children", name, heap))
+    else:
+        return Effect(text, f"REINDEX {kind.name.removeprefix('REINDEX_OBJECT_')}", transactional=False,
+                      assumed=True, notes=("rebuilds every index it covers, each under its lock",))
+    return Effect(text, "REINDEX" + (" CONCURRENTLY" if concurrently else ""), locks=locks, expand=expand,
+                  scans=True, transactional=not concurrently, long_running_ok=concurrently,
+                  notes=() if concurrently else ("ACCESS EXCLUSIVE on the indexes: queries that would use them "
+                                                 "wait while they are rebuilt",))
+
+
+def _vacuum(node, text: str) -> Effect:
+    options = _options(node)
+    full = "full" in options
+    mode = _AE if full else _SUE
+    names = [relation(r.relation) for r in node.rels or ()]
+    kind = ("VACUUM" + (" FULL" if full else "")) if node.is_vacuumcmd else "ANALYZE"
+    notes = () if names else ("names no table: it works through every table of the database",)
+    return Effect(text, kind, locks=tuple(RelationLock(n, mode) for n in names), scans=True, rewrites=full,
+                  transactional=not node.is_vacuumcmd, long_running_ok=not full,
+                  expand=tuple(Expand("children", n, mode) for n in names), notes=notes)
+
+
+def _cluster(node, text: str) -> Effect:
+    if node.relation is None:
+        return Effect(text, "CLUSTER", transactional=False, assumed=True,
+                      notes=("reclusters every table that has a clustered index, each under ACCESS EXCLUSIVE",))
+    table = relation(node.relation)
+    return Effect(text, "CLUSTER", locks=(RelationLock(table, _AE),), scans=True, rewrites=True,
+                  expand=(Expand("indexes", table, _AE),))
+
+
+def _refresh(node, text: str) -> Effect:
+    name = relation(node.relation)
+    mode = _E if node.concurrent else _AE
+    return Effect(text, "REFRESH MATERIALIZED VIEW" + (" CONCURRENTLY" if node.concurrent else ""),
+                  locks=(RelationLock(name, mode),), scans=True, rewrites=not node.concurrent,
+                  expand=(Expand("view_tables", name, _A),),
+                  notes=() if node.concurrent else ("readers of the view wait until it is refreshed",))
+
+
+def _lock(node, text: str) -> Effect:
+    mode = Lock(node.mode)
+    names = [(relation(r), r.inh) for r in node.relations]
+    expand = tuple(e for n, inh in names for e in ((Expand("children", n, mode),) if inh else ()) +
+                   (Expand("view_tables", n, mode),))
+    return Effect(text, f"LOCK TABLE IN {mode.label} MODE", locks=tuple(RelationLock(n, mode) for n, _ in names),
+                  expand=expand)
+
+
+def _comment(node, text: str) -> Effect:
+    what = node.objtype
+    if what in RELATION_OBJECTS:
+        target = from_list(node.object)
+    elif what == OBJ.OBJECT_COLUMN or what in TABLE_OBJECTS:
+        target = from_list(node.object[:-1])
+    else:
+        return Effect(text, "COMMENT")
+    return Effect(text, "COMMENT", locks=(RelationLock(target, _SUE),))
+
+
+def _grant(node, text: str) -> Effect:
+    return Effect(text, "GRANT" if node.is_grant else "REVOKE")
+
+
+# --- views, triggers, policies, rules -----------------------------------------------------
+
+def _view(node, text: str) -> Effect:
+    name = relation(node.view)
+    reads = _reads(node.query)
+    own = (RelationLock(name, _AE, "replaced"),) if node.replace else ()
+    return Effect(text, "CREATE OR REPLACE VIEW" if node.replace else "CREATE VIEW", locks=own + tuple(reads),
+                  defines=(node.view.relname,),
+                  expand=(*(Expand("existing", name, _AE),), *_read_expansions(reads)))
+
+
+def _on_table(kind: str, mode: Lock, attr: str = "relation"):
+    def handler(node, text: str) -> Effect:
+        table = relation(getattr(node, attr))
+        reads = _reads(node, skip=(table,))
+        return Effect(text, kind, locks=(RelationLock(table, mode), *reads), expand=_read_expansions(reads))
+    return handler
+
+
+def _trigger(node, text: str) -> Effect:
+    table = relation(node.relation)
+    mode = _AE if node.replace else _SRE
+    locks = [RelationLock(table, mode)]
+    if node.constrrel is not None:
+        locks.append(RelationLock(relation(node.constrrel), _A, "constraint trigger"))
+    return Effect(text, "CREATE TRIGGER", locks=tuple(locks), expand=(Expand("children", table, mode),))
+
+
+# --- types, functions, sequences --------------------------------------------------------
+
+def _alter_enum(node, text: str) -> Effect:
+    if node.oldVal:
+        return Effect(text, "ALTER TYPE RENAME VALUE")
+    return Effect(text, "ALTER TYPE ADD VALUE", adds_enum_value=True,
+                  notes=("the new value cannot be used in the transaction that adds it: use it in a later migration",))
+
+
+def _alter_domain(node, text: str) -> Effect:
+    name = from_list(node.typeName)
+    if node.subtype == "C":  # ADD CONSTRAINT
+        checks = not node.def_.skip_validation
+        return Effect(text, "ALTER DOMAIN ADD CONSTRAINT" + ("" if checks else " NOT VALID"), scans=checks,
+                      expand=(Expand("type_users", name, _S),) if checks else ())
+    if node.subtype in ("V", "N"):  # VALIDATE CONSTRAINT, SET NOT NULL
+        return Effect(text, "ALTER DOMAIN " + ("VALIDATE" if node.subtype == "V" else "SET NOT NULL"), scans=True,
+                      expand=(Expand("type_users", name, _S),))
+    return Effect(text, "ALTER DOMAIN")
+
+
+def _create_function(node, text: str) -> Effect:
+    reads = _reads(node.sql_body) if node.sql_body else []
+    return Effect(text, "CREATE PROCEDURE" if node.is_procedure else "CREATE FUNCTION", locks=tuple(reads),
+                  functions_defined=(from_list(node.funcname),))
+
+
+def _alter_sequence(node, text: str) -> Effect:
+    name = relation(node.sequence)
+    owned = [o for o in node.options or () if o.defname == "owned_by"]
+    locks = [RelationLock(name, _SRE)]
+    if owned and len(owned[0].arg) > 1:
+        locks.append(RelationLock(from_list(owned[0].arg[:-1]), _A, "OWNED BY"))
+    return Effect(text, "ALTER SEQUENCE", locks=tuple(locks))
+
+
+def _create_sequence(node, text: str) -> Effect:
+    owned = [o for o in node.options or () if o.defname == "owned_by"]
+    locks = (RelationLock(from_list(owned[0].arg[:-1]), _A, "OWNED BY"),) if owned and len(owned[0].arg) > 1 else ()
+    return Effect(text, "CREATE SEQUENCE", locks=locks)
+
+
+def _statistics(node, text: str) -> Effect:
+    return Effect(text, "CREATE STATISTICS", locks=tuple(RelationLock(relation(r), _SUE) for r in node.relations))
+
+
+def _transaction(node, text: str) -> Effect:
+    kind = enums.TransactionStmtKind(node.kind).name.removeprefix("TRANS_STMT_")
+    return Effect(text, kind, controls_transaction=True)
+
+
+def _do(node, text: str) -> Effect:
+    """An anonymous block: its statements are analysed from its PL/pgSQL body where it parses."""
+    body = next((o.arg.sval for o in node.args if o.defname == "as"), "")
+    language = next((o.arg.sval for o in node.args if o.defname == "language"), "plpgsql")
+    inner = plpgsql_statements(body) if language == "plpgsql" else None
+    if inner is None:
+        return Effect(text, "DO", assumed=True, notes=("an anonymous block rollout cannot read: check its locks by "
+                                                       "hand",))
+    effects = [analyze_node(parse_sql(q)[0].stmt, q) for q in inner]
+    locks = tuple(r for e in effects for r in e.locks)
+    return Effect(text, "DO", locks=locks, expand=tuple(x for e in effects for x in e.expand),
+                  scans=any(e.scans for e in effects), rewrites=any(e.rewrites for e in effects),
+                  loses_data=any(e.loses_data for e in effects), row_locks=any(e.row_locks for e in effects),
+                  unbounded=any(e.unbounded for e in effects), assumed=any(e.assumed for e in effects),
+                  notes=("an anonymous block: the locks of the statements in its body; dynamic SQL (EXECUTE) is "
+                         "not seen",))
+
+
+def plpgsql_statements(body: str) -> list[str] | None:
+    """The SQL statements a PL/pgSQL body runs (not its expressions), or None when it does not parse."""
+    wrapped = f"CREATE FUNCTION pg_temp.rollout_do() RETURNS void LANGUAGE plpgsql AS $rollout${body}$rollout$"
+    try:
+        tree = parse_plpgsql(wrapped)
+    except Exception:  # noqa: BLE001 - any parser failure means "cannot read it"
+        return None
+    found: list[str] = []
+
+    def walk(value, key=None):
+        if isinstance(value, dict):
+            for k, v in value.items():
+                if k == "PLpgSQL_expr" and key in ("sqlstmt", "expr", "query"):
+                    query = v.get("query", "")
+                    try:
+                        parse_sql(query)
+                    except Exception:  # noqa: BLE001 - an expression, not a statement
+                        continue
+                    found.append(query)
+                else:
+                    walk(v, k)
+        elif isinstance(value, list):
+            for item in value:
+                walk(item, key)
+
+    walk(tree)
+    return found
+
+
+def _nothing(kind: str):
+    return lambda node, text: Effect(text, kind)
+
+
+def _not_in_transaction(kind: str):
+    return lambda node, text: Effect(text, kind, transactional=False)
+
+
+_HANDLERS = {
+    "AlterTableStmt": alter_table.analyze,
+    "IndexStmt": _create_index,
+    "DropStmt": _drop,
+    "RenameStmt": _rename,
+    "AlterObjectSchemaStmt": _set_schema,
+    "CreateStmt": _create_table,
+    "CreateTableAsStmt": _create_table_as,
+    "TruncateStmt": _truncate,
+    "UpdateStmt": _dml("UPDATE"),
+    "DeleteStmt": _dml("DELETE"),
+    "InsertStmt": _dml("INSERT"),
+    "MergeStmt": _dml("MERGE"),
+    "SelectStmt": _select,
+    "CopyStmt": _copy,
+    "ReindexStmt": _reindex,
+    "VacuumStmt": _vacuum,
+    "ClusterStmt": _cluster,
+    "RefreshMatViewStmt": _refresh,
+    "LockStmt": _lock,
+    "CommentStmt": _comment,
+    "GrantStmt": _grant,
+    "GrantRoleStmt": _nothing("GRANT ROLE"),
+    "AlterDefaultPrivilegesStmt": _nothing("ALTER DEFAULT PRIVILEGES"),
+    "ViewStmt": _view,
+    "CreateTrigStmt": _trigger,
+    "CreatePolicyStmt": _on_table("CREATE POLICY", _AE, "table"),
+    "AlterPolicyStmt": _on_table("ALTER POLICY", _AE, "table"),
+    "RuleStmt": _on_table("CREATE RULE", _AE),
+    "CreateStatsStmt": _statistics,
+    "AlterStatsStmt": _nothing("ALTER STATISTICS"),
+    "CreateFunctionStmt": _create_function,
+    "AlterFunctionStmt": _nothing("ALTER FUNCTION"),
+    "CreateEnumStmt": _nothing("CREATE TYPE (enum)"),
+    "CompositeTypeStmt": _nothing("CREATE TYPE (composite)"),
+    "CreateDomainStmt": _nothing("CREATE DOMAIN"),
+    "CreateRangeStmt": _nothing("CREATE TYPE (range)"),
+    "DefineStmt": _nothing("CREATE"),
+    "AlterEnumStmt": _alter_enum,
+    "AlterDomainStmt": _alter_domain,
+    "AlterOwnerStmt": _nothing("OWNER TO"),
+    "CreateSeqStmt": _create_sequence,
+    "AlterSeqStmt": _alter_sequence,
+    "CreateSchemaStmt": _nothing("CREATE SCHEMA"),
+    "CreateExtensionStmt": _nothing("CREATE EXTENSION"),
+    "AlterExtensionStmt": _nothing("ALTER EXTENSION"),
+    "CreateCastStmt": _nothing("CREATE CAST"),
+    "CreateOpClassStmt": _nothing("CREATE OPERATOR CLASS"),
+    "CreateConversionStmt": _nothing("CREATE CONVERSION"),
+    "CreateEventTrigStmt": _nothing("CREATE EVENT TRIGGER"),
+    "CreateRoleStmt": _nothing("CREATE ROLE"),
+    "AlterRoleStmt": _nothing("ALTER ROLE"),
+    "AlterRoleSetStmt": _nothing("ALTER ROLE SET"),
+    "DropRoleStmt": _nothing("DROP ROLE"),
+    "CreatePublicationStmt": _nothing("CREATE PUBLICATION"),
+    "AlterTypeStmt": _nothing("ALTER TYPE"),
+    "VariableSetStmt": _nothing("SET"),
+    "VariableShowStmt": _nothing("SHOW"),
+    "DiscardStmt": _nothing("DISCARD"),
+    "NotifyStmt": _nothing("NOTIFY"),
+    "ListenStmt": _nothing("LISTEN"),
+    "UnlistenStmt": _nothing("UNLISTEN"),
+    "CheckPointStmt": _nothing("CHECKPOINT"),
+    "LoadStmt": _nothing("LOAD"),
+    "TransactionStmt": _transaction,
+    "DoStmt": _do,
+    "CreatedbStmt": _not_in_transaction("CREATE DATABASE"),
+    "DropdbStmt": _not_in_transaction("DROP DATABASE"),
+    "AlterSystemStmt": _not_in_transaction("ALTER SYSTEM"),
+    "CreateTableSpaceStmt": _not_in_transaction("CREATE TABLESPACE"),
+    "DropTableSpaceStmt": _not_in_transaction("DROP TABLESPACE"),
+}

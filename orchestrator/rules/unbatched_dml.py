@@ -1,0 +1,37 @@
+"""An UPDATE or DELETE that PostgreSQL expects to change many rows in one transaction."""
+
+from __future__ import annotations
+
+from .context import LARGE_TABLE_ROWS, Context, Finding
+
+NAME = "unbatched-update-on-large-table"
+LEVEL = "error"
+EVIDENCE = ("the rows it would change are PostgreSQL's own estimate (EXPLAIN of the statement inside the "
+            "preview's read-only transaction), whatever its WHERE says")
+
+
+def check(ctx: Context) -> list[Finding]:
+    findings = []
+    for s in ctx.statements:
+        if not s.effect.row_locks or s.rows_touched is None or s.rows_touched < LARGE_TABLE_ROWS:
+            continue
+        findings.append(Finding(
+            NAME, LEVEL,
+            f"changes ~{s.rows_touched:,} rows of {s.effect.table} in one transaction (PostgreSQL's estimate), "
+            "holding each row's lock until it commits: the application's writes to those rows wait, and "
+            "replicas fall behind", s.where, s.effect.sql,
+            None if s.effect.kind != "UPDATE" else backfill_for(s)))
+    return findings
+
+
+def backfill_for(s) -> str:
+    """The step's `backfills:` entry that does the same UPDATE in key-range batches."""
+    from pglast import parse_sql
+    from pglast.stream import RawStream
+
+    node = parse_sql(s.effect.sql)[0].stmt
+    sets = "\n".join(f"      {t.name}: {RawStream()(t.val)!r}" for t in node.targetList if t.name)
+    where = f"\n    where: {RawStream()(node.whereClause)!r}" if node.whereClause is not None else ""
+    return (f"# in the step of rollout.yaml (batches commit with their checkpoint):\nbackfills:\n"
+            f"  - name: {node.relation.relname}_batched\n    table: {RawStream()(node.relation)}\n    set:\n"
+            f"{sets}{where}")

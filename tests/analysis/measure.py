@@ -1,0 +1,426 @@
+"""Measure, on real PostgreSQL servers, the locks each statement of corpus.yaml takes and the
+relations it rewrites, and store that truth in truth.json beside this file.
+
+Every case starts from the corpus's shared setup (a template database) plus its own setup:
+
+- Session B records every relation outside the system schemas (qualified name, relkind,
+  relfilenode) before the statement.
+- Transactional statements: session A runs BEGIN; <statement>; while A's transaction is still
+  open, B reads A's relation locks from pg_locks (so the query that reads them adds none); A reads
+  the relfilenodes again; ROLLBACK. Cases without a setup of their own share one database, which
+  the rollback leaves as it was (bar sequence positions, which change no lock); a case with a
+  setup gets a fresh clone of the template, where A runs and commits that setup first.
+- Statements that refuse a transaction block (SQLSTATE 25001: the CONCURRENTLY forms, VACUUM,
+  REINDEX of a partitioned table, ...) run in autocommit while other sessions get in their way:
+  each table is locked by a blocker session of its own, and a snapshot session holds a
+  REPEATABLE READ snapshot and ACCESS SHARE on every table (what CONCURRENTLY waits out).
+  Each time A waits, B records A's relation locks, held and awaited; the sessions A waits for
+  (pg_blocking_pids) end, and each table's blocker queues again for that table, so that every
+  later phase of the statement waits and is seen too. Two passes, in fresh clones: blockers in
+  EXCLUSIVE mode with the snapshot session, then in ACCESS EXCLUSIVE mode (which also catches
+  ACCESS SHARE lookups); their locks are merged. B reads the relfilenodes once A has finished.
+
+Locks are reported only on relations that existed before the statement. A rewrite is a relation
+whose relfilenode changed; one that disappeared is matched by name to its replacement (an index
+rebuilt by ALTER COLUMN TYPE or REINDEX CONCURRENTLY). A lock taken and released within a
+transactional statement, or (outside one) taken without waiting and released before A next
+waits, is not seen. Sessions run with TimeZone UTC (unless the case's setup sets it) and without
+parallel workers, so that every lock belongs to session A.
+
+Rerun when PostgreSQL changes (a new server version) or when the corpus changes, from the
+repository's root:
+
+    .venv/bin/python -m tests.analysis.measure                  # both versions (18 and 15)
+    .venv/bin/python -m tests.analysis.measure --version 15     # one version; keeps the other
+    .venv/bin/python -m tests.analysis.measure --case 'index_*' # some cases; keeps the rest
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fnmatch
+import json
+import re
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+import yaml
+from psycopg import sql
+
+HERE = Path(__file__).resolve().parent
+CORPUS = HERE / "corpus.yaml"
+TRUTH = HERE / "truth.json"
+VERSIONS = ("18", "15")
+TEMPLATE = "corpus_template"
+SHARED = "corpus_shared"
+SESSION_OPTIONS = "-c TimeZone=UTC -c max_parallel_workers_per_gather=0 -c max_parallel_maintenance_workers=0"
+NOT_IN_TRANSACTION = "25001"  # active_sql_transaction: "... cannot run inside a transaction block"
+PASSES = (("EXCLUSIVE", True), ("ACCESS EXCLUSIVE", False))  # blockers' lock mode, snapshot session
+STEP_DEADLINE = 30.0  # seconds for a blocked statement to get through all its waits
+
+RELATIONS = """
+    SELECT c.oid, n.nspname, c.relname, quote_ident(n.nspname) || '.' || quote_ident(c.relname),
+           c.relkind, c.relfilenode
+    FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+    WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')
+      AND n.nspname NOT LIKE 'pg\\_temp\\_%' AND n.nspname NOT LIKE 'pg\\_toast\\_temp\\_%'
+"""
+LOCKS = """
+    SELECT relation, mode FROM pg_catalog.pg_locks
+    WHERE pid = %s AND locktype = 'relation'
+      AND database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database())
+"""
+
+
+@dataclass(frozen=True)
+class Relation:
+    schema: str
+    name: str
+    qualified: str  # schema.name, each part quoted as PostgreSQL quotes identifiers
+    kind: str  # pg_class.relkind
+    filenode: int
+
+
+@dataclass
+class Finding:
+    """What running a statement showed, by relation name."""
+
+    locks: dict[str, set[str]] = field(default_factory=dict)  # relation -> lock modes held or awaited
+    kinds: dict[str, str] = field(default_factory=dict)  # relation -> relkind
+    rewrites: set[str] = field(default_factory=set)
+    error: str | None = None  # "SQLSTATE: message"
+
+    def merge(self, other: Finding) -> None:
+        for name, modes in other.locks.items():
+            self.locks.setdefault(name, set()).update(modes)
+        self.kinds.update(other.kinds)
+        self.rewrites |= other.rewrites
+        self.error = self.error or other.error
+
+
+# ---- corpus and servers ----
+
+def load_corpus(path: Path = CORPUS) -> tuple[str, list[dict]]:
+    corpus = yaml.safe_load(path.read_text())
+    return corpus["setup"], corpus["cases"]
+
+
+@contextlib.contextmanager
+def server(version: str):
+    """Start a throwaway server of that major version; yield a function from database name to URL."""
+    if version == "18":
+        from orchestrator import embedded
+
+        with tempfile.TemporaryDirectory(prefix="rollout-measure-") as folder:
+            info = embedded.start(folder)
+            try:
+                yield info.url
+            finally:
+                embedded.stop(folder)
+    elif version == "15":
+        from tests import pg15
+
+        reason = pg15.unavailable()
+        if reason:
+            raise SystemExit(f"cannot measure on PostgreSQL 15: {reason}")
+        cluster = pg15.Cluster()
+        try:
+            yield cluster.url
+        finally:
+            cluster.close()
+    else:
+        raise ValueError(f"no server for version {version!r}")
+
+
+def connect(url: str) -> psycopg.Connection:
+    return psycopg.connect(url, autocommit=True, options=SESSION_OPTIONS)
+
+
+def tune(url) -> str:
+    """Make the throwaway server fast and quiet (no fsync, no autovacuum); return its version."""
+    with connect(url("postgres")) as admin:
+        for setting in ("fsync", "synchronous_commit", "full_page_writes", "autovacuum"):
+            admin.execute(sql.SQL("ALTER SYSTEM SET {} = off").format(sql.Identifier(setting)))
+        admin.execute("SELECT pg_reload_conf()")
+        return admin.execute("SHOW server_version").fetchone()[0].split()[0]
+
+
+def create_template(url, setup: str) -> None:
+    """The database every case's database is cloned from; closed to connections so that nothing
+    keeps it busy while it is being copied."""
+    with connect(url("postgres")) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(TEMPLATE)))
+    with connect(url(TEMPLATE)) as session:
+        session.execute(setup)
+    with connect(url("postgres")) as admin:
+        admin.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS false").format(sql.Identifier(TEMPLATE)))
+
+
+@contextlib.contextmanager
+def fresh_database(url, name: str):
+    """A new database cloned from the template, dropped on exit; yields its URL."""
+    with connect(url("postgres")) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(TEMPLATE)))
+    try:
+        yield url(name)
+    finally:
+        with connect(url("postgres")) as admin:
+            admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@contextlib.contextmanager
+def sessions(url, name: str, setup: str | None = None):
+    """A fresh database where session A has committed the setup; yields (its URL, A, B)."""
+    with fresh_database(url, name) as db_url, connect(db_url) as a, connect(db_url) as b:
+        a.execute("SET statement_timeout = '60s'")
+        if setup:
+            a.execute(setup)
+        yield db_url, a, b
+
+
+# ---- reading the catalog ----
+
+def relations(session: psycopg.Connection) -> dict[int, Relation]:
+    """Every relation outside the system schemas, by oid, as this session sees the catalog."""
+    return {oid: Relation(schema, name, qualified, kind, filenode)
+            for oid, schema, name, qualified, kind, filenode in session.execute(RELATIONS)}
+
+
+def relation_locks(observer: psycopg.Connection, pid: int) -> dict[int, set[str]]:
+    """The relation locks backend pid holds or awaits in the observer's database: oid -> modes."""
+    locks: dict[int, set[str]] = {}
+    for oid, mode in observer.execute(LOCKS, (pid,)):
+        locks.setdefault(oid, set()).add(mode)
+    return locks
+
+
+def rewritten(before: dict[int, Relation], after: dict[int, Relation]) -> list[Relation]:
+    """Relations whose relfilenode changed; one that disappeared is matched to the relation now
+    bearing its name and kind (an index rebuilt under the same name)."""
+    by_name = {(r.qualified, r.kind): r for r in after.values()}
+    changed = []
+    for oid, old in before.items():
+        new = after.get(oid) or by_name.get((old.qualified, old.kind))
+        if new is not None and old.filenode and new.filenode != old.filenode:
+            changed.append(old)
+    return changed
+
+
+def finding(before: dict[int, Relation], locks: dict[int, set[str]], after: dict[int, Relation] | None,
+            error: str | None = None) -> Finding:
+    """Name the locks and rewrites of relations that existed before the statement."""
+    locked = [before[oid] for oid in locks if oid in before]
+    rewrites = rewritten(before, after) if after else []
+    return Finding(locks={r.qualified: set(locks[oid]) for oid, r in before.items() if oid in locks},
+                   kinds={r.qualified: r.kind for r in [*locked, *rewrites]},
+                   rewrites={r.qualified for r in rewrites}, error=error)
+
+
+def error_text(exc: psycopg.Error) -> str:
+    return f"{exc.sqlstate}: {exc.diag.message_primary or exc}"
+
+
+# ---- a statement inside a transaction ----
+
+def in_transaction(a: psycopg.Connection, b: psycopg.Connection, statement: str) -> Finding:
+    """BEGIN; statement; B reads A's locks; A reads the catalog; ROLLBACK. Raises the statement's
+    error when it cannot run in a transaction block."""
+    before = relations(b)
+    a.execute("BEGIN")
+    try:
+        try:
+            a.execute(statement)
+        except psycopg.Error as exc:
+            if exc.sqlstate == NOT_IN_TRANSACTION:
+                raise
+            return finding(before, relation_locks(b, a.info.backend_pid), None, error_text(exc))
+        locks = relation_locks(b, a.info.backend_pid)
+        return finding(before, locks, relations(a))
+    finally:
+        a.execute("ROLLBACK")
+
+
+# ---- a statement outside a transaction, stepped through its waits ----
+
+def hold_table(url: str, table: Relation, mode: str, wait: bool = True) -> psycopg.Connection:
+    """A session whose open transaction locks one table (ONLY: not its partitions or children).
+    Without wait the request is only sent, to queue behind whoever holds the table."""
+    session = connect(url)
+    query = sql.SQL("BEGIN; LOCK TABLE ONLY {} IN {} MODE").format(
+        sql.Identifier(table.schema, table.name), sql.SQL(mode))
+    if wait:
+        session.execute(query)
+    else:
+        session.pgconn.send_query(query.as_bytes(session))
+    return session
+
+
+def hold_snapshot(url: str, tables: list[Relation]) -> psycopg.Connection:
+    """A session with a REPEATABLE READ snapshot and ACCESS SHARE on the tables and views."""
+    session = connect(url)
+    session.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+    names = sql.SQL(", ").join(sql.Identifier(t.schema, t.name) for t in tables)
+    session.execute(sql.SQL("LOCK TABLE {} IN ACCESS SHARE MODE").format(names))
+    session.execute("SELECT 1")  # takes the transaction's snapshot
+    return session
+
+
+def let_go(observer: psycopg.Connection, *ending: psycopg.Connection) -> None:
+    """End the sessions' backends (releasing their locks), whether idle or still queued for a
+    lock. Without waiting: a blocker queueing again for the same table queues behind A."""
+    observer.execute("SELECT pg_terminate_backend(pid) FROM unnest(%s::int[]) pid",
+                     ([s.info.backend_pid for s in ending],))
+    for session in ending:
+        session.close()
+
+
+def start(a: psycopg.Connection, statement: str) -> tuple[threading.Thread, list[psycopg.Error]]:
+    """Run the statement in session A (autocommit) in a thread; the list receives its error."""
+    errors: list[psycopg.Error] = []
+
+    def run() -> None:
+        try:
+            a.execute(statement)
+        except psycopg.Error as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, errors
+
+
+def stepped(url: str, a: psycopg.Connection, b: psycopg.Connection, statement: str, mode: str,
+            snapshot: bool) -> Finding:
+    """Run the statement while blockers hold every table (and, with snapshot, a snapshot session
+    holds ACCESS SHARE and a snapshot); each time A waits, record its locks and end the sessions
+    it waits for, each table's blocker queueing again behind A."""
+    before = relations(b)
+    tables = sorted((r for r in before.values() if r.kind in "rp"), key=lambda r: r.qualified)
+    holders: dict[int, tuple[Relation | None, psycopg.Connection]] = {}
+    if snapshot:
+        session = hold_snapshot(url, [r for r in before.values() if r.kind in "rpv"])
+        holders[session.info.backend_pid] = (None, session)
+    for table in tables:
+        session = hold_table(url, table, mode)
+        holders[session.info.backend_pid] = (table, session)
+    pid = a.info.backend_pid
+    thread, errors = start(a, statement)
+    locks: dict[int, set[str]] = {}
+    deadline = time.monotonic() + STEP_DEADLINE
+    try:
+        while thread.is_alive() and time.monotonic() < deadline:
+            waits_for = b.execute("SELECT pg_blocking_pids(%s)", (pid,)).fetchone()[0]
+            if not waits_for:
+                time.sleep(0.005)
+                continue
+            for oid, modes in relation_locks(b, pid).items():
+                locks.setdefault(oid, set()).update(modes)
+            for blocker in waits_for:
+                table, session = holders.pop(blocker, (None, None))
+                if session is not None:
+                    let_go(b, session)
+                if table is not None:
+                    session = hold_table(url, table, mode, wait=False)
+                    holders[session.info.backend_pid] = (table, session)
+    finally:
+        let_go(b, *(session for _, session in holders.values()))
+    thread.join(STEP_DEADLINE)
+    if thread.is_alive():
+        a.cancel()
+        thread.join(STEP_DEADLINE)
+        return finding(before, locks, None, f"timeout: still running after {STEP_DEADLINE:.0f}s of stepping")
+    if not locks and not errors:
+        return finding(before, locks, None, "never waited for another session: its locks could not be seen")
+    return finding(before, locks, relations(b), error_text(errors[0]) if errors else None)
+
+
+# ---- one case ----
+
+def report(seen: Finding, transactional: bool) -> dict:
+    """The truth.json entry of one case."""
+    return {
+        "transactional": transactional,
+        "locks": {name: sorted(modes) for name, modes in seen.locks.items()},
+        "relkinds": seen.kinds,
+        "rewrites": sorted(seen.rewrites),
+        "error": seen.error,
+    }
+
+
+def measure_case(url, shared: tuple[psycopg.Connection, psycopg.Connection], number: int, case: dict) -> dict:
+    """Try the statement in a transaction; step it through its waits when it refuses one."""
+    name = f"case_{number}"
+    try:
+        if case.get("setup"):
+            with sessions(url, name, case["setup"]) as (_, a, b):
+                return report(in_transaction(a, b, case["sql"]), True)
+        return report(in_transaction(*shared, case["sql"]), True)
+    except psycopg.Error as exc:
+        if exc.sqlstate != NOT_IN_TRANSACTION:
+            return report(Finding(error=f"setup: {error_text(exc)}"), True)
+    seen = Finding()
+    for mode, snapshot in PASSES:
+        with sessions(url, name, case.get("setup")) as (db_url, a, b):
+            seen.merge(stepped(db_url, a, b, case["sql"], mode, snapshot))
+    return report(seen, False)
+
+
+# ---- one version, and the file ----
+
+def applies(case: dict, version: str) -> bool:
+    return int(version) >= int(case.get("min_version", 0))
+
+
+def measure_version(version: str, setup: str, cases: list[dict]) -> dict:
+    started = time.monotonic()
+    with server(version) as url:
+        server_version = tune(url)
+        create_template(url, setup)
+        with sessions(url, SHARED) as (_, a, b):
+            results = {case["id"]: measure_case(url, (a, b), number, case)
+                       for number, case in enumerate(cases) if applies(case, version)}
+    errors = sum(1 for r in results.values() if r["error"])
+    print(f"PostgreSQL {server_version}: {len(results)} cases measured, {errors} with an error, "
+          f"{time.monotonic() - started:.0f}s")
+    return {"server_version": server_version, "cases": results}
+
+
+def dumps(truth: dict) -> str:
+    """JSON with sorted keys and indent 1, each list of strings kept on one line."""
+    text = json.dumps(truth, indent=1, sort_keys=True, ensure_ascii=False)
+
+    def one_line(match: re.Match) -> str:  # JSON strings hold no raw newline: only layout is joined
+        return re.sub(r"\n\s*", "", re.sub(r",\n\s*", ", ", match.group()))
+
+    return re.sub(r"\[[^\[\]{}]*\]", one_line, text) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--version", choices=[*VERSIONS, "all"], default="all")
+    parser.add_argument("--case", action="append", metavar="ID",
+                        help="measure only the cases whose id matches this pattern (repeatable); keep the others")
+    args = parser.parse_args(argv)
+    setup, cases = load_corpus()
+    if args.case:
+        cases = [c for c in cases if any(fnmatch.fnmatchcase(c["id"], p) for p in args.case)]
+    truth = json.loads(TRUTH.read_text()) if TRUTH.exists() else {}
+    truth["measured_with"] = "python -m tests.analysis.measure"
+    versions = truth.setdefault("versions", {})
+    for version in VERSIONS if args.version == "all" else (args.version,):
+        measured = measure_version(version, setup, cases)
+        if args.case and version in versions:
+            versions[version]["server_version"] = measured["server_version"]
+            versions[version]["cases"].update(measured["cases"])
+        else:
+            versions[version] = measured
+    TRUTH.write_text(dumps(truth))
+
+
+if __name__ == "__main__":
+    main()
