@@ -204,7 +204,7 @@ def _show_preview(p) -> None:
         style = "green" if step.state == "done" else ("red" if step.blocking else "yellow")
         out.print()
         out.print(Text(f"{step.id}", style="bold") + Text(f" [{step.state}] ", style=style) + Text(step.title))
-        if step.state == "done":
+        if step.state == "done" and p.direction.value == "apply":
             continue
         if step.description:
             out.print(Text(f"  {step.description}", style="dim"))

@@ -20,7 +20,7 @@ import psycopg
 
 from . import rules, state
 from .analysis import Effect, analyze
-from .analysis.catalog import resolve
+from .analysis.catalog import Catalog
 from .backfill import BatchStatements, resolve_table_key
 from .checks import CheckResult, run_check
 from .database import connect, resolve_target
@@ -190,6 +190,7 @@ def context(conn, plan: Plan, step: Step, version: str) -> Context:
     """Every statement of the step's files, apply and rollback, analysed and resolved against
     the catalog, with the sizes of the tables they lock: what the rules and the preview read."""
     ctx = Context(plan, step, conn, _major(version))
+    catalog = Catalog(conn)
     proven: set[tuple[str, str]] = set()  # (table, column) a validated CHECK (column IS NOT NULL) proves
     checks: dict[str, tuple[str, str]] = {}
     order = [(Direction.APPLY, plan.step_migrations(step))]
@@ -199,7 +200,7 @@ def context(conn, plan: Plan, step: Step, version: str) -> Context:
             path, text = migration.source(direction)
             relative = _relative(plan, path)
             for effect in analyze(text):
-                effect = _proven(resolve(conn, effect), proven, checks)
+                effect = _proven(catalog.resolve(effect), proven, checks)
                 for held in effect.locks:
                     if held.relation not in ctx.tables:
                         ctx.tables[held.relation] = _table(conn, held.relation)

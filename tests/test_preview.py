@@ -236,3 +236,38 @@ def test_a_plan_with_a_bad_statement_is_reported_not_crashed(tmp_path, dsn):
     statement = json.loads(result.stdout)["steps"][0]["statements"][0]
     assert statement["kind"] == "unparsed" and "cannot parse" in statement["notes"][0]
 
+
+
+def test_type_changes_postgresql_makes_without_a_rewrite_are_not_findings(tmp_path, dsn, db):
+    db.execute("CREATE TABLE posts (id bigint PRIMARY KEY, title varchar(255), price numeric(8, 2), at timestamp)")
+    db.execute("INSERT INTO posts SELECT g, 'post ' || g, g, now() FROM generate_series(1, 1000) AS g")
+    for change in ("title TYPE text", "title TYPE varchar(300)", "price TYPE numeric(12, 2)"):
+        preview = json.loads(risky(tmp_path, dsn, f"ALTER TABLE posts ALTER COLUMN {change};\n")("plan", "--json").stdout)
+        statement, findings = preview["steps"][0]["statements"][0], preview["steps"][0]["findings"]
+        assert not statement["rewrites"] and "changing-column-type" not in [f["rule"] for f in findings], change
+        # and PostgreSQL agrees: the table keeps its file
+        with db.transaction(force_rollback=True):
+            before = db.execute("SELECT relfilenode FROM pg_class WHERE relname = 'posts'").fetchone()
+            db.execute(f"ALTER TABLE posts ALTER COLUMN {change}")
+            assert db.execute("SELECT relfilenode FROM pg_class WHERE relname = 'posts'").fetchone() == before
+    narrowing = risky(tmp_path, dsn, "ALTER TABLE posts ALTER COLUMN title TYPE varchar(20);\n")("plan", "--json")
+    findings = json.loads(narrowing.stdout)["steps"][0]["findings"]
+    assert "changing-column-type" in [f["rule"] for f in findings]
+
+
+def test_a_rollback_is_previewed_with_its_locks_backups_and_findings(tmp_path, dsn, db):
+    big_table(db, 1000)
+    change = risky(tmp_path, dsn, "ALTER TABLE big ADD COLUMN flag boolean;\n",
+                   rollback="UPDATE big SET note = NULL;\nALTER TABLE big DROP COLUMN flag;\n",
+                   extra="    allow:\n      - rule: ban-drop-column\n        reason: the column is new\n")
+    nothing = json.loads(change("plan", "--rollback", "change", "--json").stdout)
+    assert nothing["direction"] == "rollback" and nothing["steps"][0]["statements"] == []
+    assert change("apply").exit_code == 0
+    shown = change("plan", "--rollback", "change")
+    assert "[migrate, rollback] steps/change/change_01.rollback.sql:2" in shown.output
+    assert "ACCESS EXCLUSIVE on public.big" in shown.output and "backup: pg_dump of public.big" in shown.output
+    preview = json.loads(change("plan", "--rollback", "change", "--json").stdout)
+    update, drop = preview["steps"][0]["statements"]
+    assert update["unbounded"] and update["direction"] == "rollback" and drop["loses_data"]
+    assert preview["wrote_nothing"]
+    assert change("plan", "--rollback").exit_code == 2

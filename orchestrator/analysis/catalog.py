@@ -25,49 +25,69 @@ _RELATION = """
 """
 
 
+class Catalog:
+    """The catalog as one preview sees it: relation names are looked up once."""
+
+    def __init__(self, conn: psycopg.Connection):
+        self.conn = conn
+        self._relations: dict[str, tuple[int, str] | None] = {}
+
+    def relation(self, name: str) -> tuple[int, str] | None:
+        """(oid, schema.relation as quote_ident spells it) of a relation name, or None."""
+        if name not in self._relations:
+            try:
+                with self.conn.transaction():  # a savepoint: a name PostgreSQL cannot read ends nothing
+                    row = self.conn.execute(_RELATION + " WHERE c.oid = to_regclass(%s)", (name,)).fetchone()
+            except psycopg.Error:
+                row = None
+            self._relations[name] = (row[0], row[1]) if row else None
+        return self._relations[name]
+
+    def oid(self, name: str) -> int | None:
+        found = self.relation(name)
+        return found[0] if found else None
+
+    def canonical(self, name: str) -> str:
+        found = self.relation(name)
+        return found[1] if found else name
+
+    def resolve(self, effect: Effect) -> Effect:
+        """The effect with its locks completed and named by the catalog, and its rewrites judged."""
+        conn = self.conn
+        locks = [RelationLock(self.canonical(r.relation), r.lock, r.why) for r in effect.locks]
+        for question in effect.expand:
+            oid = self.oid(question.relation)
+            if oid is None and question.what not in _BY_NAME:
+                continue
+            for name, lock, why in QUESTIONS[question.what](conn, oid or question.relation, question):
+                locks.append(RelationLock(name, lock, why))
+        merged: dict[str, RelationLock] = {}
+        for r in locks:  # one entry per relation, with the mode that blocks all its modes block
+            if r.relation in merged:
+                old = merged[r.relation]
+                r = RelationLock(r.relation, Lock.combine([old.lock, r.lock]), old.why or r.why)
+            merged[r.relation] = r
+        changes = {"locks": tuple(merged.values())}
+        table = self.oid(effect.table) if effect.table else None
+        if effect.retypes and table is not None:
+            if not any(_retype_rewrites(conn, table, *retype) for retype in effect.retypes):
+                changes.update(rewrites=False, scans=False, notes=effect.notes + (
+                    "no rewrite: PostgreSQL keeps the stored values for this type change (binary coercible, or a "
+                    "wider length or precision)",))
+        if effect.volatile_candidates and not effect.rewrites and _any_volatile(conn, effect.volatile_candidates):
+            changes.update(rewrites=True, scans=True, notes=effect.notes + (
+                "its DEFAULT calls a volatile function: every existing row gets its own value, so the table is "
+                "rewritten",))
+        if effect.sets_not_null and effect.scans and all(
+                self.oid(t) is not None and _proven_not_null(conn, self.oid(t), c) for t, c in effect.sets_not_null):
+            changes.update(scans=False, notes=effect.notes + ("no scan: a validated CHECK (column IS NOT NULL) "
+                                                              "proves it",))
+        return effect.with_(**changes)
+
+
 def resolve(conn: psycopg.Connection, effect: Effect) -> Effect:
-    """The effect with its locks completed and named by the catalog, and its rewrites judged."""
-    locks = [RelationLock(_canonical(conn, r.relation), r.lock, r.why) for r in effect.locks]
-    for question in effect.expand:
-        oid = _oid(conn, question.relation)
-        if oid is None and question.what not in _BY_NAME:
-            continue
-        for name, lock, why in QUESTIONS[question.what](conn, oid or question.relation, question):
-            locks.append(RelationLock(name, lock, why))
-    merged: dict[str, RelationLock] = {}
-    for r in locks:  # one entry per relation, with the mode that blocks all its modes block
-        if r.relation in merged:
-            old = merged[r.relation]
-            r = RelationLock(r.relation, Lock.combine([old.lock, r.lock]), old.why or r.why)
-        merged[r.relation] = r
-    changes = {"locks": tuple(merged.values())}
-    if effect.retypes and effect.table:
-        rewrites = [_retype_rewrites(conn, effect.table, *retype) for retype in effect.retypes]
-        if not any(rewrites):
-            changes.update(rewrites=False, scans=False, notes=effect.notes + (
-                "no rewrite: PostgreSQL keeps the stored values for this type change (binary coercible, or a "
-                "wider length or precision)",))
-    if effect.volatile_candidates and not effect.rewrites and _any_volatile(conn, effect.volatile_candidates):
-        changes.update(rewrites=True, scans=True, notes=effect.notes + (
-            "its DEFAULT calls a volatile function: every existing row gets its own value, so the table is "
-            "rewritten",))
-    if effect.sets_not_null and effect.scans and all(_proven_not_null(conn, *pair) for pair in effect.sets_not_null):
-        changes.update(scans=False, notes=effect.notes + ("no scan: a validated CHECK (column IS NOT NULL) proves it",))
-    return effect.with_(**changes)
-
-
-def _oid(conn, name: str) -> int | None:
-    try:
-        return conn.execute("SELECT to_regclass(%s)::oid", (name,)).fetchone()[0]
-    except psycopg.Error:  # a name PostgreSQL cannot read as a relation name
-        return None
-
-
-def _canonical(conn, name: str) -> str:
-    oid = _oid(conn, name)
-    if oid is None:
-        return name
-    return conn.execute(_RELATION + " WHERE c.oid = %s", (oid,)).fetchone()[1]
+    """One statement's full facts (see Catalog.resolve), for a caller with no catalog of its own."""
+    return Catalog(conn).resolve(effect)
 
 
 def _names(conn, query: str, params, lock: Lock, why: str) -> list[tuple[str, Lock, str]]:
@@ -242,10 +262,7 @@ def _any_volatile(conn, functions: tuple[str, ...]) -> bool:
     return bool(row[0])
 
 
-def _proven_not_null(conn, table: str, column: str) -> bool:
-    oid = _oid(conn, table)
-    if oid is None:
-        return False
+def _proven_not_null(conn, oid: int, column: str) -> bool:
     return conn.execute("""
         SELECT EXISTS (SELECT 1 FROM pg_constraint AS c WHERE c.conrelid = %s AND c.contype = 'c' AND c.convalidated
                           AND pg_get_expr(c.conbin, c.conrelid) IN (%s, %s))""",
@@ -257,14 +274,11 @@ def _proven_not_null(conn, table: str, column: str) -> bool:
 _WIDENABLE = {"varchar", "numeric", "varbit", "timestamp", "timestamptz", "time", "timetz", "interval"}
 
 
-def _retype_rewrites(conn, table: str, column: str, new_type: str, changes_value: bool) -> bool:
+def _retype_rewrites(conn, oid: int, column: str, new_type: str, changes_value: bool) -> bool:
     """Whether ALTER COLUMN ... TYPE rewrites the table, judged the way PostgreSQL judges it
     (ATColumnChangeRequiresRewrite): unless the USING changes the value, no rewrite when the old
     type is binary coercible to the new one and the new typmod does not constrain it further."""
     if changes_value:
-        return True
-    oid = _oid(conn, table)
-    if oid is None:
         return True
     try:
         type_name = parse_sql(f"SELECT NULL::{new_type}")[0].stmt.targetList[0].val.typeName

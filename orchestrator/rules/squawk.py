@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sysconfig
+from functools import lru_cache
 
 from .alternatives import ALTERNATIVES
 from .context import Context, Finding, Statement
@@ -32,6 +33,7 @@ NEEDS_SCAN = {"adding-not-nullable-field"}
 _reports: dict[tuple, list[dict]] = {}  # (path, text, transactional, version) -> squawk's findings
 
 
+@lru_cache(maxsize=1)
 def binary() -> str | None:
     """The squawk of this environment's squawk-cli package, else one on PATH."""
     beside = os.path.join(sysconfig.get_path("scripts"), "squawk")

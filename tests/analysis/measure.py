@@ -70,6 +70,8 @@ RELATIONS = """
     WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')
       AND n.nspname NOT LIKE 'pg\\_temp\\_%' AND n.nspname NOT LIKE 'pg\\_toast\\_temp\\_%'
 """
+PENDING_SCANS = "SELECT relid, seq_scan FROM pg_catalog.pg_stat_xact_all_tables"  # this backend's, not yet flushed
+FLUSHED_SCANS = "SELECT relid, coalesce(seq_scan, 0) FROM pg_catalog.pg_stat_all_tables"
 LOCKS = """
     SELECT relation, mode FROM pg_catalog.pg_locks
     WHERE pid = %s AND locktype = 'relation'
@@ -93,6 +95,7 @@ class Finding:
     locks: dict[str, set[str]] = field(default_factory=dict)  # relation -> lock modes held or awaited
     kinds: dict[str, str] = field(default_factory=dict)  # relation -> relkind
     rewrites: set[str] = field(default_factory=set)
+    scans: set[str] = field(default_factory=set)  # relations read by a sequential scan
     error: str | None = None  # "SQLSTATE: message"
 
     def merge(self, other: Finding) -> None:
@@ -100,6 +103,7 @@ class Finding:
             self.locks.setdefault(name, set()).update(modes)
         self.kinds.update(other.kinds)
         self.rewrites |= other.rewrites
+        self.scans |= other.scans
         self.error = self.error or other.error
 
 
@@ -211,14 +215,24 @@ def rewritten(before: dict[int, Relation], after: dict[int, Relation]) -> list[R
     return changed
 
 
+def seq_scans(session: psycopg.Connection, query: str) -> dict[int, int]:
+    """Sequential scans counted per table (oid -> count) by one of the statistics views."""
+    return dict(session.execute(query).fetchall())
+
+
+def scanned(counts_before: dict[int, int], counts_after: dict[int, int]) -> set[int]:
+    return {oid for oid, count in counts_after.items() if count > counts_before.get(oid, 0)}
+
+
 def finding(before: dict[int, Relation], locks: dict[int, set[str]], after: dict[int, Relation] | None,
-            error: str | None = None) -> Finding:
-    """Name the locks and rewrites of relations that existed before the statement."""
-    locked = [before[oid] for oid in locks if oid in before]
+            scans: set[int] = frozenset(), error: str | None = None) -> Finding:
+    """Name the locks, rewrites and scans of relations that existed before the statement."""
+    locked = [r for oid, r in before.items() if oid in locks]
     rewrites = rewritten(before, after) if after else []
+    read = [r for oid, r in before.items() if oid in scans]
     return Finding(locks={r.qualified: set(locks[oid]) for oid, r in before.items() if oid in locks},
-                   kinds={r.qualified: r.kind for r in [*locked, *rewrites]},
-                   rewrites={r.qualified for r in rewrites}, error=error)
+                   kinds={r.qualified: r.kind for r in [*locked, *rewrites, *read]},
+                   rewrites={r.qualified for r in rewrites}, scans={r.qualified for r in read}, error=error)
 
 
 def error_text(exc: psycopg.Error) -> str:
@@ -228,19 +242,20 @@ def error_text(exc: psycopg.Error) -> str:
 # ---- a statement inside a transaction ----
 
 def in_transaction(a: psycopg.Connection, b: psycopg.Connection, statement: str) -> Finding:
-    """BEGIN; statement; B reads A's locks; A reads the catalog; ROLLBACK. Raises the statement's
-    error when it cannot run in a transaction block."""
+    """BEGIN; statement; B reads A's locks; A reads the catalog and its scan counts; ROLLBACK.
+    Raises the statement's error when it cannot run in a transaction block."""
     before = relations(b)
     a.execute("BEGIN")
     try:
+        counts = seq_scans(a, PENDING_SCANS)
         try:
             a.execute(statement)
         except psycopg.Error as exc:
             if exc.sqlstate == NOT_IN_TRANSACTION:
                 raise
-            return finding(before, relation_locks(b, a.info.backend_pid), None, error_text(exc))
+            return finding(before, relation_locks(b, a.info.backend_pid), None, error=error_text(exc))
         locks = relation_locks(b, a.info.backend_pid)
-        return finding(before, locks, relations(a))
+        return finding(before, locks, relations(a), scanned(counts, seq_scans(a, PENDING_SCANS)))
     finally:
         a.execute("ROLLBACK")
 
@@ -309,6 +324,8 @@ def stepped(url: str, a: psycopg.Connection, b: psycopg.Connection, statement: s
         session = hold_table(url, table, mode)
         holders[session.info.backend_pid] = (table, session)
     pid = a.info.backend_pid
+    a.execute("SELECT pg_stat_force_next_flush()")  # A's scan counts so far reach the shared statistics
+    counts = seq_scans(b, FLUSHED_SCANS)
     thread, errors = start(a, statement)
     locks: dict[int, set[str]] = {}
     deadline = time.monotonic() + STEP_DEADLINE
@@ -333,10 +350,12 @@ def stepped(url: str, a: psycopg.Connection, b: psycopg.Connection, statement: s
     if thread.is_alive():
         a.cancel()
         thread.join(STEP_DEADLINE)
-        return finding(before, locks, None, f"timeout: still running after {STEP_DEADLINE:.0f}s of stepping")
+        return finding(before, locks, None, error=f"timeout: still running after {STEP_DEADLINE:.0f}s of stepping")
     if not locks and not errors:
-        return finding(before, locks, None, "never waited for another session: its locks could not be seen")
-    return finding(before, locks, relations(b), error_text(errors[0]) if errors else None)
+        return finding(before, locks, None, error="never waited for another session: its locks could not be seen")
+    a.execute("SELECT pg_stat_force_next_flush()")
+    return finding(before, locks, relations(b), scanned(counts, seq_scans(b, FLUSHED_SCANS)),
+                   error_text(errors[0]) if errors else None)
 
 
 # ---- one case ----
@@ -348,6 +367,7 @@ def report(seen: Finding, transactional: bool) -> dict:
         "locks": {name: sorted(modes) for name, modes in seen.locks.items()},
         "relkinds": seen.kinds,
         "rewrites": sorted(seen.rewrites),
+        "scans": sorted(seen.scans),
         "error": seen.error,
     }
 
@@ -391,13 +411,15 @@ def measure_version(version: str, setup: str, cases: list[dict]) -> dict:
 
 
 def dumps(truth: dict) -> str:
-    """JSON with sorted keys and indent 1, each list of strings kept on one line."""
+    """JSON with sorted keys and indent 1; each list, and each object that holds no object or
+    list of objects (a case's locks, relkinds), on one line."""
     text = json.dumps(truth, indent=1, sort_keys=True, ensure_ascii=False)
 
     def one_line(match: re.Match) -> str:  # JSON strings hold no raw newline: only layout is joined
         return re.sub(r"\n\s*", "", re.sub(r",\n\s*", ", ", match.group()))
 
-    return re.sub(r"\[[^\[\]{}]*\]", one_line, text) + "\n"
+    text = re.sub(r"\[[^\[\]{}]*\]", one_line, text)
+    return re.sub(r"\{[^{}]*\}", one_line, text) + "\n"
 
 
 def main(argv: list[str] | None = None) -> None:
