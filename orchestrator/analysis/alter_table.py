@@ -8,7 +8,7 @@ the strongest lock of its subcommands. tests/analysis checks them against pg_loc
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from pglast import enums
 
@@ -124,7 +124,8 @@ class _Facts:
     transactional: bool = True
     notes: list[str] = field(default_factory=list)
     effect: dict = field(default_factory=lambda: {"columns": [], "sets_not_null": [], "not_null_checks": [],
-                                                  "validates": [], "retypes": [], "volatile_candidates": []})
+                                                  "validates": [], "retypes": [], "volatile_candidates": [],
+                                                  "column_types": [], "rewrite_unless": []})
 
     def take(self, sub: Sub, lock: Lock | None = None, *, recurses: bool | None = None) -> None:
         lock = lock or sub.lock
@@ -162,9 +163,39 @@ def analyze(node, text: str) -> Effect:
         if cmd.subtype == AT.AT_ValidateConstraint:
             facts.effect["validates"].append(cmd.name)
         if cmd.subtype == AT.AT_DropConstraint:
-            facts.expand.append(Expand("constraint_other_table", facts.target, _AE, (cmd.name,)))
+            facts.expand += [Expand("constraint_other_table", facts.target, _AE, (cmd.name,)),
+                             Expand("constraint_index", facts.target, _AE, (cmd.name,))]
+            if cmd.behavior == enums.DropBehavior.DROP_CASCADE:
+                facts.expand.append(Expand("constraint_referencing", facts.target, _AE, (cmd.name,)))
+        if cmd.subtype == AT.AT_ValidateConstraint:
+            facts.expand.append(Expand("constraint_other_table", facts.target, _RS, (cmd.name,)))
+        if cmd.subtype == AT.AT_AlterConstraint and getattr(cmd.def_, "alterEnforceability", False):
+            lock = _SRE if getattr(cmd.def_, "is_enforced", True) else _AE  # the other side's triggers change
+            facts.expand.append(Expand("constraint_other_table", facts.target, lock, (cmd.def_.conname,)))
+        if cmd.subtype in (AT.AT_DropIdentity, AT.AT_SetIdentity):
+            lock = _AE if cmd.subtype == AT.AT_DropIdentity else _SRE
+            facts.expand.append(Expand("identity_sequence", facts.target, lock, (cmd.name,)))
+        if cmd.subtype == AT.AT_ColumnDefault and cmd.def_ is not None:
+            facts.locks += _default_sequences(cmd.def_)
+        if cmd.subtype in (AT.AT_ClusterOn,):
+            facts.other(cmd.name, _SUE, "the index it clusters on")
+        if cmd.subtype == AT.AT_ReplicaIdentity and getattr(cmd.def_, "name", None):
+            facts.other(cmd.def_.name, _S, "the replica identity index")
+        if cmd.subtype == AT.AT_DropColumn:
+            facts.expand.append(Expand("column_foreign_keys_out", facts.target, _AE, (cmd.name,)))
+            if cmd.behavior == enums.DropBehavior.DROP_CASCADE:
+                facts.expand.append(Expand("column_dependents", facts.target, _AE, (cmd.name,)))
+        if cmd.subtype in _SAME_STORAGE:
+            facts.effect["rewrite_unless"].append(_SAME_STORAGE[cmd.subtype](cmd))
     kind = ("ALTER " + enums.ObjectType(node.objtype).name.removeprefix("OBJECT_").replace("_", " ") + " "
             + ", ".join(dict.fromkeys(facts.labels)))
+    if node.objtype == enums.ObjectType.OBJECT_TYPE:  # a composite type: its typed tables change with CASCADE
+        facts.expand.append(Expand("typed_tables", facts.target, _AE))
+        cascade = any(cmd.behavior == enums.DropBehavior.DROP_CASCADE for cmd in node.cmds)
+        facts.flags["rewrites"] = facts.flags["rewrites"] and cascade
+        facts.effect["retypes"] = []
+    elif node.objtype != enums.ObjectType.OBJECT_TABLE and node.objtype != enums.ObjectType.OBJECT_MATVIEW:
+        facts.flags["rewrites"] = False  # an index or a sequence is no table to rewrite
     return Effect(text, kind, locks=tuple(facts.locks), expand=tuple(facts.expand),
                   long_running_ok=facts.long_running_ok and not facts.flags["rewrites"],
                   transactional=facts.transactional, notes=tuple(dict.fromkeys(facts.notes)),
@@ -175,7 +206,7 @@ def _add_column(facts: _Facts, cmd) -> None:
     column = cmd.def_
     constraints = column.constraints or ()
     default = next((c.raw_expr for c in constraints if c.contype == C.CONSTR_DEFAULT), None)
-    generated = any(c.contype == C.CONSTR_GENERATED for c in constraints)
+    generated = any(c.contype == C.CONSTR_GENERATED and getattr(c, "generated_kind", "s") != "v" for c in constraints)
     identity = any(c.contype == C.CONSTR_IDENTITY for c in constraints)
     serial = column.typeName is not None and column.typeName.names[-1].sval.lower() in (
         "serial", "bigserial", "smallserial", "serial4", "serial8", "serial2")
@@ -186,6 +217,11 @@ def _add_column(facts: _Facts, cmd) -> None:
     facts.take(Sub("ADD COLUMN", _AE, scans=rewrites, rewrites=rewrites))
     facts.long_running_ok = False
     facts.effect["columns"].append(column.colname)
+    if column.typeName is not None and not rewrites:
+        from pglast.stream import RawStream
+        facts.effect["column_types"].append(RawStream()(column.typeName))
+    if default is not None:
+        facts.locks += _default_sequences(default)
     if unknown and not rewrites:
         facts.effect["volatile_candidates"].extend(unknown)
     if volatile or serial or identity:
@@ -198,6 +234,7 @@ def _add_column(facts: _Facts, cmd) -> None:
     for constraint in constraints:
         if constraint.contype == C.CONSTR_FOREIGN:
             facts.other(relation(constraint.pktable), _SRE, "foreign key")
+            facts.expand.append(Expand("children", relation(constraint.pktable), _SRE))
             facts.flags["scans"] = facts.flags["scans"] or default is not None
         elif constraint.contype in (C.CONSTR_UNIQUE, C.CONSTR_PRIMARY):
             facts.flags["scans"] = True
@@ -216,17 +253,22 @@ def _add_constraint(facts: _Facts, cmd) -> None:
     if kind == C.CONSTR_FOREIGN:
         facts.take(Sub(label, _SRE, scans=valid))
         facts.other(relation(constraint.pktable), _SRE, "foreign key")
+        facts.expand.append(Expand("children", relation(constraint.pktable), _SRE))
         if valid:
             facts.notes.append("checks every row against the referenced table while writes wait: add it NOT VALID, "
                                "then VALIDATE")
     elif kind in (C.CONSTR_UNIQUE, C.CONSTR_PRIMARY, C.CONSTR_EXCLUSION):
         builds = not constraint.indexname
         facts.take(Sub(label + (" USING INDEX" if not builds else ""), _AE, scans=builds or kind == C.CONSTR_PRIMARY))
+        if not builds:
+            facts.other(constraint.indexname, _SUE, "the index it takes over")
         if builds:
             facts.notes.append("builds its index under ACCESS EXCLUSIVE: build a unique index CONCURRENTLY first, "
                                "then ADD ... USING INDEX")
     else:
-        facts.take(Sub(label, _AE, scans=valid))
+        facts.take(Sub(label, _AE, scans=valid), recurses=not constraint.is_no_inherit)
+        if constraint.is_no_inherit and facts.inh:  # checked against the children since PostgreSQL 16
+            facts.expand.append(Expand("children", facts.target, _AE, since=16))
         test = constraint.raw_expr
         if (kind == C.CONSTR_CHECK and type(test).__name__ == "NullTest"
                 and test.nulltesttype == enums.NullTestType.IS_NOT_NULL and type(test.arg).__name__ == "ColumnRef"):
@@ -244,6 +286,7 @@ def _alter_type(facts: _Facts, cmd) -> None:
     using = definition.raw_default
     changes_value = using is not None and not _is_plain_cast_of(using, cmd.name)
     facts.take(SUBCOMMANDS[AT.AT_AlterColumnType])
+    facts.expand.append(Expand("column_foreign_keys", facts.target, _AE, (cmd.name,)))
     facts.effect["columns"].append(cmd.name)
     facts.effect["retypes"].append((cmd.name, RawStream()(definition.typeName), changes_value))
     facts.flags["breaks_old_readers"] = True
@@ -268,8 +311,8 @@ def _attach(facts: _Facts, cmd) -> None:
     is_index = facts.target and cmd.def_.bound is None
     if is_index:  # ALTER INDEX parent ATTACH PARTITION child
         facts.take(Sub("ATTACH PARTITION (index)", _SUE, recurses=False))
-        facts.other(partition, _SUE, "attached index")
-        facts.expand.append(Expand("index_table", partition, _SUE))
+        facts.other(partition, _AE, "attached index")
+        facts.expand += [Expand("index_table", partition, _A), Expand("index_table", facts.target, _A)]
         return
     facts.take(SUBCOMMANDS[AT.AT_AttachPartition], recurses=False)
     facts.other(partition, _AE, "attached partition")
@@ -284,7 +327,7 @@ def _detach(facts: _Facts, cmd) -> None:
     lock = _SUE if concurrent else _AE
     facts.take(Sub("DETACH PARTITION" + (" CONCURRENTLY" if concurrent else ""), lock, recurses=False,
                    breaks_old_readers=True))
-    facts.other(relation(cmd.def_.name), lock, "detached partition")
+    facts.other(relation(cmd.def_.name), _AE, "detached partition")
     if concurrent:
         facts.transactional = False
     facts.expand.append(Expand("default_partition", facts.target, lock))
@@ -292,7 +335,22 @@ def _detach(facts: _Facts, cmd) -> None:
 
 def _add_inherit(facts: _Facts, cmd) -> None:
     facts.take(SUBCOMMANDS[cmd.subtype])
-    facts.other(relation(cmd.def_), _SUE, "parent")
+    facts.other(relation(cmd.def_), _SUE if cmd.subtype == AT.AT_AddInherit else _A, "parent")
+
+
+def _default_sequences(expression) -> list[RelationLock]:
+    """A DEFAULT nextval('s') records a dependency on s, reading it under ACCESS SHARE (since
+    PostgreSQL 16)."""
+    from .statements import _sequence_calls
+    return [replace(r, since=16) for r in _sequence_calls(expression, _A)[0]]
+
+
+_SAME_STORAGE = {  # subcommands that rewrite only when they change something
+    AT.AT_SetAccessMethod: lambda cmd: ("access_method", cmd.name or "heap"),
+    AT.AT_SetTableSpace: lambda cmd: ("tablespace", cmd.name),
+    AT.AT_SetLogged: lambda cmd: ("persistence", "p"),
+    AT.AT_SetUnLogged: lambda cmd: ("persistence", "u"),
+}
 
 
 def _functions(expression) -> list[str]:

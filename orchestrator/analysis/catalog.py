@@ -14,10 +14,20 @@ from collections.abc import Callable
 
 import psycopg
 from pglast import parse_sql
+from pglast.parser import ParseError
 
 from .effect import Effect, RelationLock
+from .statements import analyze_node, plpgsql_statements
 from .lockmode import Lock
 from .names import quote_ident
+
+def analyze_text(text: str) -> list[Effect]:
+    """The effects of the statements of a function or trigger body (static facts)."""
+    try:
+        return [analyze_node(raw.stmt, text) for raw in parse_sql(text)]
+    except ParseError:
+        return []
+
 
 _RELATION = """
     SELECT c.oid, quote_ident(n.nspname) || '.' || quote_ident(c.relname), c.relkind
@@ -28,9 +38,18 @@ _RELATION = """
 class Catalog:
     """The catalog as one preview sees it: relation names are looked up once."""
 
-    def __init__(self, conn: psycopg.Connection):
+    def __init__(self, conn: psycopg.Connection, depth: int = 0):
         self.conn = conn
+        self.depth = depth  # bodies within bodies: triggers that call functions that fire triggers
         self._relations: dict[str, tuple[int, str] | None] = {}
+        self._major: int | None = None
+
+    @property
+    def major(self) -> int:
+        """The server's major version: some locks depend on it (RelationLock.since)."""
+        if self._major is None:
+            self._major = self.conn.info.server_version // 10000
+        return self._major
 
     def relation(self, name: str) -> tuple[int, str] | None:
         """(oid, schema.relation as quote_ident spells it) of a relation name, or None."""
@@ -54,12 +73,23 @@ class Catalog:
     def resolve(self, effect: Effect) -> Effect:
         """The effect with its locks completed and named by the catalog, and its rewrites judged."""
         conn = self.conn
-        locks = [RelationLock(self.canonical(r.relation), r.lock, r.why) for r in effect.locks]
+        locks = [RelationLock(self.canonical(r.relation), r.lock, r.why) for r in effect.locks
+                 if r.since <= self.major and (r.only_if is None or _exists(conn, self.oid(r.relation), *r.only_if))]
+        changes: dict = {}
         for question in effect.expand:
-            oid = self.oid(question.relation)
-            if oid is None and question.what not in _BY_NAME:
+            if question.since > self.major:
                 continue
-            for name, lock, why in QUESTIONS[question.what](conn, oid or question.relation, question):
+            if question.what in _BODIES:
+                locks += self._bodies(question)
+                continue
+            subject = question.relation if question.what in _BY_NAME else self.oid(question.relation)
+            if subject is None:
+                continue
+            if question.what == "partitioned_not_transactional":
+                if _relkind(conn, subject) in ("p", "I"):
+                    changes["transactional"] = False
+                continue
+            for name, lock, why in QUESTIONS[question.what](conn, subject, question):
                 locks.append(RelationLock(name, lock, why))
         merged: dict[str, RelationLock] = {}
         for r in locks:  # one entry per relation, with the mode that blocks all its modes block
@@ -67,8 +97,14 @@ class Catalog:
                 old = merged[r.relation]
                 r = RelationLock(r.relation, Lock.combine([old.lock, r.lock]), old.why or r.why)
             merged[r.relation] = r
-        changes = {"locks": tuple(merged.values())}
+        changes["locks"] = tuple(merged.values())
         table = self.oid(effect.table) if effect.table else None
+        if effect.rewrite_unless and table is not None and all(
+                _already(conn, table, what, value) for what, value in effect.rewrite_unless):
+            changes.update(rewrites=False, scans=False)
+        if effect.column_types and not effect.rewrites and _constrained_domain(conn, effect.column_types):
+            changes.update(rewrites=True, scans=True, notes=effect.notes + (
+                "the new column's type is a domain with constraints: PostgreSQL rewrites the table to check them",))
         if effect.retypes and table is not None:
             if not any(_retype_rewrites(conn, table, *retype) for retype in effect.retypes):
                 changes.update(rewrites=False, scans=False, notes=effect.notes + (
@@ -83,6 +119,29 @@ class Catalog:
             changes.update(scans=False, notes=effect.notes + ("no scan: a validated CHECK (column IS NOT NULL) "
                                                               "proves it",))
         return effect.with_(**changes)
+
+
+    def _bodies(self, question) -> list[RelationLock]:
+        """The locks of the statements in the bodies the statement runs: the triggers it fires,
+        the functions and procedures it calls (SQL and PL/pgSQL bodies, parsed by PostgreSQL's
+        parsers; dynamic SQL is not seen)."""
+        if self.depth >= 3:
+            return []
+        inner = Catalog(self.conn, self.depth + 1)
+        inner._relations = self._relations
+        found = []
+        for source, language, why in _BODY_QUERIES[question.what](self, question):
+            if language == "plpgsql":
+                statements = plpgsql_statements(source, "trigger" if question.what == "triggers" else "void") or []
+            else:
+                try:
+                    statements = [source[r.stmt_location or 0:][:r.stmt_len or None] for r in parse_sql(source)]
+                except Exception:  # noqa: BLE001 - a body PostgreSQL would refuse: nothing runs
+                    statements = []
+            for text in statements:
+                for effect in analyze_text(text):
+                    found += [RelationLock(r.relation, r.lock, why) for r in inner.resolve(effect).locks]
+        return found
 
 
 def resolve(conn: psycopg.Connection, effect: Effect) -> Effect:
@@ -102,7 +161,7 @@ def _children(conn, oid, q):
         SELECT oid FROM tree""", (oid,), q.lock, "partition or child")
 
 
-def _view_tables(conn, oid, q):
+def _view_tables(conn, oid, q, kinds=("v",)):
     return _names(conn, """
         WITH RECURSIVE used(oid) AS (
             SELECT d.refobjid FROM pg_rewrite AS r
@@ -112,8 +171,8 @@ def _view_tables(conn, oid, q):
             SELECT d.refobjid FROM used JOIN pg_rewrite AS r ON r.ev_class = used.oid
               JOIN pg_depend AS d ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid
              WHERE d.refclassid = 'pg_class'::regclass AND d.refobjid <> used.oid)
-        SELECT oid FROM used WHERE (SELECT relkind FROM pg_class WHERE oid = %(oid)s) IN ('v', 'm')""",
-                  {"oid": oid}, q.lock, "behind the view")
+        SELECT oid FROM used WHERE (SELECT relkind FROM pg_class WHERE oid = %(oid)s) = ANY (%(kinds)s)""",
+                  {"oid": oid, "kinds": list(kinds)}, q.lock, "behind the view")
 
 
 def _keys_touch(columns) -> str:
@@ -185,21 +244,37 @@ def _index_table(conn, oid, q):
 
 
 def _indexes(conn, oid, q):
-    return _names(conn, "SELECT indexrelid FROM pg_index WHERE indrelid = %s", (oid,), q.lock, "its index")
+    """The table's indexes that hold data (a partitioned index is rebuilt through its partitions)."""
+    return _names(conn, "SELECT x.indexrelid FROM pg_index AS x JOIN pg_class AS c ON c.oid = x.indexrelid "
+                        "WHERE x.indrelid = %s AND c.relkind = 'i'", (oid,), q.lock, "its index")
+
+
+def _foreign_keys_in_direct(conn, oid, q):
+    return _names(conn, "SELECT conrelid FROM pg_constraint WHERE contype = 'f' AND confrelid = %s AND conrelid <> %s",
+                  (oid, oid), q.lock, "its foreign key to the table goes")
 
 
 def _dependents(conn, oid, q):
-    """Relations dropped with it by CASCADE: views and rules over it, tables whose keys point to it."""
+    """Relations CASCADE reaches: views and rules over it (and over those), tables whose
+    foreign keys point to it and tables whose defaults use it (their keys and defaults go, the
+    tables stay)."""
     return _names(conn, """
-        WITH RECURSIVE deps(oid) AS (
+        WITH RECURSIVE views(oid) AS (
             SELECT %(oid)s::oid
             UNION
-            SELECT coalesce(r.ev_class, fk.conrelid) FROM deps
-              JOIN pg_depend AS d ON d.refobjid = deps.oid AND d.refclassid = 'pg_class'::regclass
-              LEFT JOIN pg_rewrite AS r ON d.classid = 'pg_rewrite'::regclass AND r.oid = d.objid
-              LEFT JOIN pg_constraint AS fk ON d.classid = 'pg_constraint'::regclass AND fk.oid = d.objid
-             WHERE coalesce(r.ev_class, fk.conrelid) IS NOT NULL)
-        SELECT oid FROM deps WHERE oid <> %(oid)s""", {"oid": oid}, q.lock, "dropped with it (CASCADE)")
+            SELECT r.ev_class FROM views
+              JOIN pg_depend AS d ON d.refobjid = views.oid AND d.refclassid = 'pg_class'::regclass
+                                  AND d.classid = 'pg_rewrite'::regclass
+              JOIN pg_rewrite AS r ON r.oid = d.objid WHERE r.ev_class <> views.oid)
+        SELECT oid FROM views WHERE oid <> %(oid)s
+        UNION
+        SELECT fk.conrelid FROM views JOIN pg_constraint AS fk ON fk.contype = 'f' AND fk.confrelid = views.oid
+         WHERE fk.conrelid <> %(oid)s
+        UNION
+        SELECT ad.adrelid FROM views JOIN pg_depend AS d ON d.refobjid = views.oid
+           AND d.refclassid = 'pg_class'::regclass AND d.classid = 'pg_attrdef'::regclass
+          JOIN pg_attrdef AS ad ON ad.oid = d.objid WHERE ad.adrelid <> %(oid)s""",
+                  {"oid": oid}, q.lock, "reached by CASCADE")
 
 
 def _function_dependents(conn, name, q):
@@ -222,7 +297,11 @@ def _type_users(conn, name, q):
          WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'p', 'm', 'f')
            AND (a.atttypid = to_regtype(%(name)s)
                 OR a.atttypid IN (SELECT typarray FROM pg_type WHERE oid = to_regtype(%(name)s))
-                OR a.atttypid IN (SELECT oid FROM pg_type WHERE typbasetype = to_regtype(%(name)s)))""",
+                OR a.atttypid IN (SELECT oid FROM pg_type WHERE typbasetype = to_regtype(%(name)s)))
+        UNION
+        SELECT c.oid FROM pg_class AS c WHERE c.reloftype = to_regtype(%(name)s)
+        UNION
+        SELECT t.typrelid FROM pg_type AS t WHERE t.oid = to_regtype(%(name)s) AND t.typrelid <> 0""",
                   {"name": name}, q.lock, "has a column of the type")
 
 
@@ -243,6 +322,203 @@ def _constraint_other_table(conn, oid, q):
                   "the foreign key's referenced table")
 
 
+def _partitions(conn, oid, q):
+    """INSERT into a partitioned table locks the partitions its rows go to: any of them."""
+    if _relkind(conn, oid) != "p":
+        return []
+    return _children(conn, oid, q)
+
+
+def _parents(conn, oid, q):
+    return _names(conn, "SELECT inhparent FROM pg_inherits WHERE inhrelid = %s", (oid,), q.lock, "its parent")
+
+
+def _identity_sequence(conn, oid, q):
+    return _names(conn, """
+        SELECT d.objid FROM pg_depend AS d JOIN pg_attribute AS a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
+         WHERE d.classid = 'pg_class'::regclass AND d.refobjid = %s AND d.deptype IN ('a', 'i')
+           AND a.attname = ANY (%s)""", (oid, list(q.columns or ())), q.lock, "the column's sequence")
+
+
+def _column_foreign_keys(conn, oid, q):
+    """Foreign keys on either side of the columns: a type change rebuilds and re-checks them."""
+    return _names(conn, """
+        SELECT CASE WHEN c.conrelid = %(oid)s THEN c.confrelid ELSE c.conrelid END FROM pg_constraint AS c
+         WHERE c.contype = 'f' AND (
+               (c.conrelid = %(oid)s AND EXISTS (SELECT 1 FROM pg_attribute AS a WHERE a.attrelid = %(oid)s
+                   AND a.attnum = ANY (c.conkey) AND a.attname = ANY (%(cols)s)))
+            OR (c.confrelid = %(oid)s AND EXISTS (SELECT 1 FROM pg_attribute AS a WHERE a.attrelid = %(oid)s
+                   AND a.attnum = ANY (c.confkey) AND a.attname = ANY (%(cols)s))))""",
+                  {"oid": oid, "cols": list(q.columns or ())}, q.lock, "a foreign key on the column")
+
+
+def _column_foreign_keys_out(conn, oid, q):
+    return _names(conn, """
+        SELECT c.confrelid FROM pg_constraint AS c WHERE c.contype = 'f' AND c.conrelid = %(oid)s
+           AND c.confrelid <> %(oid)s AND EXISTS (SELECT 1 FROM pg_attribute AS a WHERE a.attrelid = %(oid)s
+               AND a.attnum = ANY (c.conkey) AND a.attname = ANY (%(cols)s))""",
+                  {"oid": oid, "cols": list(q.columns or ())}, q.lock, "its foreign key goes with the column")
+
+
+def _column_dependents(conn, oid, q):
+    """What DROP COLUMN ... CASCADE takes with it: views on the column, other tables' keys that
+    point to it."""
+    return _names(conn, """
+        SELECT r.ev_class FROM pg_depend AS d JOIN pg_rewrite AS r ON d.classid = 'pg_rewrite'::regclass
+           AND r.oid = d.objid JOIN pg_attribute AS a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
+         WHERE d.refobjid = %(oid)s AND a.attname = ANY (%(cols)s) AND r.ev_class <> %(oid)s
+        UNION
+        SELECT c.conrelid FROM pg_constraint AS c WHERE c.contype = 'f' AND c.confrelid = %(oid)s
+           AND c.conrelid <> %(oid)s AND EXISTS (SELECT 1 FROM pg_attribute AS a WHERE a.attrelid = %(oid)s
+               AND a.attnum = ANY (c.confkey) AND a.attname = ANY (%(cols)s))""",
+                  {"oid": oid, "cols": list(q.columns or ())}, q.lock, "dropped with the column (CASCADE)")
+
+
+def _constraint_index(conn, oid, q):
+    return _names(conn, "SELECT conindid FROM pg_constraint WHERE conrelid = %s AND conname = ANY (%s) "
+                        "AND conindid <> 0 AND contype IN ('p', 'u', 'x')", (oid, list(q.columns or ())), q.lock,
+                  "the constraint's index")
+
+
+def _constraint_referencing(conn, oid, q):
+    return _names(conn, """
+        SELECT fk.conrelid FROM pg_constraint AS c JOIN pg_constraint AS fk ON fk.contype = 'f'
+           AND fk.conindid = c.conindid AND fk.confrelid = c.conrelid
+         WHERE c.conrelid = %s AND c.conname = ANY (%s)""", (oid, list(q.columns or ())), q.lock,
+                  "its foreign key goes with the constraint (CASCADE)")
+
+
+def _typed_tables(conn, oid, q):
+    return _names(conn, "SELECT c.oid FROM pg_class AS c JOIN pg_type AS t ON t.oid = c.reloftype "
+                        "WHERE t.typrelid = %s", (oid,), q.lock, "a table OF the type")
+
+
+def _type_relation(conn, name, q):
+    return _names(conn, "SELECT typrelid FROM pg_type WHERE oid = to_regtype(%s) AND typrelid <> 0", (name,),
+                  q.lock, "the composite type's relation")
+
+
+def _schema_tables(conn, name, q):
+    return _names(conn, """
+        SELECT c.oid FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace
+         WHERE n.nspname = %s AND c.relkind IN ('r', 'm', 't')""", (name,), q.lock, "in the schema")
+
+
+def _all_tables(conn, name, q):
+    return _names(conn, """
+        SELECT c.oid FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace
+         WHERE c.relkind IN ('r', 'm', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')
+           AND has_table_privilege(c.oid, 'SELECT')""", (), q.lock, "every table")
+
+
+def _owned_by_role(conn, name, q):
+    return _names(conn, """
+        SELECT c.oid FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace
+         WHERE c.relowner = (SELECT oid FROM pg_roles WHERE rolname = %s) AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
+           AND n.nspname NOT IN ('pg_catalog', 'information_schema')""", (name,), q.lock, "owned by the role")
+
+
+def _serial_sequence(conn, oid, q):
+    row = conn.execute("SELECT pg_get_serial_sequence(%s::regclass::text, %s)", (oid, (q.columns or ("",))[0])).fetchone()
+    return [(_RELATION_NAME(conn, row[0]), q.lock, "pg_get_serial_sequence()")] if row and row[0] else []
+
+
+def _RELATION_NAME(conn, name: str) -> str:
+    return conn.execute(_RELATION + " WHERE c.oid = to_regclass(%s)", (name,)).fetchone()[1]
+
+
+def _matview_tables(conn, oid, q):
+    return _view_tables(conn, oid, q, kinds=("m",))
+
+
+def _index_partitions(conn, oid, q):
+    """A partitioned index's partitions, and their tables."""
+    return _names(conn, """
+        WITH RECURSIVE tree(oid) AS (SELECT inhrelid FROM pg_inherits WHERE inhparent = %s
+                                     UNION SELECT i.inhrelid FROM pg_inherits AS i JOIN tree ON i.inhparent = tree.oid)
+        SELECT oid FROM tree UNION SELECT x.indrelid FROM tree JOIN pg_index AS x ON x.indexrelid = tree.oid""",
+                  (oid,), q.lock, "a partition of the index")
+
+
+def _relkind(conn, oid: int) -> str | None:
+    row = conn.execute("SELECT relkind FROM pg_class WHERE oid = %s", (oid,)).fetchone()
+    return row[0] if row else None
+
+
+def _exists(conn, table: int | None, kind: str, name: str) -> bool:
+    if table is None:
+        return False
+    if kind == "plain_index":
+        return _relkind(conn, table) == "i"
+    catalog, column = {"trigger": ("pg_trigger", "tgrelid"), "policy": ("pg_policy", "polrelid"),
+                       "rule": ("pg_rewrite", "ev_class")}.get(kind, (None, None))
+    if catalog is None:
+        return True
+    field = {"pg_trigger": "tgname", "pg_policy": "polname", "pg_rewrite": "rulename"}[catalog]
+    return conn.execute(f"SELECT EXISTS (SELECT 1 FROM {catalog} WHERE {column} = %s AND {field} = %s)",
+                        (table, name)).fetchone()[0]
+
+
+def _already(conn, oid: int, what: str, value: str | None) -> bool:
+    """Whether the table already has the access method, tablespace or persistence asked for."""
+    row = conn.execute("""
+        SELECT am.amname, coalesce(ts.spcname, 'pg_default'), c.relpersistence FROM pg_class AS c
+          LEFT JOIN pg_am AS am ON am.oid = c.relam LEFT JOIN pg_tablespace AS ts ON ts.oid = c.reltablespace
+         WHERE c.oid = %s""", (oid,)).fetchone()
+    current = {"access_method": row[0], "tablespace": row[1], "persistence": row[2]}[what]
+    if what == "access_method" and value is None:
+        value = conn.execute("SELECT current_setting('default_table_access_method')").fetchone()[0]
+    return current == value
+
+
+def _constrained_domain(conn, types: tuple[str, ...]) -> bool:
+    for name in types:
+        try:
+            with conn.transaction():
+                found = conn.execute("SELECT EXISTS (SELECT 1 FROM pg_constraint WHERE contypid = to_regtype(%s))",
+                                     (name,)).fetchone()[0]
+        except psycopg.Error:
+            found = False
+        if found:
+            return True
+    return False
+
+
+_EVENT_BITS = {"INSERT": 4, "DELETE": 8, "UPDATE": 16, "TRUNCATE": 32}
+
+
+def _trigger_bodies(catalog: Catalog, q) -> list[tuple[str, str, str]]:
+    oid = catalog.oid(q.relation)
+    if oid is None:
+        return []
+    bits = sum(_EVENT_BITS[e] for e in q.columns or ())
+    # a write through a view fires the view's INSTEAD OF triggers, or those of the table behind it
+    targets = [oid] + [catalog.oid(name) for name, _, _ in _view_tables(catalog.conn, oid, q)]
+    rows = catalog.conn.execute("""
+        SELECT p.prosrc, l.lanname, t.tgname FROM pg_trigger AS t JOIN pg_proc AS p ON p.oid = t.tgfoid
+          JOIN pg_language AS l ON l.oid = p.prolang
+         WHERE t.tgrelid = ANY (%s) AND NOT t.tgisinternal AND t.tgenabled <> 'D' AND (t.tgtype & %s) <> 0""",
+                                (targets, bits)).fetchall()
+    return [(src, language, f"trigger {name}") for src, language, name in rows]
+
+
+def _function_bodies(catalog: Catalog, q) -> list[tuple[str, str, str]]:
+    parts = q.relation.split(".")
+    rows = catalog.conn.execute("""
+        SELECT p.prosrc, l.lanname, p.proname FROM pg_proc AS p JOIN pg_language AS l ON l.oid = p.prolang
+          JOIN pg_namespace AS n ON n.oid = p.pronamespace
+         WHERE p.proname = %s AND l.lanname IN ('sql', 'plpgsql')
+           AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+           AND (%s::text IS NULL OR n.nspname = %s)""",
+                                (parts[-1].strip('"'), parts[0].strip('"') if len(parts) > 1 else None,
+                                 parts[0].strip('"') if len(parts) > 1 else None)).fetchall()
+    return [(src, language, f"function {name}()") for src, language, name in rows]
+
+
+_BODY_QUERIES = {"triggers": _trigger_bodies, "calls": _function_bodies}
+_BODIES = set(_BODY_QUERIES)
+
+
 QUESTIONS: dict[str, Callable] = {
     "children": _children, "view_tables": _view_tables, "foreign_keys_out": _foreign_keys_out,
     "foreign_keys_in": _foreign_keys_in, "foreign_keys_out_all": _foreign_keys_out_all,
@@ -250,10 +526,18 @@ QUESTIONS: dict[str, Callable] = {
     "owned_sequences": _owned_sequences, "default_partition": _default_partition, "index_table": _index_table,
     "indexes": _indexes, "dependents": _dependents, "function_dependents": _function_dependents,
     "type_users": _type_users, "schema_relations": _schema_relations, "statistics_table": _statistics_table,
-    "constraint_other_table": _constraint_other_table,
+    "constraint_other_table": _constraint_other_table, "partitions": _partitions, "parents": _parents,
+    "identity_sequence": _identity_sequence, "column_foreign_keys": _column_foreign_keys,
+    "column_foreign_keys_out": _column_foreign_keys_out, "column_dependents": _column_dependents,
+    "constraint_index": _constraint_index, "constraint_referencing": _constraint_referencing,
+    "typed_tables": _typed_tables, "type_relation": _type_relation, "schema_tables": _schema_tables,
+    "all_tables": _all_tables, "owned_by_role": _owned_by_role, "serial_sequence": _serial_sequence,
+    "matview_tables": _matview_tables, "index_partitions": _index_partitions,
+    "foreign_keys_in_direct": _foreign_keys_in_direct,
 }
 # Questions about objects that are not relations: they get the name, not an oid.
-_BY_NAME = {"function_dependents", "type_users", "schema_relations", "statistics_table"}
+_BY_NAME = {"function_dependents", "type_users", "schema_relations", "statistics_table", "type_relation",
+            "schema_tables", "all_tables", "owned_by_role"}
 
 
 def _any_volatile(conn, functions: tuple[str, ...]) -> bool:
@@ -284,7 +568,8 @@ def _retype_rewrites(conn, oid: int, column: str, new_type: str, changes_value: 
         type_name = parse_sql(f"SELECT NULL::{new_type}")[0].stmt.targetList[0].val.typeName
         with conn.transaction():  # a savepoint: an unknown type must not end the preview's transaction
             row = conn.execute("""
-            SELECT a.atttypid, a.atttypmod, t.oid, t.typname, old.typname,
+            SELECT CASE WHEN old.typtype = 'd' AND old.typbasetype = t.oid THEN t.oid ELSE a.atttypid END,
+                   a.atttypmod, t.oid, t.typname, old.typname,
                    EXISTS (SELECT 1 FROM pg_cast WHERE castsource = a.atttypid AND casttarget = t.oid
                               AND castmethod = 'b'),
                    extract(timezone FROM now()) = 0, current_setting('server_version_num')::int

@@ -14,6 +14,8 @@ class RelationLock:
     relation: str  # as the statement writes it; the catalog pass makes it schema-qualified
     lock: Lock
     why: str = ""
+    only_if: tuple[str, str] | None = None  # (trigger|policy|rule|plain_index, name): taken only if it exists
+    since: int = 0  # the first PostgreSQL major version that takes it (measured on 15 and 18; 16 and 17 get it)
 
     def as_json(self) -> dict:
         return {"relation": self.relation, "lock": self.lock.label, "blocks": self.lock.blocks, "why": self.why}
@@ -51,6 +53,8 @@ class Effect:
     functions_dropped: tuple[str, ...] = ()
     retypes: tuple[tuple[str, str, bool], ...] = ()  # (column, new type as SQL, USING changes the value)
     volatile_candidates: tuple[str, ...] = ()  # functions in an ADD COLUMN default the catalog must judge
+    column_types: tuple[str, ...] = ()  # types of added columns: a domain with constraints rewrites
+    rewrite_unless: tuple[tuple[str, str], ...] = ()  # (access_method|tablespace|persistence, value): no-op when already so
     expand: tuple[str, ...] = ()  # what the catalog pass adds (see catalog.py)
     notes: tuple[str, ...] = ()
     line: int = 1  # first line of the statement within its file

@@ -14,3 +14,4 @@ class Expand:
     relation: str  # the object asked about, as the statement names it
     lock: Lock  # the lock the answers get
     columns: tuple[str, ...] | None = None  # narrows some questions (an UPDATE's SET columns)
+    since: int = 0  # the first PostgreSQL major version where it happens

@@ -11,7 +11,9 @@ A statement not in the registry gets ACCESS EXCLUSIVE on every relation it names
 
 from __future__ import annotations
 
-from pglast import enums, parse_plpgsql, parse_sql
+from dataclasses import replace
+
+from pglast import ast, enums, parse_plpgsql, parse_sql
 from pglast.visitors import Visitor
 
 from . import alter_table
@@ -70,6 +72,19 @@ def _range_vars(node, *, skip: tuple = ()) -> list[str]:
     return names
 
 
+def _aliases(node) -> dict[str, str]:
+    """alias -> relation, for the relations a query names with an alias (FOR UPDATE OF o)."""
+    found = {}
+
+    class Aliases(Visitor):
+        def visit_RangeVar(self, ancestors, rv):
+            if rv.alias is not None:
+                found[rv.alias.aliasname] = relation(rv)
+
+    Aliases()(node)
+    return found
+
+
 def _reads(node, *, skip: tuple = (), lock: Lock = _A) -> list[RelationLock]:
     """ACCESS SHARE (or `lock`) on every relation a query reads, and what the catalog adds:
     the tables behind views, and partitions."""
@@ -81,21 +96,42 @@ def _read_expansions(locks: list[RelationLock]) -> tuple[Expand, ...]:
                                             Expand("children", r.relation, r.lock)))
 
 
-def _sequence_calls(node) -> list[RelationLock]:
-    """nextval('s') and setval('s', ...) lock the sequence they name."""
-    found = []
+def _sequence_calls(node, lock: Lock = _RE) -> tuple[list[RelationLock], list[Expand]]:
+    """nextval('s') and setval('s', ...) lock the sequence they name (ROW EXCLUSIVE when they
+    run; ACCESS SHARE when a DDL statement only records them in a default);
+    setval(pg_get_serial_sequence('t', 'c'), ...) asks the catalog for the sequence."""
+    found, asked = [], []
 
     class Calls(Visitor):
         def visit_FuncCall(self, ancestors, call):
             name = call.funcname[-1].sval.lower()
             args = call.args or ()
-            if name in ("nextval", "setval") and args and type(args[0]).__name__ == "A_Const":
-                value = getattr(args[0].val, "sval", None)
-                if value:
-                    found.append(RelationLock(value, _RE, f"{name}()"))
+            if name not in ("nextval", "setval", "currval") or not args:
+                return
+            first = args[0]
+            while type(first).__name__ == "TypeCast":
+                first = first.arg
+            if type(first).__name__ == "A_Const" and getattr(first.val, "sval", None):
+                found.append(RelationLock(first.val.sval, lock, f"{name}()"))
+            elif type(first).__name__ == "FuncCall" and first.funcname[-1].sval == "pg_get_serial_sequence":
+                names = [getattr(a.val, "sval", None) for a in first.args or () if type(a).__name__ == "A_Const"]
+                if len(names) == 2 and all(names):
+                    asked.append(Expand("serial_sequence", names[0], lock, (names[1],)))
 
     Calls()(node)
-    return found
+    return found, asked
+
+
+def _calls(node) -> tuple[Expand, ...]:
+    """Functions the statement calls by name: the catalog reads the bodies of the user's own."""
+    names: list[str] = []
+
+    class Calls(Visitor):
+        def visit_FuncCall(self, ancestors, call):
+            names.append(from_list(call.funcname))
+
+    Calls()(node)
+    return tuple(Expand("calls", name, _A) for name in dict.fromkeys(names))
 
 
 # --- DML and queries ---------------------------------------------------------------------
@@ -104,9 +140,16 @@ def _select(node, text: str) -> Effect:
     if node.intoClause is not None:
         return _create_table_as(node, text)
     locking = node.lockingClause or ()
-    reads = _reads(node, lock=_RS if locking else _A) + _sequence_calls(node)
-    return Effect(text, "SELECT" + (" FOR UPDATE/SHARE" if locking else ""), locks=tuple(reads),
-                  row_locks=bool(locking), expand=_read_expansions(reads))
+    aliases = _aliases(node)
+    named = {aliases.get(relation(r), relation(r)) for clause in locking for r in clause.lockedRels or ()}
+    reads = [RelationLock(r.relation, _RS if locking and (not named or r.relation in named) else _A, r.why)
+             for r in _reads(node)]
+    sequences, asked = _sequence_calls(node)
+    return Effect(text, "SELECT" + (" FOR UPDATE/SHARE" if locking else ""), locks=tuple(reads + sequences),
+                  row_locks=bool(locking), expand=_read_expansions(reads) + tuple(asked) + _calls(node))
+
+
+_EVENTS = {"INSERT": ("INSERT",), "UPDATE": ("UPDATE",), "DELETE": ("DELETE",), "MERGE": ("INSERT", "UPDATE", "DELETE")}
 
 
 def _dml(kind: str):
@@ -114,19 +157,41 @@ def _dml(kind: str):
         target = relation(node.relation)
         where = getattr(node, "whereClause", None)
         changes_rows = kind in ("UPDATE", "DELETE", "MERGE")
-        reads = _reads(node, skip=(target,)) + _sequence_calls(node)
+        reads = _reads(node, skip=(target,))
+        sequences, asked = _sequence_calls(node)
         columns = tuple(t.name for t in getattr(node, "targetList", None) or () if kind == "UPDATE" and t.name)
-        expand = (Expand("children", target, _RE), Expand("view_tables", target, _RE),
-                  Expand("foreign_keys_out", target, _RS, columns if kind == "UPDATE" else None),
-                  *((Expand("foreign_keys_in", target, _RS, columns if kind == "UPDATE" else None),)
-                    if kind in ("UPDATE", "DELETE", "MERGE") else ()),
-                  *((Expand("column_sequences", target, _RE),) if kind in ("INSERT", "MERGE") else ()),
-                  *_read_expansions(reads))
+        checked = columns if kind == "UPDATE" else None
+        expand = [Expand("partitions" if kind == "INSERT" else "children", target, _RE),
+                  Expand("view_tables", target, _RE), Expand("triggers", target, _RE, _EVENTS[kind]),
+                  *_read_expansions(reads), *asked, *_calls(node)]
+        if kind != "DELETE":
+            expand.append(Expand("foreign_keys_out", target, _RS, checked))
+        if kind != "INSERT":
+            expand.append(Expand("foreign_keys_in", target, _RS, checked))
+        if kind in ("INSERT", "MERGE"):
+            expand.append(Expand("column_sequences", target, _RE))
+        conflict = getattr(node, "onConflictClause", None)
+        if conflict is not None and conflict.infer is not None and conflict.infer.conname:
+            reads.append(RelationLock(conflict.infer.conname, _RE, "ON CONFLICT ON CONSTRAINT"))
         unbounded = changes_rows and kind != "MERGE" and where is None
         notes = ("changes every row in one transaction: a backfill batches this",) if unbounded else ()
-        return Effect(text, kind, locks=(RelationLock(target, _RE), *reads), row_locks=changes_rows,
-                      unbounded=unbounded, scans=unbounded, columns=columns, expand=expand, notes=notes)
+        return Effect(text, kind, locks=(RelationLock(target, _RE), *reads, *sequences), row_locks=changes_rows,
+                      unbounded=unbounded, scans=unbounded, columns=columns, expand=tuple(expand), notes=notes)
     return handler
+
+
+def _explain(node, text: str) -> Effect:
+    """EXPLAIN plans its statement (the planner takes the statement's own locks); with ANALYZE it
+    also runs it."""
+    inner = analyze_node(node.query, text)
+    if "analyze" in _options(node):
+        return inner.with_(kind="EXPLAIN ANALYZE " + inner.kind)
+    planned = tuple(e for e in inner.expand if e.what in ("children", "view_tables", "partitions"))
+    return Effect(text, "EXPLAIN " + inner.kind, locks=inner.locks, expand=planned)
+
+
+def _call(node, text: str) -> Effect:
+    return Effect(text, "CALL", expand=_calls(node), notes=("a procedure: the locks of the statements in its body",))
 
 
 def _copy(node, text: str) -> Effect:
@@ -148,6 +213,8 @@ def _create_table(node, text: str) -> Effect:
                 locks.append(RelationLock(relation(constraint.pktable), _SRE, "foreign key"))
         if type(element).__name__ == "TableLikeClause":
             locks.append(RelationLock(relation(element.relation), _A, "LIKE"))
+    sequences, _ = _sequence_calls(node, _A)
+    locks += [replace(r, since=16) for r in sequences]  # a default's sequence is read since PostgreSQL 16
     for parent in node.inhRelations or ():
         name = relation(parent)
         if node.partbound is not None:
@@ -169,7 +236,8 @@ def _create_table_as(node, text: str) -> Effect:
 
 def _truncate(node, text: str) -> Effect:
     names = [relation(r) for r in node.relations]
-    expand = [Expand("children", n, _AE) for n in names]
+    expand = [Expand("children", relation(r), _AE) for r in node.relations if r.inh]
+    expand += [Expand("triggers", n, _RE, ("TRUNCATE",)) for n in names]
     if node.behavior == enums.DropBehavior.DROP_CASCADE:
         expand += [Expand("foreign_keys_in_all", n, _AE) for n in names]
     if node.restart_seqs:
@@ -190,13 +258,16 @@ def _drop(node, text: str) -> Effect:
         locks = [RelationLock(n, mode) for n in names]
         if what == OBJ.OBJECT_INDEX:
             expand += [Expand("index_table", n, mode) for n in names]
+            expand += [Expand("index_partitions", n, mode) for n in names]
             effect = {"transactional": not node.concurrent, "long_running_ok": node.concurrent}
             kind += " CONCURRENTLY" if node.concurrent else ""
         if what in (OBJ.OBJECT_TABLE, OBJ.OBJECT_FOREIGN_TABLE):
             effect = {"loses_data": True, "breaks_old_readers": True}
             expand += [Expand("children", n, _AE) for n in names]
             expand += [Expand("foreign_keys_out_all", n, _AE) for n in names]
-            expand += [Expand("foreign_keys_in_all", n, _AE) for n in names]
+            expand += [Expand("foreign_keys_in_direct", n, _AE) for n in names]
+            expand += [Expand("owned_sequences", n, _AE) for n in names]
+            expand += [Expand("parents", n, _AE) for n in names]
         if what in (OBJ.OBJECT_VIEW, OBJ.OBJECT_MATVIEW):
             effect = {"breaks_old_readers": True}
         if cascade:
@@ -204,9 +275,13 @@ def _drop(node, text: str) -> Effect:
     elif what in TABLE_OBJECTS:
         for obj in node.objects:
             table = from_list(obj[:-1])
-            locks.append(RelationLock(table, _AE, f"{OBJ(what).name.removeprefix('OBJECT_').lower()} {obj[-1].sval}"))
+            label = OBJ(what).name.removeprefix("OBJECT_").lower()
+            locks.append(RelationLock(table, _AE, f"{label} {obj[-1].sval}",
+                                      only_if=(label, obj[-1].sval) if node.missing_ok else None))
     elif what == OBJ.OBJECT_STATISTIC_EXT:
         expand = [Expand("statistics_table", from_list(obj), _SUE) for obj in node.objects]
+    elif what in (OBJ.OBJECT_TYPE, OBJ.OBJECT_DOMAIN) and not cascade:
+        expand = [Expand("type_relation", from_list(obj.names), _AE) for obj in node.objects]
     elif what in (OBJ.OBJECT_FUNCTION, OBJ.OBJECT_PROCEDURE, OBJ.OBJECT_ROUTINE, OBJ.OBJECT_AGGREGATE):
         effect = {"functions_dropped": tuple(from_list(obj.objname) for obj in node.objects)}
         if cascade:
@@ -233,10 +308,15 @@ def _rename(node, text: str) -> Effect:
         return Effect(text, f"RENAME {label}")
     if what == OBJ.OBJECT_INDEX:  # no application names an index; a brief lock since PostgreSQL 12
         return Effect(text, "RENAME INDEX", locks=(RelationLock(table, _SUE),), defines=(node.newname,))
+    expand = []
+    if what == OBJ.OBJECT_COLUMN and node.relation is not None and node.relation.inh:
+        expand.append(Expand("children", table, _AE))
+    if what == OBJ.OBJECT_TABCONSTRAINT:
+        expand.append(Expand("constraint_index", table, _SUE, (node.subname,)))
     breaks = what in (OBJ.OBJECT_TABLE, OBJ.OBJECT_COLUMN, OBJ.OBJECT_VIEW, OBJ.OBJECT_MATVIEW,
                       OBJ.OBJECT_FOREIGN_TABLE, OBJ.OBJECT_SEQUENCE)
     return Effect(text, f"RENAME {label}", locks=(RelationLock(table, _AE),), breaks_old_readers=breaks,
-                  defines=(node.newname,),
+                  defines=(node.newname,), expand=tuple(expand),
                   columns=(node.subname,) if node.subname else (),
                   notes=("the old application still uses the old name: keep both names through the rollout "
                          "(a view, or a new column kept in step by a trigger)",) if breaks else ())
@@ -245,7 +325,9 @@ def _rename(node, text: str) -> Effect:
 def _set_schema(node, text: str) -> Effect:
     if node.relation is None:
         return Effect(text, "SET SCHEMA")
-    return Effect(text, "SET SCHEMA", locks=(RelationLock(relation(node.relation), _AE),), breaks_old_readers=True)
+    name = relation(node.relation)
+    return Effect(text, "SET SCHEMA", locks=(RelationLock(name, _AE),), breaks_old_readers=True,
+                  expand=(Expand("owned_sequences", name, _AE),))
 
 
 # --- indexes, maintenance ----------------------------------------------------------------
@@ -259,7 +341,8 @@ def _create_index(node, text: str) -> Effect:
     return Effect(text, "CREATE INDEX" + (" CONCURRENTLY" if node.concurrent else ""),
                   locks=(RelationLock(table, mode), *(_reads(node.whereClause, skip=(table,)) if node.whereClause else ())), scans=True,
                   transactional=not node.concurrent, long_running_ok=node.concurrent, columns=columns,
-                  builds_index=True, index=node.idxname, defines=(node.idxname,) if node.idxname else (), expand=(Expand("children", table, mode),), notes=notes)
+                  builds_index=True, index=node.idxname, defines=(node.idxname,) if node.idxname else (),
+                  expand=(Expand("children", table, mode),) if node.relation.inh else (), notes=notes)
 
 
 def _options(node) -> set[str]:
@@ -272,10 +355,17 @@ def _reindex(node, text: str) -> Effect:
     heap, index = (_SUE, _SUE) if concurrently else (_S, _AE)
     if kind == enums.ReindexObjectType.REINDEX_OBJECT_INDEX:
         name = relation(node.relation)
-        locks, expand = (RelationLock(name, index),), (Expand("index_table", name, heap),)
+        locks = (RelationLock(name, index, only_if=("plain_index", name)),)
+        expand = (Expand("index_table", name, heap), Expand("index_partitions", name, heap),
+                  Expand("partitioned_not_transactional", name, heap))
     elif kind == enums.ReindexObjectType.REINDEX_OBJECT_TABLE:
         name = relation(node.relation)
-        locks, expand = (RelationLock(name, heap),), (Expand("indexes", name, index), Expand("children", name, heap))
+        locks, expand = (RelationLock(name, heap),), (Expand("indexes", name, index), Expand("children", name, heap),
+                                                      Expand("partitioned_not_transactional", name, heap))
+    elif kind == enums.ReindexObjectType.REINDEX_OBJECT_SCHEMA:
+        return Effect(text, "REINDEX SCHEMA", transactional=False, scans=True, long_running_ok=concurrently,
+                      expand=(Expand("schema_tables", node.name, heap),),
+                      notes=("rebuilds every index of every table in the schema, one table at a time",))
     else:
         return Effect(text, f"REINDEX {kind.name.removeprefix('REINDEX_OBJECT_')}", transactional=False,
                       assumed=True, notes=("rebuilds every index it covers, each under its lock",))
@@ -292,9 +382,9 @@ def _vacuum(node, text: str) -> Effect:
     names = [relation(r.relation) for r in node.rels or ()]
     kind = ("VACUUM" + (" FULL" if full else "")) if node.is_vacuumcmd else "ANALYZE"
     notes = () if names else ("names no table: it works through every table of the database",)
+    expand = tuple(Expand("children", n, mode) for n in names) or (Expand("all_tables", "", mode),)
     return Effect(text, kind, locks=tuple(RelationLock(n, mode) for n in names), scans=True, rewrites=full,
-                  transactional=not node.is_vacuumcmd, long_running_ok=not full,
-                  expand=tuple(Expand("children", n, mode) for n in names), notes=notes)
+                  transactional=not node.is_vacuumcmd, long_running_ok=not full, expand=expand, notes=notes)
 
 
 def _cluster(node, text: str) -> Effect:
@@ -302,8 +392,10 @@ def _cluster(node, text: str) -> Effect:
         return Effect(text, "CLUSTER", transactional=False, assumed=True,
                       notes=("reclusters every table that has a clustered index, each under ACCESS EXCLUSIVE",))
     table = relation(node.relation)
-    return Effect(text, "CLUSTER", locks=(RelationLock(table, _AE),), scans=True, rewrites=True,
-                  expand=(Expand("indexes", table, _AE),))
+    named = (RelationLock(node.indexname, _AE, "the index it orders by", only_if=("plain_index", node.indexname)),
+             ) if node.indexname else ()
+    return Effect(text, "CLUSTER", locks=(RelationLock(table, _AE), *named), scans=True, rewrites=True,
+                  expand=(Expand("children", table, _AE), Expand("partitioned_not_transactional", table, _AE)))
 
 
 def _refresh(node, text: str) -> Effect:
@@ -311,7 +403,7 @@ def _refresh(node, text: str) -> Effect:
     mode = _E if node.concurrent else _AE
     return Effect(text, "REFRESH MATERIALIZED VIEW" + (" CONCURRENTLY" if node.concurrent else ""),
                   locks=(RelationLock(name, mode),), scans=True, rewrites=not node.concurrent,
-                  expand=(Expand("view_tables", name, _A),),
+                  expand=() if node.skipData else (Expand("matview_tables", name, _A),),
                   notes=() if node.concurrent else ("readers of the view wait until it is refreshed",))
 
 
@@ -327,16 +419,32 @@ def _lock(node, text: str) -> Effect:
 def _comment(node, text: str) -> Effect:
     what = node.objtype
     if what in RELATION_OBJECTS:
-        target = from_list(node.object)
-    elif what == OBJ.OBJECT_COLUMN or what in TABLE_OBJECTS:
-        target = from_list(node.object[:-1])
+        target, lock = from_list(node.object), _SUE
+    elif what == OBJ.OBJECT_COLUMN:
+        target, lock = from_list(node.object[:-1]), _SUE
+    elif what in TABLE_OBJECTS:
+        target, lock = from_list(node.object[:-1]), _A
     else:
         return Effect(text, "COMMENT")
-    return Effect(text, "COMMENT", locks=(RelationLock(target, _SUE),))
+    return Effect(text, "COMMENT", locks=(RelationLock(target, lock),))
 
 
 def _grant(node, text: str) -> Effect:
-    return Effect(text, "GRANT" if node.is_grant else "REVOKE")
+    on_relations = node.targtype == enums.GrantTargetType.ACL_TARGET_OBJECT and node.objtype in RELATION_OBJECTS
+    # PostgreSQL 16 started to lock what it grants on (ACCESS SHARE), against a concurrent DROP
+    locks = tuple(RelationLock(relation(r), _A, since=16) for r in node.objects or ()) if on_relations else ()
+    return Effect(text, "GRANT" if node.is_grant else "REVOKE", locks=locks)
+
+
+def _publication(node, text: str) -> Effect:
+    tables = [relation(o.pubtable.relation) for o in node.pubobjects or () if o.pubtable is not None]
+    return Effect(text, type(node).__name__.removesuffix("Stmt"),
+                  locks=tuple(RelationLock(name, _SUE) for name in tables))
+
+
+def _owned(node, text: str) -> Effect:
+    return Effect(text, type(node).__name__.removesuffix("Stmt"), loses_data=type(node).__name__ == "DropOwnedStmt",
+                  expand=tuple(Expand("owned_by_role", r.rolename, _AE) for r in node.roles if r.rolename))
 
 
 # --- views, triggers, policies, rules -----------------------------------------------------
@@ -346,8 +454,7 @@ def _view(node, text: str) -> Effect:
     reads = _reads(node.query)
     own = (RelationLock(name, _AE, "replaced"),) if node.replace else ()
     return Effect(text, "CREATE OR REPLACE VIEW" if node.replace else "CREATE VIEW", locks=own + tuple(reads),
-                  defines=(node.view.relname,),
-                  expand=(*(Expand("existing", name, _AE),), *_read_expansions(reads)))
+                  defines=(node.view.relname,))
 
 
 def _on_table(kind: str, mode: Lock, attr: str = "relation"):
@@ -360,7 +467,7 @@ def _on_table(kind: str, mode: Lock, attr: str = "relation"):
 
 def _trigger(node, text: str) -> Effect:
     table = relation(node.relation)
-    mode = _AE if node.replace else _SRE
+    mode = _SRE
     locks = [RelationLock(table, mode)]
     if node.constrrel is not None:
         locks.append(RelationLock(relation(node.constrrel), _A, "constraint trigger"))
@@ -382,16 +489,42 @@ def _alter_domain(node, text: str) -> Effect:
         checks = not node.def_.skip_validation
         return Effect(text, "ALTER DOMAIN ADD CONSTRAINT" + ("" if checks else " NOT VALID"), scans=checks,
                       expand=(Expand("type_users", name, _S),) if checks else ())
-    if node.subtype in ("V", "N"):  # VALIDATE CONSTRAINT, SET NOT NULL
+    if node.subtype in ("V", "O"):  # VALIDATE CONSTRAINT, SET NOT NULL
         return Effect(text, "ALTER DOMAIN " + ("VALIDATE" if node.subtype == "V" else "SET NOT NULL"), scans=True,
                       expand=(Expand("type_users", name, _S),))
     return Effect(text, "ALTER DOMAIN")
 
 
 def _create_function(node, text: str) -> Effect:
-    reads = _reads(node.sql_body) if node.sql_body else []
-    return Effect(text, "CREATE PROCEDURE" if node.is_procedure else "CREATE FUNCTION", locks=tuple(reads),
-                  functions_defined=(from_list(node.funcname),))
+    """PostgreSQL parses and analyses a LANGUAGE sql body when the function is created, which
+    takes its statements' locks; a PL/pgSQL body is only syntax-checked."""
+    language = next((o.arg.sval for o in node.options or () if o.defname == "language"), "sql")
+    body = next((o.arg for o in node.options or () if o.defname == "as"), None)
+    statements = []
+    if node.sql_body:
+        statements = _flatten(node.sql_body)
+    elif language == "sql" and body:
+        try:
+            statements = [raw.stmt for raw in parse_sql(body[0].sval)]
+        except Exception:  # noqa: BLE001 - PostgreSQL reports the body's syntax error itself
+            statements = []
+    effect = Effect(text, "CREATE PROCEDURE" if node.is_procedure else "CREATE FUNCTION",
+                    functions_defined=(from_list(node.funcname),))
+    return _with_bodies(effect, statements)
+
+
+def _flatten(value) -> list:
+    if isinstance(value, (tuple, list)):
+        return [node for item in value for node in _flatten(item)]
+    return [value] if value is not None else []
+
+
+def _with_bodies(effect: Effect, statements) -> Effect:
+    """The effect plus the locks parse analysis takes for the statements of a body (a rule's
+    actions, a SQL function's body): each statement's own relations, nothing it would reach
+    when run."""
+    locks = [r for node in statements if isinstance(node, ast.Node) for r in analyze_node(node, "").locks]
+    return effect.with_(locks=effect.locks + tuple(locks))
 
 
 def _alter_sequence(node, text: str) -> Effect:
@@ -436,9 +569,10 @@ def _do(node, text: str) -> Effect:
                          "not seen",))
 
 
-def plpgsql_statements(body: str) -> list[str] | None:
-    """The SQL statements a PL/pgSQL body runs (not its expressions), or None when it does not parse."""
-    wrapped = f"CREATE FUNCTION pg_temp.rollout_do() RETURNS void LANGUAGE plpgsql AS $rollout${body}$rollout$"
+def plpgsql_statements(body: str, returns: str = "void") -> list[str] | None:
+    """The SQL statements a PL/pgSQL body runs (not its expressions), or None when it does not
+    parse (`returns` trigger gives the body NEW, OLD and TG_ variables)."""
+    wrapped = f"CREATE FUNCTION pg_temp.rollout_do() RETURNS {returns} LANGUAGE plpgsql AS $rollout${body}$rollout$"
     try:
         tree = parse_plpgsql(wrapped)
     except Exception:  # noqa: BLE001 - any parser failure means "cannot read it"
@@ -495,13 +629,21 @@ _HANDLERS = {
     "LockStmt": _lock,
     "CommentStmt": _comment,
     "GrantStmt": _grant,
+    "CreatePublicationStmt": _publication,
+    "AlterPublicationStmt": _publication,
+    "DropOwnedStmt": _owned,
+    "ReassignOwnedStmt": _owned,
+    "ExplainStmt": _explain,
+    "ReturnStmt": lambda node, text: Effect(text, "RETURN", locks=tuple(_reads(node))),
+    "CallStmt": _call,
     "GrantRoleStmt": _nothing("GRANT ROLE"),
     "AlterDefaultPrivilegesStmt": _nothing("ALTER DEFAULT PRIVILEGES"),
     "ViewStmt": _view,
     "CreateTrigStmt": _trigger,
     "CreatePolicyStmt": _on_table("CREATE POLICY", _AE, "table"),
     "AlterPolicyStmt": _on_table("ALTER POLICY", _AE, "table"),
-    "RuleStmt": _on_table("CREATE RULE", _AE),
+    "RuleStmt": lambda node, text: _with_bodies(Effect(text, "CREATE RULE", locks=(
+        RelationLock(relation(node.relation), _AE),)), node.actions or ()),
     "CreateStatsStmt": _statistics,
     "AlterStatsStmt": _nothing("ALTER STATISTICS"),
     "CreateFunctionStmt": _create_function,
@@ -527,7 +669,6 @@ _HANDLERS = {
     "AlterRoleStmt": _nothing("ALTER ROLE"),
     "AlterRoleSetStmt": _nothing("ALTER ROLE SET"),
     "DropRoleStmt": _nothing("DROP ROLE"),
-    "CreatePublicationStmt": _nothing("CREATE PUBLICATION"),
     "AlterTypeStmt": _nothing("ALTER TYPE"),
     "VariableSetStmt": _nothing("SET"),
     "VariableShowStmt": _nothing("SHOW"),

@@ -1,34 +1,40 @@
-"""Measure, on real PostgreSQL servers, the locks each statement of corpus.yaml takes and the
-relations it rewrites, and store that truth in truth.json beside this file.
+"""Measure, on real PostgreSQL servers, the locks each statement of corpus.yaml takes, the
+relations it rewrites and the tables it scans, and store that truth in truth.json beside this file.
 
-Every case starts from the corpus's shared setup (a template database) plus its own setup:
+Every case starts from the corpus's shared setup (a template database) plus its own setup, and
+runs in a new session A, observed by a session B:
 
-- Session B records every relation outside the system schemas (qualified name, relkind,
-  relfilenode) before the statement.
-- Transactional statements: session A runs BEGIN; <statement>; while A's transaction is still
-  open, B reads A's relation locks from pg_locks (so the query that reads them adds none); A reads
-  the relfilenodes again; ROLLBACK. Cases without a setup of their own share one database, which
-  the rollback leaves as it was (bar sequence positions, which change no lock); a case with a
-  setup gets a fresh clone of the template, where A runs and commits that setup first.
+- B records every relation outside the system schemas (qualified name, relkind, relfilenode)
+  before the statement.
+- Transactional statements: A runs BEGIN; <statement>; while A's transaction is still open, B
+  reads A's relation locks from pg_locks (so the query that reads them adds none); A reads the
+  relfilenodes and its own sequential-scan counts (pg_stat_xact_all_tables) again; ROLLBACK.
+  Cases without a setup of their own share one database, which the rollback leaves as it was
+  (bar sequence positions, which change no lock); a case with a setup gets a fresh clone of the
+  template, where A runs and commits that setup first.
 - Statements that refuse a transaction block (SQLSTATE 25001: the CONCURRENTLY forms, VACUUM,
   REINDEX of a partitioned table, ...) run in autocommit while other sessions get in their way:
   each table is locked by a blocker session of its own, and a snapshot session holds a
-  REPEATABLE READ snapshot and ACCESS SHARE on every table (what CONCURRENTLY waits out).
-  Each time A waits, B records A's relation locks, held and awaited; the sessions A waits for
-  (pg_blocking_pids) end, and each table's blocker queues again for that table, so that every
-  later phase of the statement waits and is seen too. Two passes, in fresh clones: blockers in
-  EXCLUSIVE mode with the snapshot session, then in ACCESS EXCLUSIVE mode (which also catches
-  ACCESS SHARE lookups); their locks are merged. B reads the relfilenodes once A has finished.
+  REPEATABLE READ snapshot and ACCESS SHARE on every table and view (what CONCURRENTLY waits
+  out). Each time A waits, B records A's relation locks, held and awaited; the sessions A waits
+  for (pg_blocking_pids) end, and each table's blocker queues again for that table, so that
+  every later phase of the statement waits and is seen too. Two passes, in fresh clones:
+  blockers in EXCLUSIVE mode with the snapshot session, then in ACCESS EXCLUSIVE mode (which
+  also catches ACCESS SHARE lookups); what they saw is merged. B reads the relfilenodes and the
+  flushed scan counts (pg_stat_all_tables) once A has finished.
 
-Locks are reported only on relations that existed before the statement. A rewrite is a relation
-whose relfilenode changed; one that disappeared is matched by name to its replacement (an index
-rebuilt by ALTER COLUMN TYPE or REINDEX CONCURRENTLY). A lock taken and released within a
-transactional statement, or (outside one) taken without waiting and released before A next
-waits, is not seen. Sessions run with TimeZone UTC (unless the case's setup sets it) and without
+Locks, rewrites and scans are reported only for relations that existed before the statement.
+A rewrite is a relation whose relfilenode changed; one that disappeared is matched by name to
+its replacement (an index rebuilt by ALTER COLUMN TYPE or REINDEX CONCURRENTLY). A scan is a
+table whose seq_scan counter grew: a rewrite, a validation, an index build, or a query's plan
+(which, for small tables, prefers sequential scans). Not seen: a lock taken and released within
+a transactional statement; outside a transaction, a lock taken without waiting and released
+before A next waits (blockers hold tables, not indexes or materialized views, which LOCK TABLE
+cannot lock). Sessions run with TimeZone UTC (unless the case's setup sets it) and without
 parallel workers, so that every lock belongs to session A.
 
 Rerun when PostgreSQL changes (a new server version) or when the corpus changes, from the
-repository's root:
+repository's root (about a minute per version on two cores):
 
     .venv/bin/python -m tests.analysis.measure                  # both versions (18 and 15)
     .venv/bin/python -m tests.analysis.measure --version 15     # one version; keeps the other
@@ -177,11 +183,18 @@ def fresh_database(url, name: str):
             admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
+def session_a(url: str) -> psycopg.Connection:
+    """The session that runs the statement: a new one each time, so that no cache warmed by an
+    earlier case changes what it locks."""
+    session = connect(url)
+    session.execute("SET statement_timeout = '60s'")
+    return session
+
+
 @contextlib.contextmanager
 def sessions(url, name: str, setup: str | None = None):
     """A fresh database where session A has committed the setup; yields (its URL, A, B)."""
-    with fresh_database(url, name) as db_url, connect(db_url) as a, connect(db_url) as b:
-        a.execute("SET statement_timeout = '60s'")
+    with fresh_database(url, name) as db_url, session_a(db_url) as a, connect(db_url) as b:
         if setup:
             a.execute(setup)
         yield db_url, a, b
@@ -309,41 +322,54 @@ def start(a: psycopg.Connection, statement: str) -> tuple[threading.Thread, list
     return thread, errors
 
 
-def stepped(url: str, a: psycopg.Connection, b: psycopg.Connection, statement: str, mode: str,
-            snapshot: bool) -> Finding:
-    """Run the statement while blockers hold every table (and, with snapshot, a snapshot session
-    holds ACCESS SHARE and a snapshot); each time A waits, record its locks and end the sessions
-    it waits for, each table's blocker queueing again behind A."""
-    before = relations(b)
-    tables = sorted((r for r in before.values() if r.kind in "rp"), key=lambda r: r.qualified)
+def hold_everything(url: str, before: dict[int, Relation], mode: str,
+                    snapshot: bool) -> dict[int, tuple[Relation | None, psycopg.Connection]]:
+    """Blocker sessions, by backend pid: one per table, holding it in that mode, and with snapshot
+    a snapshot session (no table of its own) first."""
     holders: dict[int, tuple[Relation | None, psycopg.Connection]] = {}
     if snapshot:
         session = hold_snapshot(url, [r for r in before.values() if r.kind in "rpv"])
         holders[session.info.backend_pid] = (None, session)
-    for table in tables:
+    for table in sorted((r for r in before.values() if r.kind in "rp"), key=lambda r: r.qualified):
         session = hold_table(url, table, mode)
         holders[session.info.backend_pid] = (table, session)
-    pid = a.info.backend_pid
+    return holders
+
+
+def follow(url: str, b: psycopg.Connection, pid: int, thread: threading.Thread, mode: str,
+           holders: dict[int, tuple[Relation | None, psycopg.Connection]]) -> dict[int, set[str]]:
+    """Until the statement's thread ends: each time backend pid waits, record its relation locks,
+    end the holders it waits for and queue each one's table again. Returns the locks seen."""
+    locks: dict[int, set[str]] = {}
+    deadline = time.monotonic() + STEP_DEADLINE
+    while thread.is_alive() and time.monotonic() < deadline:
+        waits_for = b.execute("SELECT pg_blocking_pids(%s)", (pid,)).fetchone()[0]
+        if not waits_for:
+            time.sleep(0.005)
+            continue
+        for oid, modes in relation_locks(b, pid).items():
+            locks.setdefault(oid, set()).update(modes)
+        for blocker in waits_for:
+            table, session = holders.pop(blocker, (None, None))
+            if session is not None:
+                let_go(b, session)
+            if table is not None:
+                session = hold_table(url, table, mode, wait=False)
+                holders[session.info.backend_pid] = (table, session)
+    return locks
+
+
+def stepped(url: str, a: psycopg.Connection, b: psycopg.Connection, statement: str, mode: str,
+            snapshot: bool) -> Finding | None:
+    """Run the statement in autocommit while blockers hold every table, following it through its
+    waits. None when it never waited, so that nothing of it could be seen."""
+    before = relations(b)
+    holders = hold_everything(url, before, mode, snapshot)
     a.execute("SELECT pg_stat_force_next_flush()")  # A's scan counts so far reach the shared statistics
     counts = seq_scans(b, FLUSHED_SCANS)
     thread, errors = start(a, statement)
-    locks: dict[int, set[str]] = {}
-    deadline = time.monotonic() + STEP_DEADLINE
     try:
-        while thread.is_alive() and time.monotonic() < deadline:
-            waits_for = b.execute("SELECT pg_blocking_pids(%s)", (pid,)).fetchone()[0]
-            if not waits_for:
-                time.sleep(0.005)
-                continue
-            for oid, modes in relation_locks(b, pid).items():
-                locks.setdefault(oid, set()).update(modes)
-            for blocker in waits_for:
-                table, session = holders.pop(blocker, (None, None))
-                if session is not None:
-                    let_go(b, session)
-                if table is not None:
-                    session = hold_table(url, table, mode, wait=False)
-                    holders[session.info.backend_pid] = (table, session)
+        locks = follow(url, b, a.info.backend_pid, thread, mode, holders)
     finally:
         let_go(b, *(session for _, session in holders.values()))
     thread.join(STEP_DEADLINE)
@@ -352,7 +378,7 @@ def stepped(url: str, a: psycopg.Connection, b: psycopg.Connection, statement: s
         thread.join(STEP_DEADLINE)
         return finding(before, locks, None, error=f"timeout: still running after {STEP_DEADLINE:.0f}s of stepping")
     if not locks and not errors:
-        return finding(before, locks, None, error="never waited for another session: its locks could not be seen")
+        return None
     a.execute("SELECT pg_stat_force_next_flush()")
     return finding(before, locks, relations(b), scanned(counts, seq_scans(b, FLUSHED_SCANS)),
                    error_text(errors[0]) if errors else None)
@@ -372,22 +398,29 @@ def report(seen: Finding, transactional: bool) -> dict:
     }
 
 
-def measure_case(url, shared: tuple[psycopg.Connection, psycopg.Connection], number: int, case: dict) -> dict:
-    """Try the statement in a transaction; step it through its waits when it refuses one."""
+def measure_case(url, shared_url: str, b: psycopg.Connection, number: int, case: dict) -> dict:
+    """Try the statement in a transaction (in the shared database, with B as observer, when the
+    case has no setup of its own); step it through its waits when it refuses one."""
     name = f"case_{number}"
     try:
         if case.get("setup"):
-            with sessions(url, name, case["setup"]) as (_, a, b):
-                return report(in_transaction(a, b, case["sql"]), True)
-        return report(in_transaction(*shared, case["sql"]), True)
+            with sessions(url, name, case["setup"]) as (_, a, own_b):
+                return report(in_transaction(a, own_b, case["sql"]), True)
+        with session_a(shared_url) as a:
+            return report(in_transaction(a, b, case["sql"]), True)
     except psycopg.Error as exc:
         if exc.sqlstate != NOT_IN_TRANSACTION:
             return report(Finding(error=f"setup: {error_text(exc)}"), True)
-    seen = Finding()
+    seen = []
     for mode, snapshot in PASSES:
-        with sessions(url, name, case.get("setup")) as (db_url, a, b):
-            seen.merge(stepped(db_url, a, b, case["sql"], mode, snapshot))
-    return report(seen, False)
+        with sessions(url, name, case.get("setup")) as (db_url, a, observer):
+            seen.append(stepped(db_url, a, observer, case["sql"], mode, snapshot))
+    merged = Finding()
+    for found in filter(None, seen):
+        merged.merge(found)
+    if not any(seen):
+        merged.error = "never waited for another session: its locks could not be seen"
+    return report(merged, False)
 
 
 # ---- one version, and the file ----
@@ -401,8 +434,8 @@ def measure_version(version: str, setup: str, cases: list[dict]) -> dict:
     with server(version) as url:
         server_version = tune(url)
         create_template(url, setup)
-        with sessions(url, SHARED) as (_, a, b):
-            results = {case["id"]: measure_case(url, (a, b), number, case)
+        with fresh_database(url, SHARED) as shared_url, connect(shared_url) as b:
+            results = {case["id"]: measure_case(url, shared_url, b, number, case)
                        for number, case in enumerate(cases) if applies(case, version)}
     errors = sum(1 for r in results.values() if r["error"])
     print(f"PostgreSQL {server_version}: {len(results)} cases measured, {errors} with an error, "
