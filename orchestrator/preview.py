@@ -244,7 +244,7 @@ def _table(conn, name: str) -> Table | None:
 def _rows_touched(conn, effect: Effect) -> int | None:
     """PostgreSQL's estimate of the rows an UPDATE or DELETE changes (EXPLAIN, which plans and
     writes nothing; a savepoint keeps a statement about a table not created yet harmless)."""
-    if not effect.row_locks or effect.kind not in ("UPDATE", "DELETE"):
+    if not effect.changes_rows:
         return None
     try:
         with conn.transaction():

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from pglast import enums
+from pglast.stream import RawStream
+from pglast.visitors import Visitor
 
 from .effect import Effect, RelationLock
 from .expand import Expand
@@ -218,7 +220,6 @@ def _add_column(facts: _Facts, cmd) -> None:
     facts.long_running_ok = False
     facts.effect["columns"].append(column.colname)
     if column.typeName is not None and not rewrites:
-        from pglast.stream import RawStream
         facts.effect["column_types"].append(RawStream()(column.typeName))
     if default is not None:
         facts.locks += _default_sequences(default)
@@ -280,8 +281,6 @@ def _add_constraint(facts: _Facts, cmd) -> None:
 
 
 def _alter_type(facts: _Facts, cmd) -> None:
-    from pglast.stream import RawStream  # the type as SQL, for the catalog to judge
-
     definition = cmd.def_
     using = definition.raw_default
     changes_value = using is not None and not _is_plain_cast_of(using, cmd.name)
@@ -341,8 +340,8 @@ def _add_inherit(facts: _Facts, cmd) -> None:
 def _default_sequences(expression) -> list[RelationLock]:
     """A DEFAULT nextval('s') records a dependency on s, reading it under ACCESS SHARE (since
     PostgreSQL 16)."""
-    from .statements import _sequence_calls
-    return [replace(r, since=16) for r in _sequence_calls(expression, _A)[0]]
+    from .statements import sequence_calls  # statements imports this module
+    return [replace(r, since=16) for r in sequence_calls(expression, _A)[0]]
 
 
 _SAME_STORAGE = {  # subcommands that rewrite only when they change something
@@ -356,8 +355,6 @@ _SAME_STORAGE = {  # subcommands that rewrite only when they change something
 def _functions(expression) -> list[str]:
     if expression is None:
         return []
-    from pglast.visitors import Visitor
-
     names: list[str] = []
 
     class Calls(Visitor):

@@ -420,10 +420,10 @@ def _owned_by_role(conn, name, q):
 
 def _serial_sequence(conn, oid, q):
     row = conn.execute("SELECT pg_get_serial_sequence(%s::regclass::text, %s)", (oid, (q.columns or ("",))[0])).fetchone()
-    return [(_RELATION_NAME(conn, row[0]), q.lock, "pg_get_serial_sequence()")] if row and row[0] else []
+    return [(_relation_name(conn, row[0]), q.lock, "pg_get_serial_sequence()")] if row and row[0] else []
 
 
-def _RELATION_NAME(conn, name: str) -> str:
+def _relation_name(conn, name: str) -> str:
     return conn.execute(_RELATION + " WHERE c.oid = to_regclass(%s)", (name,)).fetchone()[1]
 
 

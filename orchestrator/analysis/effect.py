@@ -37,7 +37,8 @@ class Effect:
     long_running_ok: bool = False  # meant to run long without blocking: exempt from statement_timeout
     loses_data: bool = False  # drops or empties data: back up first
     breaks_old_readers: bool = False  # the application written for the old schema fails on it
-    row_locks: bool = False  # locks the rows it changes until commit
+    row_locks: bool = False  # locks the rows it changes (or selects FOR UPDATE) until commit
+    changes_rows: bool = False  # UPDATE, DELETE, MERGE: PostgreSQL can estimate how many
     unbounded: bool = False  # DML with no WHERE: every row
     assumed: bool = False  # not in the table of known statements: the strongest lock is assumed
     controls_transaction: bool = False  # BEGIN, COMMIT, ROLLBACK, SAVEPOINT

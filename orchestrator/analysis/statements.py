@@ -51,7 +51,7 @@ class _Relations(Visitor):
 
     def __init__(self):
         super().__init__()
-        self.found: list[tuple[str, bool]] = []  # (name, inh)
+        self.found: list[tuple[str, bool, str | None]] = []  # (name, inh, the bare name when unqualified)
         self.ctes: set[str] = set()
 
     def visit_CommonTableExpr(self, ancestors, node):
@@ -96,7 +96,7 @@ def _read_expansions(locks: list[RelationLock]) -> tuple[Expand, ...]:
                                             Expand("children", r.relation, r.lock)))
 
 
-def _sequence_calls(node, lock: Lock = _RE) -> tuple[list[RelationLock], list[Expand]]:
+def sequence_calls(node, lock: Lock = _RE) -> tuple[list[RelationLock], list[Expand]]:
     """nextval('s') and setval('s', ...) lock the sequence they name (ROW EXCLUSIVE when they
     run; ACCESS SHARE when a DDL statement only records them in a default);
     setval(pg_get_serial_sequence('t', 'c'), ...) asks the catalog for the sequence."""
@@ -144,7 +144,7 @@ def _select(node, text: str) -> Effect:
     named = {aliases.get(relation(r), relation(r)) for clause in locking for r in clause.lockedRels or ()}
     reads = [RelationLock(r.relation, _RS if locking and (not named or r.relation in named) else _A, r.why)
              for r in _reads(node)]
-    sequences, asked = _sequence_calls(node)
+    sequences, asked = sequence_calls(node)
     return Effect(text, "SELECT" + (" FOR UPDATE/SHARE" if locking else ""), locks=tuple(reads + sequences),
                   row_locks=bool(locking), expand=_read_expansions(reads) + tuple(asked) + _calls(node))
 
@@ -158,7 +158,7 @@ def _dml(kind: str):
         where = getattr(node, "whereClause", None)
         changes_rows = kind in ("UPDATE", "DELETE", "MERGE")
         reads = _reads(node, skip=(target,))
-        sequences, asked = _sequence_calls(node)
+        sequences, asked = sequence_calls(node)
         columns = tuple(t.name for t in getattr(node, "targetList", None) or () if kind == "UPDATE" and t.name)
         checked = columns if kind == "UPDATE" else None
         expand = [Expand("partitions" if kind == "INSERT" else "children", target, _RE),
@@ -176,6 +176,7 @@ def _dml(kind: str):
         unbounded = changes_rows and kind != "MERGE" and where is None
         notes = ("changes every row in one transaction: a backfill batches this",) if unbounded else ()
         return Effect(text, kind, locks=(RelationLock(target, _RE), *reads, *sequences), row_locks=changes_rows,
+                      changes_rows=changes_rows,
                       unbounded=unbounded, scans=unbounded, columns=columns, expand=tuple(expand), notes=notes)
     return handler
 
@@ -213,7 +214,7 @@ def _create_table(node, text: str) -> Effect:
                 locks.append(RelationLock(relation(constraint.pktable), _SRE, "foreign key"))
         if type(element).__name__ == "TableLikeClause":
             locks.append(RelationLock(relation(element.relation), _A, "LIKE"))
-    sequences, _ = _sequence_calls(node, _A)
+    sequences, _ = sequence_calls(node, _A)
     locks += [replace(r, since=16) for r in sequences]  # a default's sequence is read since PostgreSQL 16
     for parent in node.inhRelations or ():
         name = relation(parent)

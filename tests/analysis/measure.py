@@ -26,8 +26,10 @@ runs in a new session A, observed by a session B:
 Locks, rewrites and scans are reported only for relations that existed before the statement.
 A rewrite is a relation whose relfilenode changed; one that disappeared is matched by name to
 its replacement (an index rebuilt by ALTER COLUMN TYPE or REINDEX CONCURRENTLY). A scan is a
-table whose seq_scan counter grew: a rewrite, a validation, an index build, or a query's plan
-(which, for small tables, prefers sequential scans). Not seen: a lock taken and released within
+table whose seq_scan counter grew: a rewrite, a validation, an index build (including the
+rebuild of the indexes of a table just truncated or rewritten), or a query's plan (on these
+small tables the planner prefers sequential scans, so for DML and foreign-key checks a scan
+says little). Not seen: a lock taken and released within
 a transactional statement; outside a transaction, a lock taken without waiting and released
 before A next waits (blockers hold tables, not indexes or materialized views, which LOCK TABLE
 cannot lock). Sessions run with TimeZone UTC (unless the case's setup sets it) and without
