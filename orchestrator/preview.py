@@ -28,7 +28,7 @@ from .errors import StepFailed
 from .migrations import applied_hashes
 from .plan import Direction, Migration, Phase, Plan, Step
 from .rules import Context, Finding, Statement
-from .rules.context import Table
+from .rules.context import Table, size
 
 # Rough rates on this project's reference machine (2 cores; bench/backfill.py measures the
 # backfill's): for orders of magnitude in the preview, not promises.
@@ -273,7 +273,7 @@ def _estimate(conn, effect: Effect, table: Table | None) -> str | None:
             "AND s.tablename = c.relname AND s.attname = ANY (%s)",
             (table.name, list(effect.columns))).fetchone()[0] or 8 * len(effect.columns)
         # btree leaf tuples: the key plus an 8-byte header and a 4-byte line pointer, pages 90% full
-        parts.append(f"new index ~{_size(int(table.rows * (width + 12) / 0.9))}")
+        parts.append(f"new index ~{size(int(table.rows * (width + 12) / 0.9))}")
     return "; ".join(parts) or None
 
 
@@ -296,11 +296,3 @@ def _duration(seconds: float) -> str:
     if seconds < 120:
         return f"{seconds:.0f} s"
     return f"{seconds / 60:.0f} min"
-
-
-def _size(count: float) -> str:
-    for unit in ("B", "kB", "MB", "GB"):
-        if count < 1024 or unit == "GB":
-            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
-        count /= 1024
-    return f"{count} B"

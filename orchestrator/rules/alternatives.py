@@ -39,6 +39,14 @@ def _alter_cmds(statement: Statement, *subtypes):
     return node, [cmd for cmd in node.cmds if cmd.subtype in subtypes]
 
 
+def _single(statement: Statement, subtype):
+    """(statement node, its subcommand) of an ALTER TABLE that does exactly one `subtype`."""
+    node, cmds = _alter_cmds(statement, subtype)
+    if node is None or len(cmds) != 1 or len(node.cmds) != 1:
+        return None, None
+    return node, cmds[0]
+
+
 def _constraint_name(table: str, constraint, suffix: str) -> str:
     if constraint.conname:
         return constraint.conname
@@ -113,10 +121,10 @@ def concurrent_index(statement: Statement) -> str | None:
 
 
 def not_null_through_check(statement: Statement) -> str | None:
-    node, cmds = _alter_cmds(statement, AT.AT_SetNotNull)
-    if node is None or len(cmds) != 1 or len(node.cmds) != 1:
+    node, cmd = _single(statement, AT.AT_SetNotNull)
+    if node is None:
         return None
-    table, column = relation(node.relation), cmds[0].name
+    table, column = relation(node.relation), cmd.name
     check = quote_ident(f"{node.relation.relname}_{column}_not_null"[:63])
     return (f"ALTER TABLE {table} ADD CONSTRAINT {check} CHECK ({quote_ident(column)} IS NOT NULL) NOT VALID;\n"
             f"{OWN_MIGRATION} (it scans without blocking reads or writes)\n"
@@ -127,12 +135,12 @@ def not_null_through_check(statement: Statement) -> str | None:
 
 
 def new_column_for_type(statement: Statement) -> str | None:
-    node, cmds = _alter_cmds(statement, AT.AT_AlterColumnType)
-    if node is None or len(cmds) != 1 or len(node.cmds) != 1:
+    node, cmd = _single(statement, AT.AT_AlterColumnType)
+    if node is None:
         return None
-    table, column = relation(node.relation), cmds[0].name
-    new_type = RawStream()(cmds[0].def_.typeName)
-    using = RawStream()(cmds[0].def_.raw_default) if cmds[0].def_.raw_default else f"{quote_ident(column)}::{new_type}"
+    table, column = relation(node.relation), cmd.name
+    new_type = RawStream()(cmd.def_.typeName)
+    using = RawStream()(cmd.def_.raw_default) if cmd.def_.raw_default else f"{quote_ident(column)}::{new_type}"
     shadow = quote_ident(f"{column}_new"[:63])
     return (f"-- expand: a new column beside the old one (no rewrite)\n"
             f"ALTER TABLE {table} ADD COLUMN {shadow} {new_type};\n"
@@ -144,10 +152,10 @@ def new_column_for_type(statement: Statement) -> str | None:
 
 
 def default_after_column(statement: Statement) -> str | None:
-    node, cmds = _alter_cmds(statement, AT.AT_AddColumn)
-    if node is None or len(cmds) != 1 or len(node.cmds) != 1:
+    node, cmd = _single(statement, AT.AT_AddColumn)
+    if node is None:
         return None
-    column = copy.deepcopy(cmds[0].def_)
+    column = copy.deepcopy(cmd.def_)
     defaults = [c for c in column.constraints or () if c.contype == C.CONSTR_DEFAULT]
     if not defaults or any(c.contype in (C.CONSTR_NOTNULL, C.CONSTR_PRIMARY) for c in column.constraints):
         return None

@@ -52,7 +52,7 @@ class Table:
 
     def describe(self) -> str:
         rows = f"~{self.rows:,} rows" if self.rows is not None else "rows unknown (never analysed)"
-        return f"{self.name}: {rows}, {_size(self.bytes)}"
+        return f"{self.name}: {rows}, {size(self.bytes)}"
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,8 @@ class Context:
         return self.plan.timeouts(self.step).lock
 
 
-def _size(count: float) -> str:
+def size(count: float) -> str:
+    """Bytes for people: 128.0 kB."""
     for unit in ("B", "kB", "MB", "GB"):
         if count < 1024 or unit == "GB":
             return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
