@@ -18,6 +18,7 @@ from yoyo.exceptions import BadMigration
 from yoyo.migrations import read_migrations, read_sql_migration, topological_sort
 
 from .errors import PlanError
+from . import operations
 from .analysis import analyze
 from .plan import Direction, NAME_RULE, Check, Migration, Plan, PlanModel, json_schema
 
@@ -72,6 +73,7 @@ def load_plan(path: str) -> Plan:
     _check_references(model, doc)
     model = _resolve_check_files(model, base, doc)
     migrations = _read_all_migrations(model, base, doc)
+    model = _compile_operations(model, path, migrations, doc)
     _check_environment_files(model, base, doc)
     if doc.problems:
         raise PlanError(doc.problems)
@@ -415,6 +417,44 @@ def _read_migration_folder(folder: str, relative: str, where: Path, doc: _Docume
             doc.at(where, problem)
         migrations.append(migration)
     return tuple(migrations)
+
+
+def _compile_operations(model: PlanModel, path: str, migrations: dict, doc: _Document) -> PlanModel:
+    """Each step's operations compiled to migrations (after its folder's), backfills and checks:
+    from here on a generated migration is like a hand-written one."""
+    steps = []
+    for index, step in enumerate(model.steps):
+        backfills, verify, preconditions = list(step.backfills), list(step.verify), list(step.preconditions)
+        for number, operation in enumerate(step.operations):
+            compiled = operation.compile()
+            where = operations.origin(path, index, number)
+            for part_number, part in enumerate(compiled.parts, 1):
+                migration = _generated(path, step.id, number, part_number, part, where)
+                key = (step.id, part.phase)
+                if any(m.id == migration.id for m in migrations.get(key, ())):
+                    doc.at(("steps", index, "operations", number), f"migration id {migration.id!r} is also used by "
+                           f"a file in {getattr(step, part.phase)}; rename the file")
+                migrations[key] = migrations.get(key, ()) + (migration,)
+                for problem in _transaction_problems(migration, os.path.dirname(path) or "."):
+                    doc.at(("steps", index, "operations", number), problem)
+            backfills += compiled.backfills
+            verify += compiled.verify
+            preconditions += compiled.preconditions
+        steps.append(step.model_copy(update={"backfills": tuple(backfills), "verify": tuple(verify),
+                                             "preconditions": tuple(preconditions)}) if step.operations else step)
+    return model.model_copy(update={"steps": tuple(steps)})
+
+
+def _generated(path: str, step_id: str, number: int, part_number: int, part, where: str) -> Migration:
+    """The migration of one part of an operation: its id is stable (yoyo records it by id)."""
+    migration_id = f"{step_id}__op{number + 1:02d}_{part_number:02d}_{part.name}"
+    virtual = os.path.join(os.path.dirname(os.path.abspath(path)), f"{migration_id}.sql")
+    text = operations.generated_text(part.apply, origin=where, transactional=part.transactional)
+    rollback = operations.generated_text(part.rollback, origin=where, transactional=part.transactional)
+    return Migration(id=migration_id, path=virtual, statements=tuple(operations.render(s) for s in part.apply),
+                     rollback=tuple(operations.render(s) for s in part.rollback), transactional=part.transactional,
+                     text=text, rollback_path=virtual.removesuffix(".sql") + ".rollback.sql", rollback_text=rollback,
+                     origin=where)
 
 
 def _file_text(path: str) -> str:

@@ -132,7 +132,7 @@ def _apply_step(session: Session, step: Step) -> str:
 
 def _contract(session: Session, step: Step) -> None:
     """After verification (or a rollout at 100%): the finalize migrations, or straight to done."""
-    if step.finalize:
+    if session.plan.has_contract(step):
         session.transition(step.id, FINALIZING, "finalizing (contract migrations)")
     else:
         session.transition(step.id, DONE, "done")

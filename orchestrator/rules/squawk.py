@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sysconfig
+import tempfile
 from functools import lru_cache
 
 from .alternatives import ALTERNATIVES
@@ -42,31 +43,39 @@ def binary() -> str | None:
 
 def prefetch(files: list[tuple[str, str, bool]], pg_version: str) -> None:
     """Run squawk once over every (path, text, transactional) not seen yet: one process for the
-    files that run in a transaction, one for those that do not."""
+    files that run in a transaction, one for those that do not. A generated migration has no
+    file: its text is written to a temporary one for squawk to read."""
     program = binary()
     if program is None:
         return
-    for in_transaction in (True, False):
-        todo = sorted({path for path, text, tx in files if tx == in_transaction
-                       and (path, text, tx, pg_version) not in _reports})
-        if not todo:
-            continue
-        command = [program, "--reporter", "json", "--pg-version", pg_version,
-                   "--exclude", ",".join(HANDLED_BY_ROLLOUT), *todo]
-        if in_transaction:
-            command.insert(1, "--assume-in-transaction")
-        done = subprocess.run(command, capture_output=True, text=True, timeout=120)
-        try:
-            found = json.loads(done.stdout or "[]")
-        except json.JSONDecodeError:
-            found = [{"file": path, "rule_name": "squawk-failed", "line": 0, "help": None,
-                      "message": f"squawk failed: {(done.stderr or done.stdout).strip()[:300]}"} for path in todo]
-        by_file: dict[str, list[dict]] = {path: [] for path in todo}
-        for item in found:
-            by_file.setdefault(os.path.abspath(item["file"]), []).append(item)
-        for path, text, tx in files:
-            if tx == in_transaction and path in by_file:
-                _reports[(path, text, tx, pg_version)] = by_file[path]
+    with tempfile.TemporaryDirectory(prefix="rollout-squawk-") as scratch:
+        for in_transaction in (True, False):
+            todo = {}  # the path squawk reads -> (path, text)
+            for path, text, tx in files:
+                if tx != in_transaction or (path, text, tx, pg_version) in _reports:
+                    continue
+                on_disk = path if os.path.isfile(path) else os.path.join(scratch, os.path.basename(path))
+                if on_disk != path:
+                    with open(on_disk, "w", encoding="utf-8") as handle:
+                        handle.write(text)
+                todo[os.path.abspath(on_disk)] = (path, text)
+            if not todo:
+                continue
+            command = [program, "--reporter", "json", "--pg-version", pg_version,
+                       "--exclude", ",".join(HANDLED_BY_ROLLOUT), *sorted(todo)]
+            if in_transaction:
+                command.insert(1, "--assume-in-transaction")
+            done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+            try:
+                found = json.loads(done.stdout or "[]")
+            except json.JSONDecodeError:
+                found = [{"file": read, "rule_name": "squawk-failed", "line": 0, "help": None,
+                          "message": f"squawk failed: {(done.stderr or done.stdout).strip()[:300]}"} for read in todo]
+            by_file: dict[str, list[dict]] = {read: [] for read in todo}
+            for item in found:
+                by_file.setdefault(os.path.abspath(item["file"]), []).append(item)
+            for read, (path, text) in todo.items():
+                _reports[(path, text, in_transaction, pg_version)] = by_file.get(read, [])
 
 
 def check(ctx: Context) -> list[Finding]:

@@ -1,0 +1,47 @@
+"""SQL for generated migrations: names quoted by psycopg.sql, operator expressions checked by
+PostgreSQL's parser before they are used, and the text a Migration stores."""
+
+from __future__ import annotations
+
+import pglast
+from psycopg import sql
+
+from ..analysis.names import quote_ident
+
+
+def ident(name: str) -> sql.Identifier:
+    """A table name as the plan writes it (`orders` or `app.orders`), or any other name."""
+    return sql.Identifier(*name.split("."))
+
+
+def expr(text: str) -> sql.SQL:
+    """An operator's SQL expression (`using`, `up`, `down`, `check`, `default`), refused unless
+    PostgreSQL's parser reads it as exactly one expression: it cannot end the statement it is
+    put in or start another."""
+    try:
+        statements = pglast.parse_sql(f"SELECT ({text})")
+    except pglast.parser.ParseError as exc:
+        raise ValueError(f"{text!r} is not an SQL expression: {exc}") from None
+    if len(statements) != 1 or len(statements[0].stmt.targetList) != 1 or statements[0].stmt.fromClause:
+        raise ValueError(f"{text!r} is not a single SQL expression")
+    return sql.SQL(text)  # noqa: S608 - checked above: one expression, nothing more
+
+
+def type_name(text: str) -> sql.SQL:
+    """A type as SQL writes it (`bigint`, `varchar(255)`, `app.mood[]`), checked by the parser."""
+    try:
+        statements = pglast.parse_sql(f"SELECT NULL::{text}")
+    except pglast.parser.ParseError as exc:
+        raise ValueError(f"{text!r} is not a type name: {exc}") from None
+    if len(statements) != 1 or type(statements[0].stmt.targetList[0].val).__name__ != "TypeCast":
+        raise ValueError(f"{text!r} is not a type name")
+    return sql.SQL(text)
+
+
+def render(statement: sql.Composable) -> str:
+    return statement.as_string(None)
+
+
+def literal_name(name: str) -> str:
+    """A name as SQL text (quoted where PostgreSQL needs it), for comments and messages."""
+    return ".".join(quote_ident(part) for part in name.split("."))

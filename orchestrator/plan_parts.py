@@ -1,0 +1,183 @@
+"""The building blocks of rollout.yaml: strict, frozen pydantic models and the types they use.
+
+plan.py assembles them into a step and a plan; operations/ builds on them too (an operation
+compiles to migrations, backfills and checks), which is why they live apart from plan.py.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, Strict, StringConstraints, WithJsonSchema, model_validator
+
+NAME_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
+NAME_RULE = "lowercase letters, digits and '_', starting with a letter, at most 63 characters"
+
+Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
+
+_DURATION = re.compile(r"^\s*(\d+)\s*(ms|s|min|h)?\s*$")
+_UNIT_MS = {"ms": 1, "s": 1000, "min": 60_000, "h": 3_600_000, None: 1}
+
+
+def parse_duration(value: object) -> object:
+    """Turn '200ms', '5s', '10min', '1h' or a bare integer (milliseconds) into milliseconds."""
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if match is None:
+            raise ValueError(f"{value!r} is not a duration; write e.g. 200ms, 5s, 10min or 1h")
+        return int(match.group(1)) * _UNIT_MS[match.group(2)]
+    return value
+
+
+Duration = Annotated[
+    int,
+    BeforeValidator(parse_duration),
+    Field(ge=0),
+    WithJsonSchema(
+        {
+            "description": "milliseconds, or a string such as 200ms, 5s, 10min, 1h",
+            "oneOf": [
+                {"type": "integer", "minimum": 0},
+                {"type": "string", "pattern": r"^\s*\d+\s*(ms|s|min|h)?\s*$"},
+            ],
+        }
+    ),
+]
+
+
+
+def _flag_value(value: object) -> bool | int:
+    if isinstance(value, bool) or (isinstance(value, int) and 0 <= value <= 100):
+        return value
+    raise ValueError(f"a flag value is on, off or a percentage from 0 to 100 (got {value!r})")
+
+
+# A flag value: on, off, or the percentage of subjects that see it.
+FlagValue = Annotated[
+    Union[bool, int],
+    PlainValidator(_flag_value),
+    WithJsonSchema({"oneOf": [{"type": "boolean"}, {"type": "integer", "minimum": 0, "maximum": 100}]}),
+]
+
+
+def Seq(item: type) -> object:
+    """A tuple in the model that YAML may write as a list; the items stay strictly typed."""
+    return Annotated[tuple[item, ...], Strict(False)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class Timeouts(_Model):
+    """How long a statement may wait for a lock and run, and how long to keep retrying."""
+
+    lock: Duration = Field(200, description="lock_timeout for every statement (default 200ms)")
+    statement: Duration = Field(600_000, description="statement_timeout (default 10min)")
+    retry_budget: Duration = Field(
+        60_000, description="total time to keep retrying lock timeouts, with jittered backoff (default 60s)"
+    )
+
+
+class Environment(_Model):
+    """Where a plan is applied: the embedded server, or a database named by an environment variable."""
+
+    database: Literal["embedded"] | None = Field(None, description="'embedded': the built-in PostgreSQL server")
+    dsn_env: Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] | None = Field(
+        None, description="name of the environment variable that holds this environment's DSN"
+    )
+    bootstrap: str | None = Field(None, description="SQL file applied once to an empty database")
+    seed: str | None = Field(
+        None, description="SQL file run by `rollout db seed`; reads the row count from current_setting('rollout.seed_rows')"
+    )
+    confirm: bool = Field(False, description="ask before changing anything unless --yes is given")
+    after: Name | None = Field(None, description="a step is applied here only once it is done in that environment")
+
+    @model_validator(mode="after")
+    def _one_database(self) -> "Environment":
+        if (self.database is None) == (self.dsn_env is None):
+            raise ValueError("an environment needs exactly one of 'database: embedded' or 'dsn_env: VARIABLE'")
+        return self
+
+
+class Flag(_Model):
+    """A feature flag: its value in each environment lives in that environment's database."""
+
+    description: str
+    default: FlagValue = Field(False, description="on, off, or a percentage 0-100")
+    environments: dict[Name, FlagValue] = Field(default_factory=dict, description="default per environment")
+
+
+class Check(_Model):
+    """A named SQL query that returns the rows violating a rule: it passes when it returns none."""
+
+    name: Name
+    description: str = ""
+    sql: str | None = Field(None, description="the query, inline")
+    file: str | None = Field(None, description="a file holding the query, relative to the plan")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "Check":
+        if (self.sql is None) == (self.file is None):
+            raise ValueError("a check needs exactly one of 'sql' or 'file'")
+        return self
+
+
+class StagedRollout(_Model):
+    """How a step's flag is turned on: stage by stage, with checks and a hold time between."""
+
+    stages: Seq(Annotated[int, Field(ge=1, le=100)]) = Field((100,), description="percentages, rising, ending at 100")
+    hold: Duration = Field(0, description="minimum time at each stage before the next (default 0)")
+    checks: Seq(Check) = Field((), description="must pass while the flag is at a stage, before advancing")
+
+    @model_validator(mode="after")
+    def _rising_to_100(self) -> "StagedRollout":
+        stages = list(self.stages)
+        if not stages or stages[-1] != 100 or any(a >= b for a, b in zip(stages, stages[1:])):
+            raise ValueError(f"stages must rise and end at 100 (got {stages})")
+        return self
+
+
+class Allowance(_Model):
+    """A lint finding the step accepts on purpose, and why (shown in every preview)."""
+
+    rule: Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]*$")] = Field(description="the rule's name")
+    reason: Annotated[str, StringConstraints(min_length=1)] = Field(description="why it is safe here")
+    direction: Literal["apply", "rollback"] | None = Field(
+        None, description="accept it only in the files that run this way (default: apply and rollback files)")
+
+
+TableName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)?$")]
+ColumnName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_$]*$")]
+
+
+class Backfill(_Model):
+    """A resumable, batched data migration over one table, in key order."""
+
+    name: Name
+    description: str = ""
+    table: TableName = Field(description="the table whose rows are visited: name or schema.name")
+    key: Seq(ColumnName) | None = Field(None, description="unique, indexed columns to batch by (default: the primary key)")
+    set: dict[ColumnName, str] | None = Field(None, description="column -> SQL expression, applied to each batch's rows")
+    sql: str | None = Field(None, description="a statement over one batch; the batch's keys are the CTE `batch`")
+    where: str | None = Field(None, description="SQL condition: the rows that still need work")
+    batch_size: int = Field(5000, ge=1, description="rows in the first batch; later batches adapt")
+    min_batch: int = Field(100, ge=1)
+    max_batch: int = Field(100_000, ge=1)
+    target_batch_time: Duration = Field(50, description="batch duration the size adapts toward (default 50ms)")
+    pause: Duration = Field(0, description="sleep between batches, to throttle (default 0)")
+    on_error: Literal["stop", "record"] = Field(
+        "stop", description="a row the change cannot convert: stop with its key, or record it and carry on")
+
+    @model_validator(mode="after")
+    def _one_change(self) -> "Backfill":
+        if (self.set is None) == (self.sql is None):
+            raise ValueError("a backfill needs exactly one of 'set' or 'sql'")
+        if self.set is not None and not self.set:
+            raise ValueError("'set' needs at least one column")
+        if not self.min_batch <= self.batch_size <= self.max_batch:
+            raise ValueError("batch sizes must satisfy min_batch <= batch_size <= max_batch")
+        return self
+
+
