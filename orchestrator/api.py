@@ -15,6 +15,8 @@ from .locks import acquire_env_lock
 from .migrations import applied_hashes
 from .plan import Plan
 from .plan_loader import load_plan
+from .eject import Ejected
+from .eject import eject as _eject
 from .preview import Preview
 from .preview import preview as _preview
 from .runner import StepReport
@@ -329,3 +331,8 @@ def preview(plan: Plan, env: str, target: str | None = None, *, dsn: str | None 
             rollback: bool = False) -> Preview:
     """The dry run of `apply [target]`, or of `rollback target`: writes nothing."""
     return _preview(plan, env, target, dsn=dsn, rollback=rollback)
+
+
+def eject(plan: Plan, step_id: str) -> Ejected:
+    """Write a step's generated migrations out as files the plan then names (see eject.py)."""
+    return _eject(plan, step_id)

@@ -173,6 +173,19 @@ def apply(opts: _Options, step: str | None, yes: bool, force: bool, no_backup: b
         out.print(f"{summary}; every requested step is done.")
 
 
+@cli.command()
+@click.argument("step")
+@pass_options
+def eject(opts: _Options, step: str) -> None:
+    """Write STEP's operations out as migration files (with rollbacks) the team can edit; the
+    plan then names the files. Applied migrations stay applied: the files keep their ids."""
+    result = api.eject(opts.plan, step)
+    for name in result.files:
+        out.print(Text(f"wrote {name}"))
+    folders = ", ".join(f"{phase}: {folder}" for phase, folder in result.folders.items())
+    out.print(Text(f"{opts.plan.path}: step {step} now names {folders}; its operations are gone", style="green"))
+
+
 @cli.command("plan")
 @click.argument("step", required=False)
 @click.option("--rollback", "rollback", is_flag=True,

@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import json
+
 import yaml
 
 from ..conftest import Rollout, write_plan
@@ -77,6 +79,7 @@ def run(case: Case, tmp_path, dsn, db) -> None:
     db.execute(case.setup)
     before = schema(db)
     rollout = Rollout(write_plan(tmp_path, plan_for(case)), dsn)
+    safe_by_construction(rollout)
     applied = rollout("apply")
     if case.fails:
         assert applied.exit_code != 0 and case.fails in applied.output, applied.output
@@ -99,6 +102,18 @@ def run(case: Case, tmp_path, dsn, db) -> None:
     assert undone.exit_code == 0, undone.output
     assert schema(db) == before, "the rollback after the contract must restore the catalog exactly"
     write(db, case.old_writes)  # the old application works again
+
+
+def safe_by_construction(rollout) -> None:
+    """The generated SQL, apply and rollback, has no blocking finding and never holds a lock
+    that blocks writes while it scans or rewrites a table."""
+    preview = json.loads(rollout("plan", "--json").stdout)
+    findings = [f for step in preview["steps"] for f in step["findings"]]
+    assert not [f for f in findings if f["level"] == "error"], findings
+    for step in preview["steps"]:
+        for s in step["statements"]:
+            blocks_writes = s["lock"] in ("SHARE", "SHARE ROW EXCLUSIVE", "EXCLUSIVE", "ACCESS EXCLUSIVE")
+            assert not (blocks_writes and (s["scans"] or s["rewrites"]) and not s["exempt_from_statement_timeout"]), s
 
 
 def expanded(case: Case, db) -> None:

@@ -1,0 +1,71 @@
+"""`rollout eject`: operations become files the plan names, and a database where the step is
+half applied carries on as if nothing happened."""
+
+from __future__ import annotations
+
+import json
+
+from ..conftest import Rollout, write_plan
+
+PLAN = """\
+version: 1
+environments:
+  local: {database: embedded}
+flags:
+  feed_v2: {description: the new feed}
+steps:
+  # the feed's indexes and a rule
+  - id: feed
+    title: feed
+    priority: high
+    flag: feed_v2
+    operations:
+      - op: create_index   # the feed reads by date
+        name: posts_created
+        table: posts
+        columns: [created_at]
+      - op: add_constraint
+        table: posts
+        name: title_set
+        not_null: title
+      - op: drop_index
+        name: posts_old
+        table: posts
+        columns: [title]
+"""
+SETUP = """
+CREATE TABLE posts (id bigint PRIMARY KEY, title text, created_at timestamptz DEFAULT now());
+CREATE INDEX posts_old ON posts (title);
+INSERT INTO posts (id, title) SELECT g, 'p' || g FROM generate_series(1, 100) AS g;
+"""
+
+
+def test_eject_keeps_applied_migrations_applied(tmp_path, dsn, db):
+    db.execute(SETUP)
+    path = write_plan(tmp_path, PLAN)
+    rollout = Rollout(path, dsn)
+    assert rollout("apply").exit_code == 0  # expand done; the contract waits for the flag
+    ejected = rollout("eject", "feed")
+    assert ejected.exit_code == 0, ejected.output
+    text = path.read_text()
+    assert "operations" not in text and "migrate: steps/feed/migrate" in text and "finalize: steps/feed/finalize" in text
+    assert "# the feed's indexes and a rule" in text  # the plan's comments stay
+    assert "title_has_no_nulls" in text  # the precondition the operation implied is written out
+    files = sorted(p.name for p in (tmp_path / "steps" / "feed" / "finalize").iterdir())
+    assert files == ["feed__op03_01_drop_index.rollback.sql", "feed__op03_01_drop_index.sql"]
+    assert "DROP INDEX CONCURRENTLY IF EXISTS" in (tmp_path / "steps/feed/finalize/feed__op03_01_drop_index.sql").read_text()
+    step = json.loads(rollout("status", "--json").output)["steps"][0]
+    assert (step["migrations_applied"], step["migrations_total"]) == (4, 5)  # the files kept their ids
+    assert rollout("advance", "feed").exit_code == 0
+    finished = rollout("apply")
+    assert finished.exit_code == 0, finished.output
+    assert db.execute("SELECT to_regclass('posts_old')").fetchone() == (None,)
+    assert rollout("eject", "feed").exit_code == 2  # nothing left to eject
+
+
+def test_eject_refuses_to_overwrite(tmp_path, dsn, db):
+    path = write_plan(tmp_path, PLAN, {"steps/feed/migrate/feed__op01_01_index.sql": "SELECT 1;\n"})
+    before = path.read_text()
+    result = Rollout(path, dsn)("eject", "feed")
+    assert result.exit_code == 2 and "never overwrites" in result.output
+    assert path.read_text() == before
