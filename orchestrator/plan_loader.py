@@ -165,8 +165,11 @@ def _schema_at(path: Path) -> dict:
 
     for part in path:
         node = resolve(node)
+        tags = node.get("discriminator", {}).get("mapping", {})
         if isinstance(part, int):
             node = node.get("items", {})
+        elif part in tags:  # the kind of a tagged union (an operation): its own schema
+            node = root["$defs"][tags[part].split("/")[-1]]
         elif part in node.get("properties", {}):
             node = node["properties"][part]
         else:
@@ -192,6 +195,12 @@ def _report_validation_error(error: dict, doc: _Document) -> None:
         doc.at(loc, f"{value!r} is not a valid name: use {rule}")
     elif kind == "value_error":
         doc.at(loc, error["msg"].removeprefix("Value error, "))
+    elif kind == "union_tag_invalid":
+        tags = sorted(error.get("ctx", {}).get("expected_tags", "").replace("'", "").split(", "))
+        tag = str(error.get("ctx", {}).get("tag"))
+        guess = difflib.get_close_matches(tag, tags, n=1)
+        doc.at(loc + ("op",), f"unknown operation {tag!r}; " + (f"did you mean {guess[0]!r}?" if guess else
+                                                                  f"operations are: {', '.join(tags)}"))
     else:
         doc.at(loc, f"{error['msg'].lower()} (got {_show(value)})")
 
