@@ -25,9 +25,3 @@ def lint(ctx: Context) -> list[Finding]:
                 for rule in RULES for f in rule.check(ctx)]
     return [f.allow(next((a.reason for a in ctx.step.allow if a.rule == f.rule
                           and a.direction in (None, f.direction)), None)) for f in findings]
-
-
-def catalogue() -> list[tuple[str, str, str]]:
-    """(rule, level, evidence) for every rule rollout applies, for docs and `rollout rules`."""
-    rows = [(rule.NAME, rule.LEVEL, rule.EVIDENCE) for rule in RULES if hasattr(rule, "NAME")]
-    return rows + squawk.catalogue()

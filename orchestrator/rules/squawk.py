@@ -17,7 +17,6 @@ from functools import lru_cache
 from .alternatives import ALTERNATIVES
 from .context import Context, Finding, Statement
 
-EVIDENCE_URL = "https://squawkhq.com/docs/rules"
 # squawk rules that block: each takes a lock for as long as a scan or rewrite runs, or breaks the
 # running application. The rest of squawk's findings are warnings.
 BLOCKING = {
@@ -111,8 +110,3 @@ def _finding(item: dict, relative: str, statements: list[Statement]) -> Finding 
     alternative = make(statement) if make and statement else None
     return Finding(rule, "error" if rule in BLOCKING else "warning", text, f"{relative}:{line}",
                    effect.sql if effect else "", alternative)
-
-
-def catalogue() -> list[tuple[str, str, str]]:
-    return [(rule, "error", f"squawk's rule ({EVIDENCE_URL}/{rule}); blocking in rollout because it holds a lock "
-             "through a scan or rewrite, or breaks the running application") for rule in sorted(BLOCKING)]
