@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 
 import click
 import psycopg
 from rich.console import Console
+from rich.segment import Segment
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 from rich.text import Text
@@ -23,7 +25,24 @@ from .session import default_actor
 from .state import Event
 
 # Piped output (CI logs) gets wide lines instead of rich's 80-column default.
-out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+class SafeConsole(Console):
+    """A console that never lets text act on the terminal: markup is not parsed (an actor
+    named '[/]' is text), and control characters in any text (ESC, BEL, C1 codes: a row's
+    'ESC]0;' retitling the terminal, 'ESC[2J' clearing it) are shown escaped. rich's own
+    control segments (colours, the progress bar's cursor moves) pass untouched."""
+
+    def render(self, renderable, options=None):
+        for segment in super().render(renderable, options):
+            yield segment if segment.control else Segment(visible(segment.text), segment.style)
+
+
+def visible(text: str) -> str:
+    """Control characters made visible (\\x1b), newlines and tabs kept."""
+    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode(), text)
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+out = SafeConsole(highlight=False, markup=False, width=None if sys.stdout.isatty() else 160)
 
 
 def _show_event(event: Event) -> None:
@@ -84,10 +103,10 @@ class _RolloutGroup(click.Group):
                 f"{exc.diag.message_primary}: this database role may not do that. rollout changes its state, "
                 "flags and schema as the operator's role (the owner of the rollout schema); other roles, the "
                 "application's among them, may only read them and call rollout.is_enabled")
-            click.echo(f"error: {denied}", err=True)
+            click.echo(visible(f"error: {denied}"), err=True)
             ctx.exit(denied.exit_code)
         except RolloutError as exc:
-            click.echo(f"error: {exc}", err=True)
+            click.echo(visible(f"error: {exc}"), err=True)
             ctx.exit(exc.exit_code)
 
 
@@ -336,10 +355,10 @@ def flags_get(opts: _Options, name: str, subject: str | None) -> None:
     """A flag's value here, and optionally its answer for one subject."""
     api.flags_declared(opts.plan, name)
     value = next(v for v in api.flags_list(opts.plan, opts.env, dsn=opts.dsn) if v.name == name)
-    click.echo(value.shown)
+    click.echo(visible(value.shown))
     if subject is not None:
         answer = evaluate(name, value.enabled, value.percent, subject)
-        click.echo(f"{subject}: {'on' if answer else 'off'} (bucket {bucket(name, subject)} of 10000)")
+        click.echo(visible(f"{subject}: {'on' if answer else 'off'} (bucket {bucket(name, subject)} of 10000)"))
 
 
 @flags.command("set")
@@ -399,7 +418,7 @@ def verify(opts: _Options, step: str | None, actor: str) -> None:
     if not reports:
         out.print("no applied steps to verify")
     elif failed:
-        click.echo(f"verification failed: {', '.join(failed)}", err=True)
+        click.echo(visible(f"verification failed: {', '.join(failed)}"), err=True)
         sys.exit(EXIT_STEP_FAILED)
     else:
         out.print(f"all checks passed ({len(reports)} steps)")
@@ -579,6 +598,9 @@ def db_seed(opts: _Options, rows: int, actor: str) -> None:
 @pass_options
 def db_reset(opts: _Options, yes: bool) -> None:
     """Drop the environment's embedded database; the next command bootstraps it again."""
+    if opts.dsn:
+        raise UsageError("`db reset` drops only an environment's embedded database and never a database named by "
+                         "--dsn; drop that one with your own tools")
     api.embedded_environment(opts.plan, opts.env)
     if not yes:
         if not sys.stdin.isatty():

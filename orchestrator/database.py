@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
+from urllib.parse import unquote
 
 import psycopg
 from psycopg import sql
@@ -33,10 +35,24 @@ class Target:
         except psycopg.ProgrammingError:
             return None
 
+    def secrets(self) -> set[str]:
+        """Every form the password may take in a message: as parsed, and as written in a DSN
+        libpq could not parse (a URL whose password holds a bare '%'), decoded or not."""
+        found = {self.password or "", os.environ.get("PGPASSWORD", "")}
+        for pattern in _PASSWORD_PATTERNS:
+            for match in pattern.finditer(self.conninfo):
+                raw = match.group(1).strip("'")
+                found |= {raw, unquote(raw)}
+        return {s for s in found if s}
+
     def scrub(self, text: str) -> str:
         """Remove the password from any text bound for output."""
-        secret = self.password
-        return text.replace(secret, "***") if secret else text
+        for secret in sorted(self.secrets(), key=len, reverse=True):
+            text = text.replace(secret, "***")
+        return text
+
+
+_PASSWORD_PATTERNS = (re.compile(r"://[^:/@\s]*:([^@\s]*)@"), re.compile(r"password\s*=\s*('(?:[^'\\]|\\.)*'|\S+)"))
 
 
 def mask(conninfo: str) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import stat
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -22,6 +23,8 @@ from . import operations
 from .analysis import analyze
 from .plan import Direction, NAME_RULE, Check, Migration, Plan, PlanModel, json_schema
 
+MAX_FILE_BYTES = 1024 * 1024  # a migration, a check or a seed file
+BOM = b"\xef\xbb\xbf"
 MAX_PLAN_BYTES = 1024 * 1024
 MAX_NODES = 50_000  # an alias bomb expands far beyond this; a real plan stays far below
 
@@ -81,6 +84,9 @@ def load_plan(path: str) -> Plan:
 
 
 def _read_yaml(path: str, doc: _Document) -> object:
+    if os.path.exists(path) and (problem := _unreadable(path)) is not None:
+        doc.problems.append(f"{path}: cannot read the plan: {problem}")
+        return None
     try:
         with open(path, "rb") as handle:
             raw = handle.read(MAX_PLAN_BYTES + 1)
@@ -92,6 +98,9 @@ def _read_yaml(path: str, doc: _Document) -> object:
         return None
     if len(raw) > MAX_PLAN_BYTES:
         doc.problems.append(f"{path}: the plan is larger than {MAX_PLAN_BYTES // 1024} KiB; split long SQL into files")
+        return None
+    if raw.startswith(BOM):
+        doc.problems.append(f"{path}: starts with a UTF-8 byte-order mark; save it without one")
         return None
     try:
         text = raw.decode("utf-8")
@@ -303,13 +312,39 @@ def _resolve(base: str, relative: str, where: Path, doc: _Document, *, folder: b
 
 
 def _read_text(full: str, relative: str, where: Path, doc: _Document) -> str | None:
-    try:
-        with open(full, encoding="utf-8") as handle:
-            return handle.read()
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-        doc.at(where, f"cannot read {relative!r}: {reason}")
+    """A file of the plan's as text: a regular file (a FIFO or a device would block or never
+    end), at most MAX_FILE_BYTES, strict UTF-8 without a byte-order mark (yoyo and PostgreSQL
+    would take the mark for SQL: refused everywhere, the plan included)."""
+    problem = _unreadable(full)
+    if problem is not None:
+        doc.at(where, f"cannot read {relative!r}: {problem}")
         return None
+    with open(full, "rb") as handle:
+        raw = handle.read(MAX_FILE_BYTES + 1)
+    if len(raw) > MAX_FILE_BYTES:
+        doc.at(where, f"{relative!r} is larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB; split it")
+        return None
+    if raw.startswith(BOM):
+        doc.at(where, f"{relative!r} starts with a UTF-8 byte-order mark; save it without one")
+        return None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        doc.at(where, f"{relative!r} is not UTF-8 text (byte {exc.start}); save it as UTF-8")
+        return None
+
+
+def _unreadable(full: str) -> str | None:
+    """Why `full` cannot be read as one of the plan's files, or None."""
+    try:
+        mode = os.stat(full).st_mode
+    except OSError as exc:
+        return exc.strerror
+    if not stat.S_ISREG(mode):
+        return "not a regular file (a FIFO, a device or a folder)"
+    if not os.access(full, os.R_OK):
+        return "permission denied"
+    return None
 
 
 def _resolve_check_files(model: PlanModel, base: str, doc: _Document) -> PlanModel:
@@ -359,7 +394,7 @@ def _read_all_migrations(model: PlanModel, base: str, doc: _Document) -> dict[tu
             folder = _resolve(base, relative, where, doc, folder=True)
             if folder is None:
                 continue
-            migrations = _read_migration_folder(folder, relative, where, doc)
+            migrations = _read_migration_folder(base, folder, relative, where, doc)
             for migration in migrations:
                 owner = f"{step.id}.{phase}"
                 if migration.id in owners:
@@ -370,13 +405,22 @@ def _read_all_migrations(model: PlanModel, base: str, doc: _Document) -> dict[tu
     return result
 
 
-def _read_migration_folder(folder: str, relative: str, where: Path, doc: _Document) -> tuple[Migration, ...]:
+def _read_migration_folder(base: str, folder: str, relative: str, where: Path, doc: _Document) -> tuple[Migration, ...]:
     names = sorted(os.listdir(folder))
     for name in names:
         if name.endswith(".py"):
             doc.at(where, f"{relative}/{name}: only SQL migrations are supported; rewrite it as .sql")
-    # Directives first: yoyo fails on a bad one with a bare KeyError.
+    # Each file held to the plan's folder and readable as text, then directives: yoyo fails on a
+    # bad one with a bare KeyError, and would follow a symbolic link anywhere.
     bad_directive = False
+    for name in names:
+        if name.endswith(".sql"):
+            full = os.path.join(folder, name)
+            if _resolve(base, os.path.relpath(full, base), where, doc) is None or \
+                    _read_text(full, f"{relative}/{name}", where, doc) is None:
+                bad_directive = True
+    if bad_directive:
+        return ()
     for name in names:
         if name.endswith(".sql") and not name.endswith(".rollback.sql"):
             try:

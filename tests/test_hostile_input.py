@@ -1,0 +1,105 @@
+"""Hostile input from files, DSNs, operators and data: a clear error and exit code, nothing
+leaked, nothing run, nothing acted on the terminal."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from orchestrator.cli import visible
+
+from .conftest import Rollout, write_plan
+
+PLAN = """\
+version: 1
+environments:
+  local: {database: embedded}
+steps:
+  - id: a
+    title: A
+    priority: high
+    migrate: steps/a
+"""
+
+
+def cli(path, *args, env=None, timeout=60):
+    command = [sys.executable, "-c", "from orchestrator.cli import main; main()", "--plan", str(path), *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+                          env={**os.environ, **(env or {})})
+
+
+def test_a_migration_file_linked_out_of_the_plan_is_refused_and_not_printed(tmp_path, dsn):
+    path = write_plan(tmp_path, PLAN, {"steps/a/0001_a.rollback.sql": "SELECT 1;\n"})
+    os.symlink("/proc/self/environ", tmp_path / "steps/a/0001_a.sql")
+    for command in (["check"], ["--dsn", dsn, "plan"]):
+        done = cli(path, *command, env={"ROLLOUT_DSN": "postgresql://u:hunter2secret@h/db"})
+        assert done.returncode == 2, done.stderr
+        assert "steps/a/0001_a.sql' is outside the plan's folder" in done.stderr
+        assert "hunter2secret" not in done.stdout + done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_fifo_is_refused_not_waited_on(tmp_path):
+    path = write_plan(tmp_path, PLAN.replace("    migrate: steps/a\n", "    migrate: steps/a\n    preconditions:\n"
+                                             "      - name: p\n        file: steps/p.sql\n"),
+                      {"steps/a/0001_a.sql": "SELECT 1;\n", "steps/a/0001_a.rollback.sql": "SELECT 1;\n"})
+    os.mkfifo(tmp_path / "steps/p.sql")
+    done = cli(path, "check", timeout=60)
+    assert done.returncode == 2 and "'steps/p.sql': not a regular file" in done.stderr
+    os.mkfifo(tmp_path / "fifo.yaml")
+    done = cli(tmp_path / "fifo.yaml", "check", timeout=60)
+    assert done.returncode == 2 and "cannot read the plan: not a regular file" in done.stderr
+
+
+def test_byte_order_marks_and_other_encodings_are_refused_with_the_file_named(tmp_path):
+    path = write_plan(tmp_path, PLAN, {"steps/a/0001_a.rollback.sql": "SELECT 1;\n"})
+    (tmp_path / "steps/a/0001_a.sql").write_bytes(b"\xef\xbb\xbfSELECT 1;\n")
+    done = cli(path, "check")
+    assert done.returncode == 2 and "'steps/a/0001_a.sql' starts with a UTF-8 byte-order mark" in done.stderr
+    (tmp_path / "steps/a/0001_a.sql").write_bytes(b"SELECT '\xff';\n")
+    done = cli(path, "check")
+    assert done.returncode == 2 and "'steps/a/0001_a.sql' is not UTF-8 text (byte 8)" in done.stderr
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    done = cli(path, "check")
+    assert done.returncode == 2 and "starts with a UTF-8 byte-order mark" in done.stderr
+
+
+def test_a_password_libpq_cannot_parse_is_never_printed(tmp_path):
+    path = write_plan(tmp_path, PLAN, {"steps/a/0001_a.sql": "SELECT 1;\n", "steps/a/0001_a.rollback.sql": "SELECT 1;\n"})
+    for dsn, secret in (("postgresql://u:pa%ss-w0rd@localhost/db", "pa%ss-w0rd"),
+                        ("host=localhost password='p a%s w' user=x", "p a%s w")):
+        done = cli(path, "--dsn", dsn, "status")
+        assert done.returncode == 2, done.stderr
+        assert secret not in done.stdout + done.stderr and "Traceback" not in done.stderr
+
+
+def test_db_reset_never_touches_a_database_named_by_dsn(tmp_path, dsn, db):
+    db.execute("CREATE TABLE precious (id int)")
+    path = write_plan(tmp_path, PLAN, {"steps/a/0001_a.sql": "SELECT 1;\n", "steps/a/0001_a.rollback.sql": "SELECT 1;\n"})
+    result = Rollout(path, dsn)("db", "reset", "--yes")
+    assert result.exit_code == 2 and "never a database named by --dsn" in result.output
+    assert db.execute("SELECT to_regclass('precious')").fetchone() == ("precious",)
+
+
+def test_text_from_operators_and_data_cannot_act_on_the_terminal(tmp_path, dsn, db):
+    hostile = "x\x1b]0;pwned\x07 [/] [bold red]\x1b[2J\u202e"
+    plan = PLAN.replace("steps:\n", "flags:\n  f: {description: a flag}\nsteps:\n")
+    path = write_plan(tmp_path, plan, {
+        "steps/a/0001_a.sql": "DO $$ BEGIN RAISE EXCEPTION 'bad row %', chr(27) || ']0;pwned' || chr(7); END $$;\n",
+        "steps/a/0001_a.rollback.sql": "SELECT 1;\n"})
+    rollout = Rollout(path, dsn)
+    assert rollout("flags", "set", "f", "on", "--reason", hostile).exit_code == 0
+    for args in (("flags", "history", "f"), ("flags", "list"), ("events",), ("apply",), ("status",)):
+        output = rollout(*args).output
+        assert "\x1b]" not in output and "\x1b[2J" not in output and "\u202e" not in output, (args, output)
+    assert "\\x1b]0;pwned" in rollout("apply").output  # shown, escaped
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text())
+def test_visible_text_holds_no_control_character(text):
+    shown = visible(text)
+    assert not any(ord(c) < 32 and c not in "\n\t" or 0x7F <= ord(c) <= 0x9F for c in shown)
