@@ -5,10 +5,11 @@ from __future__ import annotations
 import hashlib
 import os
 
+import psycopg
 from psycopg import sql
 
 from . import state
-from .errors import UsageError
+from .errors import StepFailed, UsageError, describe_error
 from .session import Session
 
 # Tables rollout or yoyo create themselves: they do not make a database "not empty".
@@ -38,7 +39,7 @@ def bootstrap_if_empty(session: Session) -> None:
             session.record("bootstrap.skipped", f"bootstrap {env.bootstrap} skipped: the database already has "
                            f"{tables} tables, so it is taken as the starting point")
             return
-        session.conn.execute(text)
+        _run_file(session, env.bootstrap, text)
         state.set_meta(session.conn, "bootstrap", record)
         session.record("bootstrap", f"applied bootstrap {env.bootstrap} to the empty database")
 
@@ -53,5 +54,15 @@ def seed(session: Session, rows: int) -> None:
         text = handle.read()
     with session.conn.transaction():
         session.conn.execute("SELECT set_config('rollout.seed_rows', %s, true)", (str(rows),))
-        session.conn.execute(sql.SQL(text))
+        _run_file(session, env.seed, sql.SQL(text))
         session.record("seed", f"seeded sample data from {env.seed} ({rows} detection events)", detail={"rows": rows})
+
+
+def _run_file(session: Session, name: str, statement) -> None:
+    """Run a bootstrap or seed file; PostgreSQL's error names the file and its line."""
+    try:
+        session.conn.execute(statement)
+    except psycopg.Error as exc:
+        text = statement if isinstance(statement, str) else statement.as_string(None)
+        raise StepFailed(f"{name} failed: {describe_error(exc, text)}. Fix the file and run the same command "
+                         "again (nothing of it was kept)") from None

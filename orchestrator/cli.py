@@ -451,7 +451,8 @@ def status(opts: _Options, as_json: bool) -> None:
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@click.option("--limit", default=50, show_default=True, type=int, help="How many of the latest events.")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 1_000_000),
+              help="How many of the latest events.")
 @pass_options
 def events(opts: _Options, as_json: bool, limit: int) -> None:
     """The audit trail: who did what, when, with what result."""
@@ -585,7 +586,8 @@ def db_url(opts: _Options) -> None:
 
 
 @db.command("seed")
-@click.option("--rows", default=10_000, show_default=True, type=int, help="How many detection events.")
+@click.option("--rows", default=10_000, show_default=True, type=click.IntRange(1, 2_147_483_647),
+              help="How many detection events.")
 @_actor_option
 @pass_options
 def db_seed(opts: _Options, rows: int, actor: str) -> None:

@@ -5,6 +5,8 @@ Anything that is not a RolloutError is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import psycopg
+
 EXIT_OK = 0
 EXIT_STEP_FAILED = 1
 EXIT_INVALID = 2
@@ -67,3 +69,17 @@ class PermissionDenied(RolloutError):
     """The database role lacks a privilege rollout needs; names the role and the object."""
 
     exit_code = EXIT_INVALID
+
+
+def describe_error(exc: Exception, text: str | None = None) -> str:
+    """PostgreSQL's own words: message, detail, hint and SQLSTATE, and the line of `text`
+    (the SQL that was sent) the error points at."""
+    if not isinstance(exc, psycopg.Error) or exc.diag.message_primary is None:
+        return str(exc)
+    diag = exc.diag
+    parts = [diag.message_primary]
+    parts += [f"detail: {diag.message_detail}"] if diag.message_detail else []
+    parts += [f"hint: {diag.message_hint}"] if diag.message_hint else []
+    if text is not None and diag.statement_position:
+        parts.append(f"at line {text[:int(diag.statement_position)].count(chr(10)) + 1}")
+    return f"{'; '.join(parts)} [SQLSTATE {diag.sqlstate}]"

@@ -8,6 +8,8 @@ at 50%, and the SQL function rollout.bucket computes the same number bit for bit
 
 from __future__ import annotations
 
+import re
+
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime
@@ -85,7 +87,7 @@ def parse_value(text: str) -> tuple[bool, int]:
         return True, 100
     if word in ("off", "false"):
         return False, 0
-    if word.isdigit() and 0 <= int(word) <= 100:
+    if re.fullmatch(r"[0-9]{1,3}", word) and int(word) <= 100:  # ASCII digits: '²' is not a number here
         return int(word) > 0, int(word)
     raise UsageError(f"a flag value is on, off or a percentage from 0 to 100 (got {text!r})")
 

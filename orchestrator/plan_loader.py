@@ -17,6 +17,7 @@ import yaml
 from pydantic import ValidationError
 from yoyo.exceptions import BadMigration
 from yoyo.migrations import read_migrations, read_sql_migration, topological_sort
+from yoyo.topologicalsort import CycleError
 
 from .errors import PlanError
 from . import operations
@@ -118,6 +119,8 @@ def _read_yaml(path: str, doc: _Document) -> object:
             loader.dispose()
     except UnicodeDecodeError as exc:
         doc.problems.append(f"{path}: not UTF-8 text (byte {exc.start}); save the plan as UTF-8")
+    except RecursionError:
+        doc.problems.append(f"{path}: the YAML nests too deeply to read; a plan needs a few levels, not thousands")
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else path
@@ -437,6 +440,9 @@ def _read_migration_folder(base: str, folder: str, relative: str, where: Path, d
         return ()
     try:
         found = [m for m in topological_sort(read_migrations(folder)) if m.path.endswith(".sql")]
+    except CycleError:
+        doc.at(where, f"the '-- depends:' directives in {relative!r} form a cycle; a migration cannot wait for itself")
+        return ()
     except (BadMigration, OSError, UnicodeDecodeError) as exc:
         doc.at(where, f"cannot read the migrations in {relative!r}: {exc}")
         return ()
@@ -498,16 +504,25 @@ def _compile_operations(model: PlanModel, path: str, migrations: dict, doc: _Doc
     return model.model_copy(update={"steps": tuple(steps)})
 
 
+@dataclass(frozen=True)
+class GeneratedMigration(Migration):
+    """A generated migration with the lint rules its operation's pattern answers, (rule, reason)
+    pairs that `rules.lint` accepts in this migration's two files only (operations.Part.allows)."""
+
+    allows: tuple[tuple[str, str], ...] = ()
+
+
 def _generated(path: str, step_id: str, number: int, part_number: int, part, where: str) -> Migration:
     """The migration of one part of an operation: its id is stable (yoyo records it by id)."""
     migration_id = f"{step_id}__op{number + 1:02d}_{part_number:02d}_{part.name}"
     virtual = os.path.join(os.path.dirname(os.path.abspath(path)), f"{migration_id}.sql")
     text = operations.generated_text(part.apply, origin=where, transactional=part.transactional)
     rollback = operations.generated_text(part.rollback, origin=where, transactional=part.transactional)
-    return Migration(id=migration_id, path=virtual, statements=tuple(operations.render(s) for s in part.apply),
-                     rollback=tuple(operations.render(s) for s in part.rollback), transactional=part.transactional,
-                     text=text, rollback_path=virtual.removesuffix(".sql") + ".rollback.sql", rollback_text=rollback,
-                     origin=where)
+    return GeneratedMigration(
+        id=migration_id, path=virtual, statements=tuple(operations.render(s) for s in part.apply),
+        rollback=tuple(operations.render(s) for s in part.rollback), transactional=part.transactional, text=text,
+        rollback_path=virtual.removesuffix(".sql") + ".rollback.sql", rollback_text=rollback, origin=where,
+        allows=part.allows)
 
 
 def _file_text(path: str) -> str:

@@ -16,17 +16,23 @@ NAME_RULE = "lowercase letters, digits and '_', starting with a letter, at most 
 
 Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
 
-_DURATION = re.compile(r"^\s*(\d+)\s*(ms|s|min|h)?\s*$")
-_UNIT_MS = {"ms": 1, "s": 1000, "min": 60_000, "h": 3_600_000, None: 1}
+_DURATION = re.compile(r"^\s*([0-9]{1,12})\s*(ms|s|min|h)\s*$")
+_UNIT_MS = {"ms": 1, "s": 1000, "min": 60_000, "h": 3_600_000}
+MAX_DURATION_MS = 2_147_483_647  # PostgreSQL's longest timeout (INT_MAX milliseconds, about 24 days)
 
 
 def parse_duration(value: object) -> object:
-    """Turn '200ms', '5s', '10min', '1h' or a bare integer (milliseconds) into milliseconds."""
+    """Turn '200ms', '5s', '10min' or '1h' into milliseconds (a YAML integer is milliseconds
+    already). A string needs its unit: '1' could mean a millisecond or a second."""
     if isinstance(value, str):
         match = _DURATION.match(value)
         if match is None:
-            raise ValueError(f"{value!r} is not a duration; write e.g. 200ms, 5s, 10min or 1h")
-        return int(match.group(1)) * _UNIT_MS[match.group(2)]
+            raise ValueError(f"{value!r} is not a duration; write a number and a unit: ms, s, min or h "
+                             "(e.g. 200ms, 5s, 10min, 1h)")
+        value = int(match.group(1)) * _UNIT_MS[match.group(2)]
+    if isinstance(value, int) and not isinstance(value, bool) and value > MAX_DURATION_MS:
+        raise ValueError(f"{value}ms is longer than the longest duration PostgreSQL accepts "
+                         f"({MAX_DURATION_MS}ms, about 24 days)")
     return value
 
 
@@ -38,8 +44,8 @@ Duration = Annotated[
         {
             "description": "milliseconds, or a string such as 200ms, 5s, 10min, 1h",
             "oneOf": [
-                {"type": "integer", "minimum": 0},
-                {"type": "string", "pattern": r"^\s*\d+\s*(ms|s|min|h)?\s*$"},
+                {"type": "integer", "minimum": 0, "maximum": MAX_DURATION_MS},
+                {"type": "string", "pattern": r"^\s*[0-9]{1,12}\s*(ms|s|min|h)\s*$"},
             ],
         }
     ),

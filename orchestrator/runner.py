@@ -18,7 +18,7 @@ from . import flags, state
 from .backfill import BackfillStopped, Engine
 from .checks import CheckResult, run_check
 from .preview import step_findings
-from .errors import StepFailed, Stopped, UsageError
+from .errors import StepFailed, Stopped, UsageError, describe_error
 from .backup import backup_tables
 from .migrations import Hooks, applied_hashes, run_migration
 from .plan import Check, Migration, Step
@@ -346,17 +346,6 @@ def _run_one(session: Session, step: Step, migration: Migration, phase: str, dir
                            error=reason)
         raise StepFailed(f"step {step.id!r}: {relative} failed ({direction}): {reason}. "
                          f"Fix the file and run the same command again") from None
-
-
-def describe_error(exc: Exception) -> str:
-    """PostgreSQL's own words: message, detail, hint and SQLSTATE."""
-    if not isinstance(exc, psycopg.Error) or exc.diag.message_primary is None:
-        return str(exc)
-    diag = exc.diag
-    parts = [diag.message_primary]
-    parts += [f"detail: {diag.message_detail}"] if diag.message_detail else []
-    parts += [f"hint: {diag.message_hint}"] if diag.message_hint else []
-    return f"{'; '.join(parts)} [SQLSTATE {diag.sqlstate}]"
 
 
 def rollback(session: Session, step_id: str, *, cascade: bool = False) -> list[str]:

@@ -103,3 +103,45 @@ def test_text_from_operators_and_data_cannot_act_on_the_terminal(tmp_path, dsn, 
 def test_visible_text_holds_no_control_character(text):
     shown = visible(text)
     assert not any(ord(c) < 32 and c not in "\n\t" or 0x7F <= ord(c) <= 0x9F for c in shown)
+
+
+def test_numbers_and_durations_out_of_range_are_refused_where_they_are_parsed(tmp_path, dsn):
+    files = {"steps/a/0001_a.sql": "SELECT 1;\n", "steps/a/0001_a.rollback.sql": "SELECT 1;\n"}
+    path = write_plan(tmp_path, PLAN.replace("steps:\n", "flags:\n  a_flag: {description: f}\nsteps:\n"), files)
+    rollout = Rollout(path, dsn)
+    for args, message in ((("events", "--limit", str(2**63)), "is not in the range"),
+                          (("db", "seed", "--rows", "3000000000"), "is not in the range"),
+                          (("flags", "set", "a_flag", "²"), "a flag value is on, off or a percentage"),
+                          (("advance", "a", "--watch", "--interval", "1"), "write a number and a unit")):
+        result = rollout(*args)
+        assert result.exit_code == 2 and message in result.output, (args, result.output)
+    for timeouts, message in (("timeouts: {lock: " + "9" * 400 + "ms}", "is not a duration"),
+                              ("timeouts: {lock: 999999999h}", "longer than the longest duration PostgreSQL accepts"),
+                              ("timeouts: {lock: 5}", None)):
+        result = Rollout(write_plan(tmp_path, PLAN.replace("steps:\n", timeouts + "\nsteps:\n"), files), dsn)("check")
+        if message is None:
+            assert result.exit_code == 0, result.output  # a YAML integer is milliseconds
+        else:
+            assert result.exit_code == 2 and message in result.output, result.output
+
+
+def test_yaml_nested_thousands_deep_is_an_error_not_a_crash(tmp_path):
+    deep = tmp_path / "deep.yaml"
+    deep.write_text("version: 1\nx: " + "[" * 5000 + "]" * 5000 + "\n")
+    done = cli(deep, "check")
+    assert done.returncode == 2 and "nests too deeply" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_depends_cycle_and_broken_bootstrap_sql_are_located_errors(tmp_path, dsn, db):
+    cycle = write_plan(tmp_path, PLAN, {
+        "steps/a/0001_a.sql": "-- depends: 0002_b\nSELECT 1;\n", "steps/a/0001_a.rollback.sql": "SELECT 1;\n",
+        "steps/a/0002_b.sql": "-- depends: 0001_a\nSELECT 1;\n", "steps/a/0002_b.rollback.sql": "SELECT 1;\n"})
+    result = Rollout(cycle, dsn)("check")
+    assert result.exit_code == 2 and "form a cycle" in result.output
+    broken = tmp_path / "broken"
+    path = write_plan(broken, PLAN.replace("{database: embedded}", "{database: embedded, bootstrap: boot.sql}"), {
+        "boot.sql": "CREATE TABLE ok (id int);\nCREATE TABLE x (;\n",
+        "steps/a/0001_a.sql": "SELECT 1;\n", "steps/a/0001_a.rollback.sql": "SELECT 1;\n"})
+    result = Rollout(path, dsn)("apply")
+    assert result.exit_code == 1 and "boot.sql failed: syntax error at or near \";\"; at line 2" in result.output
+    assert db.execute("SELECT to_regclass('ok')").fetchone() == (None,)  # nothing of it was kept
