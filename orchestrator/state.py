@@ -17,7 +17,7 @@ from psycopg.types.json import Jsonb
 
 from .errors import RolloutError
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 PENDING = "pending"
 MIGRATING = "migrating"
@@ -186,6 +186,12 @@ BEGIN
         SELECT 1 FROM rollout.transitions WHERE from_state = OLD.state AND to_state = NEW.state) THEN
         RAISE EXCEPTION 'step % cannot move from % to %', NEW.step_id, OLD.state, NEW.state;
     END IF;
+    -- The stage decides what advance and the contract do next: only rollout moves it.
+    IF TG_OP = 'UPDATE' AND NEW.stage IS DISTINCT FROM OLD.stage
+       AND current_setting('rollout.writer', true) IS DISTINCT FROM 'rollout' THEN
+        RAISE EXCEPTION 'the stage of step % is moved by rollout advance only', NEW.step_id
+            USING HINT = 'set the flag with rollout flags set, or roll the step back';
+    END IF;
     RETURN NEW;
 END $$;
 DROP TRIGGER IF EXISTS steps_enforce_transition ON rollout.steps;
@@ -199,6 +205,9 @@ END $$;
 DROP TRIGGER IF EXISTS events_append_only ON rollout.events;
 CREATE TRIGGER events_append_only BEFORE UPDATE OR DELETE ON rollout.events
     FOR EACH ROW EXECUTE FUNCTION rollout.events_append_only();
+DROP TRIGGER IF EXISTS events_no_truncate ON rollout.events;
+CREATE TRIGGER events_no_truncate BEFORE TRUNCATE ON rollout.events
+    FOR EACH STATEMENT EXECUTE FUNCTION rollout.events_append_only();
 GRANT SELECT ON rollout.backfills, rollout.backfill_errors TO PUBLIC;
 """
 
@@ -255,8 +264,8 @@ def ensure_schema(conn: psycopg.Connection) -> None:
             raise RolloutError(
                 f"this database's rollout schema is version {version[0]}, newer than this rollout "
                 f"({SCHEMA_VERSION}); upgrade rollout")
-        if version and version[0] == SCHEMA_VERSION:
-            return  # older versions re-run the DDL below: every statement in it is idempotent
+        if version and version[0] == SCHEMA_VERSION and _intact(conn):
+            return  # older versions, and a schema changed by hand, re-run the DDL below: it is idempotent
     with conn.transaction():
         conn.execute(_SCHEMA_SQL)
         conn.execute("DELETE FROM rollout.transitions")
@@ -266,6 +275,19 @@ def ensure_schema(conn: psycopg.Connection) -> None:
                 [(a, b) for a, targets in TRANSITIONS.items() for b in sorted(targets)],
             )
         set_meta(conn, "schema_version", SCHEMA_VERSION)
+
+
+_TRIGGERS = ("steps_enforce_transition", "events_append_only", "events_no_truncate")
+
+
+def _intact(conn: psycopg.Connection) -> bool:
+    """Whether the rules the database enforces are all there: a hand-emptied transitions table
+    or a dropped trigger would let anything through (or stop everything)."""
+    moves, triggers = conn.execute(
+        "SELECT (SELECT count(*) FROM rollout.transitions), (SELECT count(*) FROM pg_trigger WHERE tgname = ANY (%s) "
+        "AND tgrelid IN ('rollout.steps'::regclass, 'rollout.events'::regclass) AND tgenabled <> 'D')",
+        (list(_TRIGGERS),)).fetchone()
+    return moves == sum(len(t) for t in TRANSITIONS.values()) and triggers == len(_TRIGGERS)
 
 
 def ensure_schema_current(conn: psycopg.Connection) -> None:
@@ -331,8 +353,11 @@ def write_state(conn: psycopg.Connection, env: str, step_id: str, state: str, ac
 
 
 def set_stage(conn: psycopg.Connection, env: str, step_id: str, stage: int | None) -> None:
-    conn.execute("UPDATE rollout.steps SET stage = %s, stage_since = clock_timestamp() WHERE env = %s AND step_id = %s",
-                 (stage, env, step_id))
+    """Move a step's rollout stage: the transition trigger lets only rollout's own writes do it."""
+    with conn.transaction():
+        conn.execute("SELECT set_config('rollout.writer', 'rollout', true)")
+        conn.execute("UPDATE rollout.steps SET stage = %s, stage_since = clock_timestamp() "
+                     "WHERE env = %s AND step_id = %s", (stage, env, step_id))
 
 
 def insert_event(conn: psycopg.Connection, run_id: int | None, event: Event) -> Event:

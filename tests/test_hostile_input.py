@@ -145,3 +145,23 @@ def test_a_depends_cycle_and_broken_bootstrap_sql_are_located_errors(tmp_path, d
     result = Rollout(path, dsn)("apply")
     assert result.exit_code == 1 and "boot.sql failed: syntax error at or near \";\"; at line 2" in result.output
     assert db.execute("SELECT to_regclass('ok')").fetchone() == (None,)  # nothing of it was kept
+
+
+def test_state_edited_by_hand_is_guarded_or_repaired(tmp_path, dsn, db):
+    import psycopg
+    import pytest
+
+    plan = PLAN.replace("steps:\n", "flags:\n  f: {description: a flag}\nsteps:\n").replace(
+        "    migrate: steps/a\n", "    migrate: steps/a\n    flag: f\n    rollout: {stages: [10, 50, 100]}\n")
+    path = write_plan(tmp_path, plan, {"steps/a/0001_a.sql": "SELECT 1;\n", "steps/a/0001_a.rollback.sql": "SELECT 1;\n"})
+    rollout = Rollout(path, dsn)
+    assert rollout("apply").exit_code == 0 and rollout("advance", "a").exit_code == 0
+    with pytest.raises(psycopg.errors.RaiseException, match="moved by rollout advance only"):
+        db.execute("UPDATE rollout.steps SET stage = 2 WHERE step_id = 'a'")
+    for statement in ("TRUNCATE rollout.events", "DELETE FROM rollout.events", "UPDATE rollout.events SET actor = 'x'"):
+        with pytest.raises(psycopg.errors.RaiseException, match="append-only"):
+            db.execute(statement)
+    db.execute("DELETE FROM rollout.transitions")  # the next command that takes the lock restores the rules
+    assert rollout("advance", "a").exit_code == 0
+    assert db.execute("SELECT count(*) > 0 FROM rollout.transitions").fetchone() == (True,)
+    assert db.execute("SELECT stage FROM rollout.steps WHERE step_id = 'a'").fetchone() == (1,)
