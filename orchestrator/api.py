@@ -287,10 +287,15 @@ def backfill_status(plan: Plan, env: str, step_id: str | None = None, *,
             with conn.cursor(row_factory=dict_row) as cur:
                 for row in cur.execute("SELECT * FROM rollout.backfills WHERE env = %s", (env,)):
                     rows[(row["step_id"], row["name"])] = row
+        live = bool(rows) and conn.execute(
+            "SELECT EXISTS (SELECT 1 FROM rollout.runs AS r JOIN pg_stat_activity AS a ON a.pid = r.backend_pid "
+            "WHERE r.env = %s AND r.finished_at IS NULL)", (env,)).fetchone()[0]
         result = []
         for step in steps:
             for job in step.backfills:
                 row = rows.get((step.id, job.name), {})
+                if row.get("state") == "running" and not live:  # its command was stopped or killed
+                    row = {**row, "state": "interrupted"}
                 estimate = conn.execute("SELECT CASE WHEN reltuples >= 0 THEN reltuples::bigint END FROM pg_class "
                                         "WHERE oid = to_regclass(%s)", (job.table,)).fetchone()
                 estimate = estimate[0] if estimate else None
@@ -301,7 +306,7 @@ def backfill_status(plan: Plan, env: str, step_id: str | None = None, *,
                     step.id, job.name, job.table, row.get("state", "pending"), covered, row.get("rows_changed", 0),
                     row.get("rows_failed", 0), max(estimate, covered) if estimate is not None else None,
                     row.get("batches", 0), row.get("batch_size"), rate,
-                    left / rate if rate and left is not None and row.get("state") != "done" else None,
+                    left / rate if rate and left is not None and row.get("state") == "running" else None,
                     row.get("error")))
     return result
 

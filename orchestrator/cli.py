@@ -18,7 +18,7 @@ from rich.text import Text
 from . import api, embedded
 from .backfill import Progress as BackfillProgress
 from .database import resolve_target
-from .errors import EXIT_STEP_FAILED, PermissionDenied, RolloutError, UsageError
+from .errors import EXIT_STEP_FAILED, EXIT_STOPPED, PermissionDenied, RolloutError, UsageError
 from .flags import bucket, evaluate
 from .plan import Plan, json_schema, parse_duration
 from .session import default_actor
@@ -48,7 +48,12 @@ out = SafeConsole(highlight=False, markup=False, width=None if sys.stdout.isatty
 def _show_event(event: Event) -> None:
     """One line per step of progress: time, outcome mark, message."""
     stamp = event.at.strftime("%H:%M:%S") if event.at else " " * 8
-    mark = Text("✓ ", style="green") if event.ok else Text("✗ ", style="red")
+    if not event.ok:
+        mark = Text("✗ ", style="red")
+    elif event.kind == "lint":  # a warning or an allowed finding: worth a look, not a success
+        mark = Text("! ", style="yellow")
+    else:
+        mark = Text("✓ ", style="green")
     step = Text(f"{event.step_id}: ", style="bold") if event.step_id else Text("")
     out.print(Text(f"{stamp}  ", style="dim") + mark + step + Text(event.message))
 
@@ -108,6 +113,10 @@ class _RolloutGroup(click.Group):
         except RolloutError as exc:
             click.echo(visible(f"error: {exc}"), err=True)
             ctx.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("\ninterrupted: what had committed stays (each migration and backfill batch commits with its "
+                       "record); run the same command again to continue from there", err=True)
+            ctx.exit(EXIT_STOPPED)
 
 
 class _Options:
@@ -156,8 +165,12 @@ def check(opts: _Options) -> None:
     """Validate the plan. Touches no database."""
     plan = opts.plan
     migrations = sum(len(m) for m in plan.migrations.values())
-    out.print(f"{plan.path}: ok ({len(plan.steps)} steps, {migrations} migrations, "
-              f"{len(plan.model.environments)} environments)")
+    out.print(f"{plan.path}: ok ({count(len(plan.steps), 'step')}, {count(migrations, 'migration')}, "
+              f"{count(len(plan.model.environments), 'environment')})")
+
+
+def count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
 
 
 @cli.command()
@@ -421,7 +434,7 @@ def verify(opts: _Options, step: str | None, actor: str) -> None:
         click.echo(visible(f"verification failed: {', '.join(failed)}"), err=True)
         sys.exit(EXIT_STEP_FAILED)
     else:
-        out.print(f"all checks passed ({len(reports)} steps)")
+        out.print(f"all checks passed ({count(len(reports), 'step')})")
 
 
 @cli.command()

@@ -94,7 +94,7 @@ def _apply_step(session: Session, step: Step) -> str:
                                    error=failures, detail={"results": [r.as_json() for r in report.results]})
                 raise StepFailed(f"step {step.id!r}: verification failed: {failures}. Fix the cause and run "
                                  "`rollout apply` again, or `rollout rollback` the step")
-            session.transition(step.id, VERIFIED, f"verified ({len(report.results)} checks passed)",
+            session.transition(step.id, VERIFIED, f"verified ({len(report.results)} check{'' if len(report.results) == 1 else 's'} passed)",
                                detail={"results": [r.as_json() for r in report.results]})
         elif now == VERIFIED:
             stages = session.plan.stages(step)

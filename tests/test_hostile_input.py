@@ -165,3 +165,45 @@ def test_state_edited_by_hand_is_guarded_or_repaired(tmp_path, dsn, db):
     assert rollout("advance", "a").exit_code == 0
     assert db.execute("SELECT count(*) > 0 FROM rollout.transitions").fetchone() == (True,)
     assert db.execute("SELECT stage FROM rollout.steps WHERE step_id = 'a'").fetchone() == (1,)
+
+
+def test_ctrl_c_during_apply_says_what_to_do_and_the_same_command_continues(tmp_path, dsn, db):
+    import signal
+    import time
+
+    files = {"steps/a/0001_a.sql": "CREATE TABLE marks (n int);\nDO $$ BEGIN WHILE NOT EXISTS (SELECT 1 FROM gate) "
+                                   "LOOP PERFORM pg_sleep(0.02); END LOOP; END $$;\nINSERT INTO marks VALUES (1);\n",
+             "steps/a/0001_a.rollback.sql": "DROP TABLE marks;\n"}
+    path = write_plan(tmp_path, PLAN, files)
+    db.execute("CREATE TABLE gate (open boolean)")
+    command = [sys.executable, "-c", "from orchestrator.cli import main; main()", "--plan", str(path), "--dsn", dsn,
+               "apply"]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for _ in range(3000):  # until the migration waits at the gate
+        if db.execute("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'DO $$ BEGIN WHILE%'").fetchone()[0]:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 4, (out, err)
+    assert "interrupted" in err and "run the same command again" in err and "Traceback" not in err
+    assert db.execute("SELECT to_regclass('marks')").fetchone() == (None,)  # the migration did not half-commit
+    db.execute("INSERT INTO gate VALUES (true)")
+    again = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert db.execute("SELECT count(*) FROM marks").fetchone() == (1,)
+
+
+def test_a_backfill_whose_command_died_is_shown_interrupted_not_running(tmp_path, dsn, db):
+    import json
+
+    db.execute("CREATE TABLE t (id int PRIMARY KEY, v int); INSERT INTO t SELECT g, 0 FROM generate_series(1, 50) g")
+    plan = PLAN.replace("    migrate: steps/a\n", "    migrate: steps/a\n    backfills:\n      - name: fill\n"
+                        "        table: t\n        set: {v: '1'}\n        where: v = 0\n")
+    rollout = Rollout(write_plan(tmp_path, plan, {"steps/a/0001_a.sql": "SELECT 1;\n",
+                                                  "steps/a/0001_a.rollback.sql": "SELECT 1;\n"}), dsn)
+    assert rollout("apply").exit_code == 0
+    db.execute("UPDATE rollout.backfills SET state = 'running'")  # what a killed command leaves
+    status = json.loads(rollout("backfill", "status", "--json").output)
+    row = status["backfills"][0]
+    assert row["state"] == "interrupted" and row["eta_seconds"] is None

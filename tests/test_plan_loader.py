@@ -215,7 +215,7 @@ def test_check_command_reports_and_exits_2(tmp_path):
     assert result.exit_code == 2
     assert "unknown step 'zz'" in result.output
     good = Rollout(write_plan(tmp_path, VALID, MIGRATION), None)("check")
-    assert good.exit_code == 0 and "ok (2 steps, 2 migrations, 1 environments)" in good.output
+    assert good.exit_code == 0 and "ok (2 steps, 2 migrations, 1 environment)" in good.output
 
 
 def test_schema_command_prints_the_shipped_json_schema():
