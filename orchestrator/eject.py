@@ -94,6 +94,11 @@ def _rewrite_plan(plan: Plan, step_id: str, folders: dict[str, str]) -> None:
     extras = [op.compile() for op in step.operations]
     for phase, folder in folders.items():
         node.setdefault(phase, folder)
+    answered = {(rule, reason) for compiled in extras for part in compiled.parts for rule, reason in part.allows}
+    if answered:  # the files are the team's now: what the operation's pattern answered becomes the step's
+        node.setdefault("allow", [])
+        known = {(a.get("rule"), a.get("reason")) for a in node["allow"]}
+        node["allow"].extend({"rule": rule, "reason": reason} for rule, reason in sorted(answered - known))
     for key in ("preconditions", "backfills", "verify"):
         added = [item.model_dump(exclude_defaults=True) for compiled in extras for item in getattr(compiled, key)]
         if added:

@@ -504,21 +504,13 @@ def _compile_operations(model: PlanModel, path: str, migrations: dict, doc: _Doc
     return model.model_copy(update={"steps": tuple(steps)})
 
 
-@dataclass(frozen=True)
-class GeneratedMigration(Migration):
-    """A generated migration with the lint rules its operation's pattern answers, (rule, reason)
-    pairs that `rules.lint` accepts in this migration's two files only (operations.Part.allows)."""
-
-    allows: tuple[tuple[str, str], ...] = ()
-
-
 def _generated(path: str, step_id: str, number: int, part_number: int, part, where: str) -> Migration:
     """The migration of one part of an operation: its id is stable (yoyo records it by id)."""
     migration_id = f"{step_id}__op{number + 1:02d}_{part_number:02d}_{part.name}"
     virtual = os.path.join(os.path.dirname(os.path.abspath(path)), f"{migration_id}.sql")
     text = operations.generated_text(part.apply, origin=where, transactional=part.transactional)
     rollback = operations.generated_text(part.rollback, origin=where, transactional=part.transactional)
-    return GeneratedMigration(
+    return Migration(
         id=migration_id, path=virtual, statements=tuple(operations.render(s) for s in part.apply),
         rollback=tuple(operations.render(s) for s in part.rollback), transactional=part.transactional, text=text,
         rollback_path=virtual.removesuffix(".sql") + ".rollback.sql", rollback_text=rollback, origin=where,

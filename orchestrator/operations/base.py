@@ -21,13 +21,16 @@ EXPAND, CONTRACT = "migrate", "finalize"
 @dataclass(frozen=True)
 class Part:
     """One generated migration: its statements, their inverse (run in the order given), and
-    whether it may run in a transaction."""
+    whether it may run in a transaction. `allows` names the lint rules (rule, reason) that the
+    operation's own pattern answers in this migration's files alone (a rename the operation
+    covers with a view): the lint shows such findings as allowed, with the reason."""
 
     name: str
     phase: str  # EXPAND or CONTRACT
     apply: tuple[sql.Composable, ...]
     rollback: tuple[sql.Composable, ...] = ()
     transactional: bool = True
+    allows: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,414 @@
+"""create_enum, add_enum_value and convert_to_enum: enum types, a value added where
+PostgreSQL lets it be used (a migration of its own), and a text column converted to an enum
+through a shadow column, a trigger and a backfill, swapped in one short transaction."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+from typing import Annotated, Literal
+
+from psycopg import sql
+from pydantic import Field, StringConstraints, model_validator
+
+from ..plan_parts import Backfill, ColumnName, Seq, TableName
+from . import names
+from .base import CONTRACT, EXPAND, Compiled, Operation, Part, check
+from .constraints import _not_null
+from .sql import expr, ident, literal_name, render, type_name
+
+# PostgreSQL's limit: an enum label is at most 63 bytes (NAMEDATALEN - 1), and not empty
+Label = Annotated[str, StringConstraints(min_length=1, max_length=63)]
+
+
+def _label_fits(label: str) -> str:
+    if len(label.encode()) > names.MAX:
+        raise ValueError(f"enum label {label!r} is longer than PostgreSQL's 63 bytes")
+    return label
+
+
+def _regtype(name: str) -> sql.Composable:
+    return sql.SQL("to_regtype({})").format(sql.Literal(render(ident(name))))
+
+
+class CreateEnum(Operation):
+    """A new enum type, created in the expand phase.
+
+    SQL: `CREATE TYPE name AS ENUM ('a', 'b', ...)` in a transaction. Locks: none on any table.
+    Both versions: nothing uses the type until a later operation or the new application does.
+    Rollback: `DROP TYPE name` (it fails, and says what depends on it, while a column still
+    uses the type). A precondition refuses a type name that is taken."""
+
+    op: Literal["create_enum"]
+    name: TableName = Field(description="the type's name: name or schema.name")
+    values: Seq(Label) = Field(description="the labels, in their sort order")
+
+    @model_validator(mode="after")
+    def _labels(self) -> "CreateEnum":
+        if not self.values:
+            raise ValueError("an enum needs at least one value")
+        repeated = sorted({v for v in self.values if self.values.count(v) > 1})
+        if repeated:
+            raise ValueError(f"value {repeated[0]!r} is listed twice")
+        for value in self.values:
+            _label_fits(value)
+        return self
+
+    def compile(self) -> Compiled:
+        create = sql.SQL("CREATE TYPE {} AS ENUM ({})").format(
+            ident(self.name), sql.SQL(", ").join(map(sql.Literal, self.values)))
+        taken = sql.SQL("SELECT {0} AS existing WHERE {0} IS NOT NULL").format(_regtype(self.name))
+        return Compiled((Part("create_enum", EXPAND, (create,), (sql.SQL("DROP TYPE {}").format(ident(self.name)),)),),
+                        preconditions=(check(f"{self.name}_is_new", f"a type named {literal_name(self.name)} exists "
+                                             "already", taken),))
+
+
+class AddEnumValue(Operation):
+    """A label added to an existing enum type.
+
+    SQL: `ALTER TYPE t ADD VALUE IF NOT EXISTS 'v' [BEFORE 'x' | AFTER 'x']`, alone in a
+    migration of its own: PostgreSQL refuses to use a new label in the transaction that added
+    it ('unsafe use of new value'), so it commits before any later migration of the step (or
+    the application) uses it. IF NOT EXISTS makes a re-run harmless. Locks: none on any table
+    (only the type's catalog rows). Both versions: the old application never writes the label;
+    the new one may from the expand on.
+
+    Rollback: none. PostgreSQL has no ALTER TYPE ... DROP VALUE, and removing a label that any
+    row, index page or default might still hold is not safe, so the label stays in the type
+    after a rollback (an unused label is harmless; the generated rollback file is a comment
+    saying so). A type can only lose it by being recreated without it."""
+
+    op: Literal["add_enum_value"]
+    type: TableName = Field(description="the enum type: name or schema.name")
+    value: Label
+    before: Label | None = Field(None, description="the label it sorts before")
+    after: Label | None = Field(None, description="the label it sorts after")
+
+    @model_validator(mode="after")
+    def _placement(self) -> "AddEnumValue":
+        if self.before is not None and self.after is not None:
+            raise ValueError("add_enum_value takes 'before' or 'after', not both")
+        for label in (self.value, self.before, self.after):
+            if label is not None:
+                _label_fits(label)
+        return self
+
+    def compile(self) -> Compiled:
+        where = (sql.SQL(" BEFORE {}").format(sql.Literal(self.before)) if self.before is not None else
+                 sql.SQL(" AFTER {}").format(sql.Literal(self.after)) if self.after is not None else sql.SQL(""))
+        add = sql.SQL("ALTER TYPE {} ADD VALUE IF NOT EXISTS {}{}").format(ident(self.type), sql.Literal(self.value),
+                                                                          where)
+        stays = sql.SQL("\n".join((
+            f"-- nothing to undo: PostgreSQL cannot drop an enum value, so {self.value!r} stays in",
+            f"-- {literal_name(self.type)} after the rollback (unused, it is harmless; only recreating the type",
+            "-- without it removes it)")))
+        return Compiled((Part("add_enum_value", EXPAND, (add,), (stays,)),))
+
+
+def _dollar_quoted(body: sql.Composable) -> sql.Composable:
+    """A function body between dollar quotes whose tag the body does not contain."""
+    text = render(body)
+    tag = next(t for t in (f"$rollout{n or ''}$" for n in range(100)) if t not in text)
+    return sql.SQL(f"{tag}\n{text}\n{tag}")
+
+
+class ConvertToEnum(Operation):
+    """A text column converted to an enum type on a live table, the old application writing
+    text all along (expand/contract).
+
+    SQL, expand (one transaction): a table `_rollout_originals_<table>_<column>` (key text
+    PRIMARY KEY: the row's `key` as text, original `column_type`);
+    `_rollout_convert_<table>_<column>(text)`, an SQL function applying `mapping`
+    (legacy value -> label; a label stays itself; anything else: an error with `on_unmapped:
+    stop`, NULL with `null`, `default_label` when given); `ALTER TABLE t ADD COLUMN
+    _rollout_<column> <enum>` (nullable, no default: no rewrite); and a BEFORE INSERT OR UPDATE
+    OF <column> trigger that sets the enum column from the text the application writes and keeps
+    any value that is not already a canonical label in the originals table. Locks: ACCESS
+    EXCLUSIVE on the table for the instant of ADD COLUMN, SHARE ROW EXCLUSIVE for CREATE
+    TRIGGER, no scan. Then a backfill converts the existing rows in key-range batches (each
+    batch saves its originals in the same transaction); with `stop`, an unmapped value stops it
+    on that row, naming its key and the value. Verification: every text value has its enum value.
+
+    Both versions: until the contract both applications write the text column (the new one
+    with canonical labels) and the trigger converts every write; an unmapped value the old
+    application writes fails that write with `stop` (PostgreSQL's 'invalid input value for
+    enum'), since the enum could not hold it. After the contract the column of the same name is
+    the enum, whose values read as the same strings.
+
+    Contract: NOT NULL when `not_null` says the text column is (a CHECK added NOT VALID,
+    validated under SHARE UPDATE EXCLUSIVE, then SET NOT NULL without a scan); otherwise, unless
+    unmapped values become NULL, a validated CHECK that every text value was converted. Then one
+    short transaction swaps: DROP TRIGGER, DROP FUNCTION, `DROP COLUMN <column>` (rollout backs
+    the table up first), `RENAME COLUMN _rollout_<column> TO <column>`, and the column's default
+    as a label (`column_default`). The rename is what keeps readers on the same name, so
+    squawk's renaming-column finding is shown as allowed for this migration. The conversion
+    function and the originals table stay after the contract: the rollback needs them.
+
+    Rollback before the contract: drop the trigger, the functions, the enum column and the
+    originals table. After it (the emergency path) one transaction renames the enum column back,
+    re-adds the text column (`column_type`) and fills it with one UPDATE of every row (each
+    row's original where its enum value still is that original's conversion, else the label),
+    restores the default and the trigger; it holds ACCESS EXCLUSIVE on the table for that whole
+    UPDATE, and on a table of 100,000+ rows the lint reports the unbatched UPDATE (accept it
+    with `allow: [{rule: unbatched-update-on-large-table, direction: rollback, reason: ...}]`
+    after reading `rollout plan --rollback`). NOT NULL comes back through a CHECK validated in
+    its own transaction, without a second scan under that lock.
+
+    Preconditions, before anything changes: the column's type, NOT NULL and default are the ones
+    declared (the rollback rebuilds it from them), `key` is a unique key, nothing else depends on
+    the column (an index, constraint or view would be dropped with it at the contract), and,
+    when the enum exists already, its labels cover the mapping and (with `stop`) every value in
+    the table. When an earlier create_enum of the step makes the type, the labels are checked by
+    PostgreSQL as the conversion function is created, and the values by the backfill."""
+
+    op: Literal["convert_to_enum"]
+    table: TableName
+    column: ColumnName
+    type: TableName = Field(description="the enum type: existing, or made by an earlier create_enum of the step")
+    mapping: dict[str, Label] = Field(default_factory=dict, description="legacy value -> the label it becomes")
+    default_label: Label | None = Field(None, description="the label any other value becomes (its original is kept)")
+    on_unmapped: Literal["stop", "null"] = Field(
+        "stop", description="a value that is neither mapped nor a label: stop the backfill on its row, or NULL")
+    not_null: bool = Field(False, description="the column is NOT NULL (checked): the enum column will be too")
+    column_type: str = Field("text", description="the column's type now (checked): the rollback re-creates it")
+    column_default: Label | None = Field(
+        None, description="the column's DEFAULT, as the label it holds (checked): the enum column gets it")
+    key: ColumnName = Field("id", description="a unique key column: originals are kept by it, the backfill batches by it")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "ConvertToEnum":
+        if self.default_label is not None and "on_unmapped" in self.model_fields_set:
+            raise ValueError("give default_label (unmapped values become it) or on_unmapped, not both")
+        if self.on_unmapped == "null" and self.not_null and self.default_label is None:
+            raise ValueError("on_unmapped: null cannot hold in a NOT NULL column; map every value, or give "
+                             "default_label")
+        if self.key == self.column:
+            raise ValueError(f"key {self.key!r} cannot be the converted column")
+        type_name(self.column_type)
+        for label in (*self.mapping.values(), self.default_label, self.column_default):
+            if label is not None:
+                _label_fits(label)
+        self._names()  # each generated name fits PostgreSQL's 63 bytes
+        return self
+
+    def _names(self) -> dict[str, str]:
+        schema = self.table.rsplit(".", 1)[0] + "." if "." in self.table else ""
+        bare, column = names.bare(self.table), self.column
+        shadow = names.shadow(column)
+        return {
+            "shadow": shadow, "schema": schema,
+            "trigger": names.sync_trigger(self.table, column),
+            "sync": schema + names.sync_function(self.table, column),
+            "convert": schema + names.fit(f"_rollout_convert_{bare}_{column}"),
+            "originals": schema + names.fit(f"_rollout_originals_{bare}_{column}"),
+            "converted": names.fit(f"_rollout_{bare}_{column}_converted"),
+            "keep_not_null": names.not_null_check(self.table, column),
+            "shadow_not_null": names.not_null_check(self.table, shadow),
+        }
+
+    def compile(self) -> Compiled:
+        n = self._names()
+        t, col, shadow, key, enum = (ident(self.table), ident(self.column), ident(n["shadow"]), ident(self.key),
+                                     type_name(render(ident(self.type))))
+        orig, convert = ident(n["originals"]), ident(n["convert"])
+        alter = sql.SQL("ALTER TABLE {} ").format(t)
+
+        # the conversion: mapped values, labels as themselves, and the rest as on_unmapped says
+        label_of = sql.SQL("(SELECT l FROM unnest(enum_range(NULL::{e})) AS l WHERE l::text = $1)").format(e=enum)
+        rest = (sql.SQL("coalesce({}, {}::{})").format(label_of, sql.Literal(self.default_label), enum)
+                if self.default_label is not None else label_of if self.on_unmapped == "null"
+                else sql.SQL("$1::{}").format(enum))
+        cases = sql.SQL(" ").join(sql.SQL("WHEN {} THEN {}::{}").format(sql.Literal(k), sql.Literal(v), enum)
+                                  for k, v in self.mapping.items())
+        body = sql.SQL("SELECT CASE $1 {} ELSE {} END").format(cases, rest) if self.mapping else \
+            sql.SQL("SELECT {}").format(rest)
+        create_convert = sql.SQL("CREATE FUNCTION {}(text) RETURNS {} LANGUAGE sql STABLE STRICT AS {}").format(
+            convert, enum, _dollar_quoted(body))
+
+        create_sync, create_trigger = self._sync(n)
+        drop_trigger = sql.SQL("DROP TRIGGER {} ON {}").format(ident(n["trigger"]), t)
+        drop_sync = sql.SQL("DROP FUNCTION {}()").format(ident(n["sync"]))
+
+        expand = Part("expand", EXPAND, (
+            sql.SQL("CREATE TABLE {} (key text PRIMARY KEY, original {})").format(
+                orig, type_name(self.column_type)),
+            create_convert,
+            alter + sql.SQL("ADD COLUMN {} {}").format(shadow, enum),
+            create_sync,
+            create_trigger,
+        ), (
+            drop_trigger, drop_sync,
+            alter + sql.SQL("DROP COLUMN {}").format(shadow),
+            sql.SQL("DROP FUNCTION {}(text)").format(convert),
+            sql.SQL("DROP TABLE {}").format(orig),
+        ))
+
+        backfill = Backfill(
+            name=_backfill_name(self.table, self.column), table=self.table, key=(self.key,),
+            description=f"{literal_name(self.table)}.{literal_name(self.column)} into the enum column "
+                        f"{literal_name(n['shadow'])}; originals that are not labels kept in {literal_name(n['originals'])}",
+            sql=render(sql.SQL(
+                "WITH converted AS (UPDATE {t} AS t SET {shadow} = {convert}(t.{col}) FROM batch "
+                "WHERE t.{key} = batch.{key} RETURNING t.{key} AS k, t.{col} AS original, t.{shadow} AS label), "
+                "saved AS (INSERT INTO {orig} (key, original) SELECT c.k::text, c.original FROM converted AS c "
+                "WHERE c.original IS DISTINCT FROM c.label::text ON CONFLICT (key) DO UPDATE SET "
+                "original = EXCLUDED.original) "
+                "SELECT FROM converted").format(t=t, shadow=shadow, convert=convert, col=col, key=key, orig=orig)),
+            where=render(sql.SQL("{} IS NULL AND {} IS NOT NULL").format(shadow, col)))
+
+        # verification, true in both phases: before the contract every text value has its enum value
+        row = sql.SQL("to_jsonb(t) ->> {}")
+        expected = (sql.SQL(" AND ({} = ANY (ARRAY[{}]::text[] || enum_range(NULL::{})::text[]))").format(
+            row.format(sql.Literal(self.column)), sql.SQL(", ").join(map(sql.Literal, self.mapping)), enum)
+            if self.on_unmapped == "null" and self.default_label is None else sql.SQL(""))
+        unconverted = sql.SQL(
+            "SELECT t.{key}, {value} AS value FROM {t} AS t WHERE {shadow_there} IS NOT NULL "
+            "AND {value} IS NOT NULL AND {converted} IS NULL{expected}").format(
+            key=key, t=t, value=row.format(sql.Literal(self.column)), converted=row.format(sql.Literal(n["shadow"])),
+            shadow_there=sql.SQL("(SELECT attnum FROM pg_attribute WHERE attrelid = {} AND attname = {} "
+                                 "AND NOT attisdropped)").format(_regclass(self.table), sql.Literal(n["shadow"])),
+            expected=expected)
+
+        return Compiled((expand, *self._contract(n, enum)), backfills=(backfill,),
+                        verify=(check(f"{names.bare(self.table)}_{self.column}_converted", f"values of {self.column} without their enum value",
+                                      unconverted),),
+                        preconditions=self._preconditions(enum))
+
+    def _sync(self, n: dict) -> tuple[sql.Composable, sql.Composable]:
+        """The trigger function and the trigger that convert what the applications write (the
+        expand creates them; the swap's rollback creates them again)."""
+        t, col, shadow, key = ident(self.table), ident(self.column), ident(n["shadow"]), ident(self.key)
+        body = sql.SQL(
+            "BEGIN\n"
+            "    NEW.{shadow} := {convert}(NEW.{col});\n"
+            "    IF NEW.{col} IS DISTINCT FROM NEW.{shadow}::text THEN\n"
+            "        INSERT INTO {orig} (key, original) VALUES (NEW.{key}::text, NEW.{col})\n"
+            "        ON CONFLICT (key) DO UPDATE SET original = EXCLUDED.original;\n"
+            "    ELSE\n"
+            "        DELETE FROM {orig} WHERE key = NEW.{key}::text;\n"
+            "    END IF;\n"
+            "    RETURN NEW;\n"
+            "END").format(shadow=shadow, convert=ident(n["convert"]), col=col, orig=ident(n["originals"]), key=key)
+        # SECURITY DEFINER with the search_path of its creation: the application's role needs no
+        # grant on the originals table, and cannot redirect the names the body uses
+        create_sync = sql.SQL("CREATE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER "
+                              "SET search_path FROM CURRENT AS {}").format(ident(n["sync"]), _dollar_quoted(body))
+        create_trigger = sql.SQL("CREATE TRIGGER {} BEFORE INSERT OR UPDATE OF {} ON {} FOR EACH ROW "
+                                 "EXECUTE FUNCTION {}()").format(ident(n["trigger"]), col, t, ident(n["sync"]))
+        return create_sync, create_trigger
+
+    def _contract(self, n: dict, enum: sql.Composable) -> tuple[Part, ...]:
+        t, col, shadow, key = ident(self.table), ident(self.column), ident(n["shadow"]), ident(self.key)
+        alter = sql.SQL("ALTER TABLE {} ").format(t)
+        parts: list[Part] = []
+        if self.not_null:
+            # the enum column NOT NULL without a scan under ACCESS EXCLUSIVE (constraints._not_null)
+            parts += [replace(p, phase=CONTRACT) for p in _not_null(self.table, n["shadow"]).parts]
+            # the text column's NOT NULL, for the rollback after the contract: the swap's rollback adds
+            # this CHECK NOT VALID, these two migrations' rollbacks validate it and set NOT NULL
+            keep = ident(n["keep_not_null"])
+            parts += [
+                Part("keep_not_null", CONTRACT, (alter + sql.SQL("ADD CONSTRAINT {} CHECK ({} IS NOT NULL) NOT VALID")
+                                                 .format(keep, col),),
+                     (alter + sql.SQL("ALTER COLUMN {} SET NOT NULL").format(col),
+                      alter + sql.SQL("DROP CONSTRAINT {}").format(keep))),
+                Part("keep_not_null_validate", CONTRACT, (alter + sql.SQL("VALIDATE CONSTRAINT {}").format(keep),),
+                     (alter + sql.SQL("VALIDATE CONSTRAINT {}").format(keep),)),
+            ]
+        elif self.on_unmapped == "stop" or self.default_label is not None:
+            # proof that every text value was converted before the text column goes
+            converted = ident(n["converted"])
+            parts += [
+                Part("converted_check", CONTRACT,
+                     (alter + sql.SQL("ADD CONSTRAINT {} CHECK ({} IS NULL OR {} IS NOT NULL) NOT VALID").format(
+                         converted, col, shadow),),
+                     (alter + sql.SQL("DROP CONSTRAINT IF EXISTS {}").format(converted),)),
+                Part("converted_validate", CONTRACT, (alter + sql.SQL("VALIDATE CONSTRAINT {}").format(converted),)),
+            ]
+        trigger, sync, convert, orig = ident(n["trigger"]), ident(n["sync"]), ident(n["convert"]), ident(n["originals"])
+        default = sql.Literal(self.column_default) if self.column_default is not None else None
+        swap = [sql.SQL("DROP TRIGGER {} ON {}").format(trigger, t), sql.SQL("DROP FUNCTION {}()").format(sync),
+                alter + sql.SQL("DROP COLUMN {}").format(col),
+                alter + sql.SQL("RENAME COLUMN {} TO {}").format(shadow, col)]
+        if default is not None:
+            swap.append(alter + sql.SQL("ALTER COLUMN {} SET DEFAULT {}::{}").format(col, default, enum))
+        back = [alter + sql.SQL("ALTER COLUMN {} DROP DEFAULT").format(col)] if default is not None else []
+        back += [
+            alter + sql.SQL("RENAME COLUMN {} TO {}").format(col, shadow),
+            alter + sql.SQL("ADD COLUMN {} {}").format(col, type_name(self.column_type)),
+            sql.SQL("UPDATE {t} AS t SET {col} = coalesce((SELECT o.original FROM {orig} AS o WHERE o.key = t.{key}::text "
+                    "AND {convert}(o.original) IS NOT DISTINCT FROM t.{shadow}), t.{shadow}::text)").format(
+                t=t, col=col, orig=orig, key=key, convert=convert, shadow=shadow),
+        ]
+        if default is not None:
+            back.append(alter + sql.SQL("ALTER COLUMN {} SET DEFAULT {}").format(col, default))
+        back += self._sync(n)
+        if self.not_null:
+            back.append(alter + sql.SQL("ADD CONSTRAINT {} CHECK ({} IS NOT NULL) NOT VALID").format(
+                ident(n["keep_not_null"]), col))
+        reason = (f"convert_to_enum: the enum column takes the name {self.column} in the transaction that drops the "
+                  "text column (and gives it back on rollback), so readers keep the name")
+        return (*parts, Part("swap", CONTRACT, tuple(swap), tuple(back), allows=(("renaming-column", reason),)))
+
+    def _preconditions(self, enum: sql.Composable) -> tuple:
+        rel, col, typ = _regclass(self.table), sql.Literal(self.column), _regtype(self.type)
+        declared = sql.Literal(self.column_type)
+        if self.column_default is None:
+            wrong_default = sql.SQL("c.dflt IS NOT NULL")
+        else:  # PostgreSQL prints a text default as 'label'::text (or ::character varying)
+            quoted = sql.SQL("quote_literal({})").format(sql.Literal(self.column_default))
+            wrong_default = sql.SQL("c.dflt IS NULL OR left(c.dflt, length({q}) + 2) <> {q} || '::'").format(q=quoted)
+        shape = sql.SQL(
+            "WITH c AS (SELECT a.attnum, a.atttypid, a.attnotnull, pg_get_expr(d.adbin, d.adrelid) AS dflt "
+            "FROM pg_attribute AS a LEFT JOIN pg_attrdef AS d ON d.adrelid = a.attrelid AND d.adnum = a.attnum "
+            "WHERE a.attrelid = {rel} AND a.attname = {col} AND a.attnum > 0 AND NOT a.attisdropped) "
+            "SELECT format('no column %s in %s', {col}, {table}) AS problem WHERE NOT EXISTS (SELECT FROM c) "
+            "UNION ALL SELECT format('the column is %s, and column_type says %s', format_type(c.atttypid, NULL), "
+            "{declared}) FROM c WHERE c.atttypid IS DISTINCT FROM to_regtype({declared}) "
+            "UNION ALL SELECT format('the column is %s, and not_null says %s', CASE WHEN c.attnotnull THEN 'NOT NULL' "
+            "ELSE 'nullable' END, {not_null}::text) FROM c WHERE c.attnotnull <> {not_null} "
+            "UNION ALL SELECT format('the column''s default is %s, and column_default says %s', "
+            "coalesce(c.dflt, 'none'), {default}) FROM c WHERE {wrong_default} "
+            "UNION ALL SELECT format('%s depends on the column: the contract drops the column, and convert_to_enum "
+            "carries nothing over (drop it first, recreate it on the enum column after)', "
+            "pg_describe_object(p.classid, p.objid, p.objsubid)) FROM c JOIN pg_depend AS p ON p.refclassid = "
+            "'pg_class'::regclass AND p.refobjid = {rel} AND p.refobjsubid = c.attnum AND p.classid <> "
+            "'pg_attrdef'::regclass AND p.deptype IN ('n', 'a') AND NOT EXISTS (SELECT FROM pg_constraint AS k "
+            "WHERE p.classid = 'pg_constraint'::regclass AND k.oid = p.objid AND k.contype = 'n') "
+            "UNION ALL SELECT format('key %s is not a unique key of %s', {key}, {table}) WHERE {rel} IS NOT NULL AND "
+            "NOT EXISTS (SELECT FROM pg_index AS i JOIN pg_attribute AS a ON a.attrelid = i.indrelid AND "
+            "a.attnum = i.indkey[0] WHERE i.indrelid = {rel} AND i.indisunique AND i.indisvalid AND i.indnatts = 1 "
+            "AND i.indpred IS NULL AND a.attname = {key}) "
+            "UNION ALL SELECT format('%s is not an enum type', {typ}) WHERE {typ} IS NOT NULL AND "
+            "NOT EXISTS (SELECT FROM pg_type WHERE oid = {typ} AND typtype = 'e')").format(
+            rel=rel, col=col, table=sql.Literal(self.table), declared=declared, not_null=sql.SQL("true" if self.not_null else "false"),
+            default=sql.Literal(self.column_default or "none"), wrong_default=wrong_default,
+            key=sql.Literal(self.key), typ=typ)
+        labels = [*self.mapping.values(), self.default_label, self.column_default]
+        missing = sql.SQL(
+            "SELECT DISTINCT l AS label FROM unnest(ARRAY[{}]::text[]) AS l WHERE {typ} IS NOT NULL "
+            "AND l IS NOT NULL AND NOT EXISTS (SELECT FROM pg_enum WHERE enumtypid = {typ} AND enumlabel = l)").format(
+            sql.SQL(", ").join(map(sql.Literal, labels)), typ=typ)
+        checks = [check(f"{names.bare(self.table)}_{self.column}_as_declared", f"where {literal_name(self.table)}.{literal_name(self.column)} "
+                        "is not as the operation declares it", shape),
+                  check(f"{names.bare(self.table)}_{self.column}_labels_exist", f"labels the conversion names that {self.type} lacks", missing)]
+        if self.on_unmapped == "stop" and self.default_label is None:
+            unmapped = sql.SQL(
+                "SELECT {col}::text AS value, count(*) AS rows FROM {t} WHERE {typ} IS NOT NULL AND {col} IS NOT NULL "
+                "AND {col}::text <> ALL (ARRAY[{keys}]::text[]) AND NOT EXISTS (SELECT FROM pg_enum "
+                "WHERE enumtypid = {typ} AND enumlabel = {col}::text) GROUP BY {col} ORDER BY 1").format(
+                col=ident(self.column), t=ident(self.table), typ=typ,
+                keys=sql.SQL(", ").join(map(sql.Literal, self.mapping)))
+            checks.append(check(f"{names.bare(self.table)}_{self.column}_values_mapped", "values neither mapped nor labels of "
+                                f"{self.type} (they would stop the backfill)", unmapped))
+        return tuple(checks)
+
+
+def _backfill_name(table: str, column: str) -> str:
+    """A backfill's name is lowercase (NAME_PATTERN); the table's may not be."""
+    return re.sub(r"[^a-z0-9_]+", "_", f"convert_{names.bare(table)}_{column}".lower())[:63]
+
+
+def _regclass(name: str) -> sql.Composable:
+    return sql.SQL("to_regclass({})").format(sql.Literal(render(ident(name))))
+KINDS = (CreateEnum, AddEnumValue, ConvertToEnum)
