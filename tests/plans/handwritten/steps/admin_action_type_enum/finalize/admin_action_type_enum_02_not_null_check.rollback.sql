@@ -1,0 +1,1 @@
+ALTER TABLE admin_actions DROP CONSTRAINT IF EXISTS action_kind_not_null;

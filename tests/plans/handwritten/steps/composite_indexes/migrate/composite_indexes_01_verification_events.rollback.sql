@@ -1,0 +1,1 @@
+DROP INDEX CONCURRENTLY IF EXISTS idx_verification_events_user_server_status;

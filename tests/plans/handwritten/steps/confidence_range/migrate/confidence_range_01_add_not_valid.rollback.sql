@@ -1,0 +1,1 @@
+ALTER TABLE detection_events DROP CONSTRAINT IF EXISTS chk_confidence_range;
