@@ -120,8 +120,8 @@ class _RolloutGroup(click.Group):
 
 
 class _Options:
-    def __init__(self, plan_path: str, env: str, dsn: str | None):
-        self.plan_path, self.env, self.dsn = plan_path, env, dsn
+    def __init__(self, plan_path: str, env: str, dsn: str | None, actor: str | None = None):
+        self.plan_path, self.env, self.dsn, self.actor = plan_path, env, dsn, actor
         self._plan: Plan | None = None
 
     @property
@@ -148,15 +148,16 @@ pass_options = click.make_pass_decorator(_Options)
 @click.option("--env", default="local", show_default=True, envvar="ROLLOUT_ENV",
               help="The environment to act on (env ROLLOUT_ENV).")
 @click.option("--dsn", envvar="ROLLOUT_DSN", help="Use this database instead of the environment's (env ROLLOUT_DSN).")
+@click.option("--actor", help="Who the audit trail names (env ROLLOUT_ACTOR, default user@host).")
 @click.version_option(package_name="rollout")
 @click.pass_context
-def cli(ctx: click.Context, plan_path: str, env: str, dsn: str | None) -> None:
+def cli(ctx: click.Context, plan_path: str, env: str, dsn: str | None, actor: str | None) -> None:
     """Roll PostgreSQL schema changes out step by step: preconditions, migrate, verify, finalize.
 
     Exit codes: 0 ok; 1 a step or check failed; 2 invalid plan or arguments; 3 environment locked;
     4 stopped by an operator (a paused or cancelled backfill).
     """
-    ctx.obj = _Options(plan_path, env, dsn)
+    ctx.obj = _Options(plan_path, env, dsn, actor)
 
 
 @cli.command()
@@ -180,8 +181,13 @@ def schema() -> None:
 
 
 def _actor_option(f):
-    return click.option("--actor", default=default_actor, show_default="$ROLLOUT_ACTOR or user@host",
-                        help="Who the audit trail names.")(f)
+    return click.option("--actor", callback=_actor, show_default="$ROLLOUT_ACTOR or user@host",
+                        help="Who the audit trail names (also accepted before the command).")(f)
+
+
+def _actor(ctx: click.Context, param, value: str | None) -> str:
+    options = ctx.find_object(_Options)
+    return value or (options.actor if options else None) or default_actor()
 
 
 @cli.command()
@@ -630,6 +636,32 @@ def _duration(text: str, option: str) -> int:
         return parse_duration(text)
     except ValueError as exc:
         raise UsageError(f"{option}: {exc}") from None
+
+
+def _global_options_anywhere(group: click.Group) -> None:
+    """`rollout apply --env staging` as well as `rollout --env staging apply`: every command also
+    accepts --plan, --env and --dsn after its name."""
+    for command in group.commands.values():
+        if isinstance(command, click.Group):
+            _global_options_anywhere(command)
+            continue
+        for flag, attribute, help_text in (("--plan", "plan_path", "The plan file."),
+                                           ("--env", "env", "The environment to act on."),
+                                           ("--dsn", "dsn", "Use this database instead of the environment's.")):
+            if any(flag in p.opts for p in command.params):
+                continue
+            command.params.append(click.Option([flag], expose_value=False, is_eager=True, help=help_text,
+                                               callback=_set_option(attribute)))
+
+
+def _set_option(attribute: str):
+    def callback(ctx: click.Context, param, value):
+        if value is not None:
+            setattr(ctx.find_object(_Options), attribute, value)
+    return callback
+
+
+_global_options_anywhere(cli)
 
 
 def main() -> None:
