@@ -12,6 +12,7 @@ import psycopg
 from rich.console import Console
 from rich.segment import Segment
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich import box
 from rich.table import Table
 from rich.text import Text
 
@@ -452,20 +453,33 @@ def status(opts: _Options, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps({"env": opts.env, "steps": [r.__dict__ for r in rows]}, indent=2))
         return
-    table = Table(title=f"{opts.plan.path} in {opts.env}", title_justify="left")
-    for column in ("step", "priority", "state", "migrations", "updated", "by"):
-        table.add_column(column, no_wrap=True)
-    table.add_column("note")
+    out.print(status_table(rows, f"{opts.plan.path} in {opts.env}", out.width))
+
+
+def status_table(rows, title: str, width: int) -> Table:
+    """The steps' states as a table that fits `width`: under 160 columns the priority and the
+    actor go (`rollout events` names them), dates lose their year and seconds, and the borders
+    thin out, so step ids, states, dates and the note are never cut."""
+    wide = width >= 160
+    table = Table(title=title, title_justify="left") if wide else \
+        Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1))
+    columns = ("step", "priority", "state", "migrations", "updated", "by") if wide else \
+        ("step", "state", "migr", "updated")
+    for column in columns:
+        table.add_column(column, no_wrap=True, min_width=12 if column == "state" else None)
+    table.add_column("note", min_width=16, overflow="fold")
     colours = {"done": "green", "failed": "red", "pending": "dim"}
     for r in rows:
         note = Text(f"{r.phase}: {r.error}" if r.error else (f"flag {r.flag}: {r.stage}" if r.stage else ""))
         if r.flag_mismatch:  # it names the stage itself, so it replaces the stage note
             note = (Text(f"{r.phase}: {r.error}; ") if r.error else Text("")) + Text(f"✗ {r.flag_mismatch}",
                                                                                       style="bold red")
-        table.add_row(r.id, r.priority, Text(r.state, style=colours.get(r.state, "yellow")),
-                      f"{r.migrations_applied}/{r.migrations_total}", (r.updated_at or "")[:19].replace("T", " "),
-                      r.updated_by or "", note)
-    out.print(table)
+        updated = (r.updated_at or "")[:19].replace("T", " ")
+        cells = [r.id, r.priority] if wide else [r.id]
+        cells += [Text(r.state, style=colours.get(r.state, "yellow")), f"{r.migrations_applied}/{r.migrations_total}"]
+        cells += [updated, r.updated_by or "", note] if wide else [updated[5:16], note]
+        table.add_row(*cells)
+    return table
 
 
 @cli.command()
