@@ -21,7 +21,7 @@ from .preview import step_findings
 from .errors import StepFailed, Stopped, UsageError, describe_error
 from .backup import backup_tables
 from .migrations import Hooks, applied_hashes, run_migration
-from .plan import Check, Migration, Step
+from .plan import Check, Direction, Migration, Step
 from .session import Session
 from .state import (ABORTED, DONE, FAILED, FINALIZING, MIGRATED, MIGRATING, PENDING, ROLLING_BACK, ROLLING_OUT,
                     VERIFIED)
@@ -312,7 +312,9 @@ def _run_migrations(session: Session, step: Step, phase: str, direction: str) ->
 
 def _run_one(session: Session, step: Step, migration: Migration, phase: str, direction: str) -> None:
     verb = "applied" if direction == "apply" else "rolled back"
-    relative = os.path.relpath(migration.path, session.plan.directory)
+    # the file that runs in this direction: the rollback's own file when rolling back (a generated
+    # migration is named by where the plan declares it)
+    relative = migration.origin or os.path.relpath(migration.source(Direction(direction))[0], session.plan.directory)
     started = time.monotonic()
     def backup(tables: list[str]) -> None:
         present = [t for t in tables if session.conn.execute(

@@ -207,3 +207,12 @@ def test_a_backfill_whose_command_died_is_shown_interrupted_not_running(tmp_path
     status = json.loads(rollout("backfill", "status", "--json").output)
     row = status["backfills"][0]
     assert row["state"] == "interrupted" and row["eta_seconds"] is None
+
+
+def test_a_failing_rollback_names_the_rollback_file(tmp_path, dsn):
+    path = write_plan(tmp_path, PLAN, {"steps/a/0001_a.sql": "CREATE TABLE t (id int);\n",
+                                       "steps/a/0001_a.rollback.sql": "DROP TABLE nope;\n"})
+    rollout = Rollout(path, dsn)
+    assert rollout("apply").exit_code == 0
+    failed = rollout("rollback", "a")
+    assert failed.exit_code == 1 and "steps/a/0001_a.rollback.sql failed (rollback)" in failed.output
