@@ -55,7 +55,7 @@ def seed(session: Session, rows: int) -> None:
     with session.conn.transaction():
         session.conn.execute("SELECT set_config('rollout.seed_rows', %s, true)", (str(rows),))
         _run_file(session, env.seed, sql.SQL(text))
-        session.record("seed", f"seeded sample data from {env.seed} ({rows} detection events)", detail={"rows": rows})
+        session.record("seed", f"seeded sample data from {env.seed} (rollout.seed_rows = {rows:,})", detail={"rows": rows})
 
 
 def _run_file(session: Session, name: str, statement) -> None:

@@ -41,6 +41,8 @@ class CheckResult:
 
 def _shown(value: object) -> str:
     """Strings quoted (so '' and 'Message' stand out), everything else as PostgreSQL prints it."""
+    if value is None:
+        return "NULL"
     return repr(value) if isinstance(value, str) else str(value)
 
 

@@ -286,7 +286,7 @@ def _show_preview(p) -> None:
             for note in e.notes:
                 out.print(Text(f"     note: {note}", style="dim"))
         for b in step.backfills:
-            batches = f"~{b.batches:,} batches" if b.batches else "batches unknown"
+            batches = f"~{count(b.batches, 'batch')}".replace("batchs", "batches") if b.batches else "batches unknown"
             rows = f"~{b.rows:,} rows" if b.rows is not None else "rows unknown"
             out.print(Text(f"  backfill {b.name} on {b.table}: {rows}, {batches}" +
                            (f", {b.estimate}" if b.estimate else ""), style="cyan"))
@@ -620,11 +620,11 @@ def db_url(opts: _Options) -> None:
 
 @db.command("seed")
 @click.option("--rows", default=10_000, show_default=True, type=click.IntRange(1, 2_147_483_647),
-              help="How many detection events.")
+              help="The size the seed file is asked for (it reads current_setting('rollout.seed_rows')).")
 @_actor_option
 @pass_options
 def db_seed(opts: _Options, rows: int, actor: str) -> None:
-    """Fill the bot's tables with realistic, messy sample data (bootstrapping first if empty)."""
+    """Run the environment's seed file: sample data for the plan's tables (bootstrapping first if empty)."""
     api.seed(opts.plan, opts.env, rows, dsn=opts.dsn, actor=actor, report=_show_event)
 
 

@@ -64,8 +64,17 @@ def eject(plan: Plan, step_id: str) -> Ejected:
             handle.write(original)
         for full in written:
             os.remove(full)
+        for folder in sorted({os.path.dirname(f) for f in written}, key=len, reverse=True):
+            _remove_empty(folder, plan.directory)
         raise
     return Ejected(step_id, tuple(relative for relative, _ in files), folders)
+
+
+def _remove_empty(folder: str, top: str) -> None:
+    """The folders eject made and left empty, up to the plan's folder."""
+    while folder != top and os.path.isdir(folder) and not os.listdir(folder):
+        os.rmdir(folder)
+        folder = os.path.dirname(folder)
 
 
 def _fingerprint(plan: Plan, step_id: str) -> dict:
@@ -85,7 +94,7 @@ def _rewrite_plan(plan: Plan, step_id: str, folders: dict[str, str]) -> None:
     and checks the operations brought written out where they were implied."""
     yaml = YAML()
     yaml.preserve_quotes = True
-    yaml.width = 100
+    yaml.width = 4096  # never re-wrap the team's lines
     yaml.indent(mapping=2, sequence=4, offset=2)
     with open(plan.path, encoding="utf-8") as handle:
         document = yaml.load(handle)

@@ -46,8 +46,8 @@ class Step(_Model):
 
     @model_validator(mode="after")
     def _has_changes(self) -> "Step":
-        if self.migrate is None and not self.operations:
-            raise ValueError("a step needs a migrate folder, operations, or both")
+        if self.migrate is None and self.finalize is None and not self.operations:
+            raise ValueError("a step needs a migrate folder, a finalize folder, operations, or some of them")
         return self
 
 

@@ -173,10 +173,17 @@ def _rollback_step(conn, plan: Plan, step: Step, states: dict, applied: set[str]
                       and s.migration.hash in applied]
     result.statements = ctx.statements
     result.findings = rules.lint(ctx)
+    notes = []
     if step.flag and current != state.PENDING:
-        result.note = f"flag {step.flag} is turned off first, so the application leaves the new shape before it goes"
+        notes.append(f"flag {step.flag} is turned off first, so the application leaves the new shape before it goes")
     if not result.statements:
-        result.note = "nothing to roll back: no migration of the step is applied"
+        notes.append("nothing to roll back: no migration of the step is applied")
+    waiting = [s.id for s in plan.dependents(step.id) if states[s.id].state != state.PENDING]
+    if waiting:
+        notes.append(f"{', '.join(waiting)} depend{'s' if len(waiting) == 1 else ''} on it and "
+                     f"{'is' if len(waiting) == 1 else 'are'} applied: `rollout rollback {step.id}` refuses until "
+                     f"they are rolled back; `--cascade` rolls them back first, as previewed here")
+    result.note = "; ".join(notes) or None
     return result
 
 

@@ -105,8 +105,11 @@ def _finding(item: dict, relative: str, statements: list[Statement]) -> Finding 
     if effect is not None and ((rule in NEEDS_REWRITE and not effect.rewrites)
                                or (rule in NEEDS_SCAN and not effect.scans)):
         return None
+    level = "error" if rule in BLOCKING else "warning"
+    if level == "warning" and statement is not None and statement.migration.generated:
+        return None  # rollout wrote it on purpose (a rollback's DROP COLUMN, say): a warning tells nobody anything
     text = item["message"] + (f" {item['help']}" if item.get("help") else "")
     make = ALTERNATIVES.get(rule)
     alternative = make(statement) if make and statement else None
-    return Finding(rule, "error" if rule in BLOCKING else "warning", text, f"{relative}:{line}",
+    return Finding(rule, level, text, f"{relative}:{line}",
                    effect.sql if effect else "", alternative)

@@ -69,3 +69,22 @@ def test_eject_refuses_to_overwrite(tmp_path, dsn, db):
     result = Rollout(path, dsn)("eject", "feed")
     assert result.exit_code == 2 and "never overwrites" in result.output
     assert path.read_text() == before
+
+
+def test_a_step_of_contract_operations_alone_ejects_to_a_finalize_folder(tmp_path, dsn, db):
+    plan = PLAN.replace("""    operations:
+      - op: create_index   # the feed reads by date
+        name: posts_created
+        table: posts
+        columns: [created_at]
+      - op: add_constraint
+        table: posts
+        name: title_set
+        not_null: title
+""", "    operations:\n")
+    path = write_plan(tmp_path, plan)
+    ejected = Rollout(path, dsn)("eject", "feed")
+    assert ejected.exit_code == 0, ejected.output
+    text = path.read_text()
+    assert "finalize: steps/feed/finalize" in text and "migrate:" not in text
+    assert Rollout(path, dsn)("check").exit_code == 0
