@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import psycopg
 
 from . import rules, state
-from .analysis import Effect, analyze
+from .analysis import Effect, Lock, RelationLock, analyze
 from .analysis.catalog import Catalog
 from .backfill import BatchStatements, resolve_table_key
 from .checks import CheckResult, run_check
@@ -206,8 +206,11 @@ def context(conn, plan: Plan, step: Step, version: str) -> Context:
         for phase, migration in migrations:
             path, text = migration.source(direction)
             relative = _relative(plan, path)
+            holding: dict[str, tuple[Lock, int]] = {}  # what the migration's transaction holds so far
             for effect in analyze(text):
                 effect = _proven(catalog.resolve(effect), proven, checks)
+                if migration.transactional:
+                    effect = _still_held(effect, holding)
                 for held in effect.locks:
                     if held.relation not in ctx.tables:
                         ctx.tables[held.relation] = _table(conn, held.relation)
@@ -215,6 +218,23 @@ def context(conn, plan: Plan, step: Step, version: str) -> Context:
                 ctx.statements.append(Statement(phase, direction, relative, migration, effect, table,
                                                 _estimate(conn, effect, table), _rows_touched(conn, effect)))
     return ctx
+
+
+def _still_held(effect: Effect, held: dict) -> Effect:
+    """Locks last until the transaction commits: a statement that follows an ADD COLUMN in the
+    same migration runs under its ACCESS EXCLUSIVE, whatever it takes itself. `held` maps each
+    relation to the lock the transaction holds on it and the line that took that lock."""
+    locks = []
+    for r in effect.locks:
+        lock, since = held.get(r.relation, (r.lock, effect.line))
+        combined = Lock.combine([lock, r.lock])
+        if combined != lock:  # this statement raises the lock
+            since = effect.line
+        held[r.relation] = (combined, since)
+        if combined != r.lock:
+            r = RelationLock(r.relation, combined, f"held since line {since}, in the same transaction")
+        locks.append(r)
+    return effect.with_(locks=tuple(locks))
 
 
 def _proven(effect: Effect, proven: set, checks: dict) -> Effect:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..analysis import Lock
-from .context import Context, Finding
+from .context import LARGE_TABLE_ROWS, Context, Finding
 
 NAME = "long-lock-on-large-table"
 LEVEL = "error"
@@ -20,11 +20,12 @@ def check(ctx: Context) -> list[Finding]:
             table = ctx.tables.get(held.relation)
             if table is None or not table.large or not held.lock.conflicts & {Lock.ROW_EXCLUSIVE}:
                 continue
-            if (effect.scans or effect.rewrites) and held.relation == effect.table and not effect.long_running_ok:
+            many = (s.rows_touched or 0) >= LARGE_TABLE_ROWS  # PostgreSQL's estimate of the rows it changes
+            if (effect.scans or effect.rewrites or many) and held.relation == effect.table and not effect.long_running_ok:
+                work = "rewrites" if effect.rewrites else f"changes ~{s.rows_touched:,} rows of" if many else "scans"
                 findings.append(Finding(
                     NAME, LEVEL,
-                    f"holds {held.lock.label} on {table.describe()} while it "
-                    f"{'rewrites' if effect.rewrites else 'scans'} it ({s.estimate or 'long'}): "
+                    f"holds {held.lock.label} on {table.describe()} while it {work} it ({s.estimate or 'long'}): "
                     f"{held.lock.blocks} wait meanwhile", s.where, effect.sql,
                     None))
             elif held.lock == Lock.ACCESS_EXCLUSIVE:
