@@ -99,7 +99,7 @@ def run_the_bot_plan(rollout: Rollout, db) -> None:
                               "'message_frequency' AND user_id IS NOT NULL AND server_id IS NOT NULL "
                               "LIMIT 1").fetchone()
     assert db.execute("SELECT get_recent_message_count(%s, %s, 100000000)", (user, server)).fetchone()[0] >= 1
-    assert db.execute("SELECT count(*) FROM remediation_detection_types").fetchone()[0] > 0
+    assert db.execute("SELECT count(*) FROM _rollout_originals_detection_events_detection_type").fetchone()[0] > 0
     assert db.execute("SELECT count(*) FROM messages").fetchone()[0] > 0
     assert db.execute("SELECT count(*) FROM messages WHERE content_hash IS NULL OR metadata ? 'content'"
                       ).fetchone()[0] == 0
@@ -131,5 +131,5 @@ def run_the_bot_plan(rollout: Rollout, db) -> None:
         assert undone.exit_code == 0, undone.output
     assert set(states(rollout).values()) == {"pending"}
     assert checksums(db) == original
-    assert db.execute("SELECT to_regtype('detection_type'), to_regclass('remediation_detection_types')").fetchone() == (
-        None, None)
+    assert db.execute("SELECT to_regtype('detection_type'), "
+                      "to_regclass('_rollout_originals_detection_events_detection_type')").fetchone() == (None, None)

@@ -5,15 +5,16 @@ CHECK so that SET NOT NULL does not scan."""
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 from psycopg import sql
 from pydantic import Field, model_validator
 
-from ..plan_parts import ColumnName, Seq, TableName, _Model
+from ..plan_parts import Backfill, ColumnName, Seq, TableName, _Model
 from . import names
 from .base import CONTRACT, EXPAND, Compiled, Operation, Part, check
-from .sql import expr, ident
+from .sql import expr, ident, literal_name, render
 
 
 class ForeignKey(_Model):
@@ -23,9 +24,50 @@ class ForeignKey(_Model):
     on_delete: Literal["no action", "restrict", "cascade", "set null", "set default"] = "no action"
 
 
+class Remediation(_Model):
+    """What a CHECK's violating rows become: column -> SQL expression over the row (its columns
+    by name, as they are before the change)."""
+
+    set: dict[ColumnName, str] = Field(description="column -> the expression it is set to, in the rows that "
+                                                   "violate the check")
+    key: Seq(ColumnName) = Field(("id",), description="a unique key of the table: originals are kept by it, the "
+                                                      "backfill batches by it")
+
+    @model_validator(mode="after")
+    def _valid(self) -> "Remediation":
+        if not self.set:
+            raise ValueError("remediation: set needs at least one column")
+        if not self.key:
+            raise ValueError("remediation: key needs at least one column")
+        overlap = sorted(set(self.set) & set(self.key))
+        if overlap:
+            raise ValueError(f"remediation cannot change the key column {overlap[0]!r}")
+        for text in self.set.values():
+            expr(text)
+        return self
+
+
 class AddConstraint(Operation):
     """A constraint on a table that holds rows, added without a long lock. Exactly one of
-    `check`, `foreign_key`, `unique` or `not_null`."""
+    `check`, `foreign_key`, `unique` or `not_null`.
+
+    With `check`, `remediation` fixes the rows that violate it instead of refusing to start:
+    `remediation: {set: {column: expression}, key: [id]}`. Expand creates
+    `_rollout_originals_<name>` (key jsonb PRIMARY KEY, original jsonb: the key columns and the
+    columns `set` changes, as jsonb, so any key and column type fits); a backfill then visits the
+    violating rows in key-range batches and, in each batch's transaction, keeps their originals
+    (the first seen, never overwritten) and sets the columns. Verification: no row violates the
+    check. The constraint is added in the contract phase, NOT VALID then validated (so an
+    application UPDATE of a not-yet-remediated row is never refused by it during the backfill);
+    the step's contract comes right after verification when it has no flag. A violating row
+    the application writes between the backfill and the contract fails verification (or
+    VALIDATE) and stops the step, which names the check. The generated precondition
+    (`<name>_remediable`) judges the rows as the remediation leaves them: it refuses to start
+    only when a violating row would still violate the check once its columns are set.
+    Rollback: the constraint is dropped, then one UPDATE (not batched: the backfill engine runs
+    forward only) puts every kept original back (rows deleted since are skipped; a value the
+    application changed since is overwritten with the original) and the originals table is
+    dropped."""
 
     op: Literal["add_constraint"]
     table: TableName
@@ -34,6 +76,7 @@ class AddConstraint(Operation):
     foreign_key: ForeignKey | None = None
     unique: Seq(ColumnName) | None = Field(None, description="columns that must be unique together")
     not_null: ColumnName | None = Field(None, description="a column that must not be NULL")
+    remediation: Remediation | None = Field(None, description="with check: what the violating rows become")
 
     @model_validator(mode="after")
     def _one_kind(self) -> "AddConstraint":
@@ -45,6 +88,10 @@ class AddConstraint(Operation):
                              f"(got {', '.join(given) or 'none'})")
         if self.check is not None:
             expr(self.check)
+        if self.remediation is not None:
+            if self.check is None:
+                raise ValueError("remediation goes with check only")
+            names.fit(f"_rollout_originals_{self.name}")
         return self
 
     def compile(self) -> Compiled:
@@ -67,6 +114,8 @@ class AddConstraint(Operation):
                                                  duplicates),))
         if self.not_null is not None:
             return _not_null(self.table, self.not_null)
+        if self.remediation is not None:
+            return self._remediated()
         if self.check is not None:
             definition = sql.SQL("CHECK ({})").format(expr(self.check))
             violating = sql.SQL("SELECT * FROM {} WHERE NOT ({})").format(table, expr(self.check))
@@ -80,6 +129,60 @@ class AddConstraint(Operation):
         add = sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {} NOT VALID").format(table, name, definition)
         return Compiled((Part("add", EXPAND, (add,), (drop,)), validate),
                         preconditions=(check(f"{self.name}_holds", f"rows {self.name} would refuse", violating),))
+
+
+    def _remediated(self) -> Compiled:
+        """CHECK with a remediation: originals table, batched fix, then the constraint."""
+        fix = self.remediation
+        table, name, holds = ident(self.table), ident(self.name), expr(self.check)
+        originals = ident(_schema_of(self.table) + names.fit(f"_rollout_originals_{self.name}"))
+        keys = sql.SQL(", ").join(ident(c) for c in fix.key)
+
+        def as_json(columns) -> sql.Composable:
+            return sql.SQL("jsonb_build_object({})").format(sql.SQL(", ").join(
+                sql.SQL("{}, {}").format(sql.Literal(c), ident(c)) for c in columns))
+
+        violating = sql.SQL("NOT ({})").format(holds)
+        in_batch = sql.SQL("({}) IN (SELECT {} FROM batch)").format(keys, keys)
+        backfill = Backfill(
+            name=re.sub(r"[^a-z0-9_]+", "_", f"remediate_{self.name}".lower())[:63], table=self.table, key=fix.key,
+            description=f"rows violating {self.name} set as its remediation says; originals kept in "
+                        f"{literal_name(render(originals))}",
+            sql=render(sql.SQL(
+                "WITH saved AS (INSERT INTO {orig} (key, original) SELECT {key_json}, {original_json} FROM {t} "
+                "WHERE {in_batch} AND {violating} ON CONFLICT (key) DO NOTHING) "
+                "UPDATE {t} SET {assignments} WHERE {in_batch} AND {violating}").format(
+                orig=originals, key_json=as_json(fix.key), original_json=as_json(fix.set), t=table,
+                in_batch=in_batch, violating=violating, assignments=sql.SQL(", ").join(
+                    sql.SQL("{} = {}").format(ident(c), expr(e)) for c, e in fix.set.items()))),
+            where=render(violating))
+        # the row as the remediation leaves it: its columns, with the set ones replaced
+        fixed = sql.SQL("jsonb_populate_record(r, jsonb_build_object({}))").format(sql.SQL(", ").join(
+            sql.SQL("{}, {}").format(sql.Literal(c), expr(e)) for c, e in fix.set.items()))
+        unfixable = sql.SQL("SELECT * FROM (SELECT ({}).* FROM {} AS r WHERE NOT ({})) AS r WHERE NOT ({})").format(
+            fixed, table, holds, holds)
+        restore = sql.SQL(
+            "UPDATE {t} SET {assignments} FROM {orig} AS o CROSS JOIN LATERAL jsonb_populate_record(NULL::{t}, "
+            "o.key || o.original) AS r WHERE ({keys}) = ({r_keys})").format(
+            t=table, orig=originals, keys=sql.SQL(", ").join(sql.SQL("{}.{}").format(table, ident(c)) for c in fix.key),
+            r_keys=sql.SQL(", ").join(sql.SQL("r.{}").format(ident(c)) for c in fix.key),
+            assignments=sql.SQL(", ").join(sql.SQL("{} = r.{}").format(ident(c), ident(c)) for c in fix.set))
+        keep = Part("originals", EXPAND,
+                    (sql.SQL("CREATE TABLE {} (key jsonb PRIMARY KEY, original jsonb NOT NULL)").format(originals),),
+                    (restore, sql.SQL("DROP TABLE {}").format(originals)))
+        add = Part("add", CONTRACT, (sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} CHECK ({}) NOT VALID").format(
+            table, name, holds),), (sql.SQL("ALTER TABLE {} DROP CONSTRAINT IF EXISTS {}").format(table, name),))
+        validate = Part("validate", CONTRACT, (sql.SQL("ALTER TABLE {} VALIDATE CONSTRAINT {}").format(table, name),))
+        remaining = sql.SQL("SELECT * FROM {} WHERE NOT ({})").format(table, holds)
+        return Compiled((keep, add, validate), backfills=(backfill,),
+                        verify=(check(f"{self.name}_holds", f"rows {self.name} would refuse after the remediation",
+                                      remaining),),
+                        preconditions=(check(f"{self.name}_remediable", f"rows {self.name} would refuse even "
+                                             "after the remediation", unfixable),))
+
+
+def _schema_of(table: str) -> str:
+    return table.rsplit(".", 1)[0] + "." if "." in table else ""
 
 
 def _orphans(table: str, key: ForeignKey) -> sql.Composable:

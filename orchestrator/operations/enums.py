@@ -11,10 +11,12 @@ from typing import Annotated, Literal
 from psycopg import sql
 from pydantic import Field, StringConstraints, model_validator
 
-from ..plan_parts import Backfill, ColumnName, Seq, TableName
+from ..plan_parts import Backfill, ColumnName, Seq, TableName, _Model
 from . import names
 from .base import CONTRACT, EXPAND, Compiled, Operation, Part, check
+from .columns import RebuiltIndex, _index_names, _indexes_fit, _new_indexes, _old_indexes
 from .constraints import _not_null
+from .raw import statements
 from .sql import expr, ident, literal_name, render, type_name
 
 # PostgreSQL's limit: an enum label is at most 63 bytes (NAMEDATALEN - 1), and not empty
@@ -112,6 +114,22 @@ def _dollar_quoted(body: sql.Composable) -> sql.Composable:
     return sql.SQL(f"{tag}\n{text}\n{tag}")
 
 
+class SwapSql(_Model):
+    """Statements run inside the swap's transaction (after the rename), and their inverse inside
+    its rollback's (last, once the text column is back): for an object that names the column, such as a
+    function comparing it with a legacy value, which must change in the same instant."""
+
+    up: str = Field(description="statements run at the end of the swap's transaction")
+    down: str = Field(description="statements that undo them, run last in the swap's rollback ('' for nothing)")
+
+    @model_validator(mode="after")
+    def _parses(self) -> "SwapSql":
+        if not statements(self.up, "swap_sql.up"):
+            raise ValueError("swap_sql.up holds no statement")
+        statements(self.down, "swap_sql.down")
+        return self
+
+
 class ConvertToEnum(Operation):
     """A text column converted to an enum type on a live table, the old application writing
     text all along (expand/contract).
@@ -128,6 +146,9 @@ class ConvertToEnum(Operation):
     TRIGGER, no scan. Then a backfill converts the existing rows in key-range batches (each
     batch saves its originals in the same transaction); with `stop`, an unmapped value stops it
     on that row, naming its key and the value. Verification: every text value has its enum value.
+    `indexes` lists the column's indexes: each is built again on the enum column in the expand
+    phase (CONCURRENTLY, outside a transaction, as `_rollout_<name>`), so the new application's
+    reads have it from the first stage (the backfill maintains it as it fills the column).
 
     Both versions: until the contract both applications write the text column (the new one
     with canonical labels) and the trigger converts every write; an unmapped value the old
@@ -145,18 +166,22 @@ class ConvertToEnum(Operation):
     function and the originals table stay after the contract: the rollback needs them.
 
     Rollback before the contract: drop the trigger, the functions, the enum column and the
-    originals table. After it (the emergency path) one transaction renames the enum column back,
+    originals table (and the indexes built on it). After it (the emergency path) one transaction
+    gives the indexes their temporary names back, renames the enum column back,
     re-adds the text column (`column_type`) and fills it with one UPDATE of every row (each
     row's original where its enum value still is that original's conversion, else the label),
     restores the default and the trigger; it holds ACCESS EXCLUSIVE on the table for that whole
     UPDATE, and on a table of 100,000+ rows the lint reports the unbatched UPDATE (accept it
     with `allow: [{rule: unbatched-update-on-large-table, direction: rollback, reason: ...}]`
     after reading `rollout plan --rollback`). NOT NULL comes back through a CHECK validated in
-    its own transaction, without a second scan under that lock.
+    its own transaction, without a second scan under that lock; `swap_sql.down` runs last in
+    that transaction, once the text column is back; then the text column's
+    `indexes` are built again, concurrently.
 
     Preconditions, before anything changes: the column's type, NOT NULL and default are the ones
     declared (the rollback rebuilds it from them), `key` is a unique key, nothing else depends on
-    the column (an index, constraint or view would be dropped with it at the contract), and,
+    the column but the `indexes` listed (an index, constraint or view would be dropped with it
+    at the contract), each listed index is on the column, and,
     when the enum exists already, its labels cover the mapping and (with `stop`) every value in
     the table. When an earlier create_enum of the step makes the type, the labels are checked by
     PostgreSQL as the conversion function is created, and the values by the backfill."""
@@ -174,6 +199,11 @@ class ConvertToEnum(Operation):
     column_default: Label | None = Field(
         None, description="the column's DEFAULT, as the label it holds (checked): the enum column gets it")
     key: ColumnName = Field("id", description="a unique key column: originals are kept by it, the backfill batches by it")
+    fold: bool = Field(False, description="fold case and surrounding spaces (lower(btrim(value))) before the mapping "
+                                          "and the labels are looked up")
+    indexes: Seq(RebuiltIndex) = Field((), description="the column's indexes, built again on the enum column")
+    swap_sql: SwapSql | None = Field(None, description="statements run in the swap's transaction, with their "
+                                                       "inverse for its rollback")
 
     @model_validator(mode="after")
     def _consistent(self) -> "ConvertToEnum":
@@ -185,6 +215,12 @@ class ConvertToEnum(Operation):
         if self.key == self.column:
             raise ValueError(f"key {self.key!r} cannot be the converted column")
         type_name(self.column_type)
+        if self.fold:
+            unfolded = [k for k in self.mapping if k != k.strip().lower()]
+            if unfolded:
+                raise ValueError(f"with fold, mapping keys are matched folded: write {unfolded[0]!r} as "
+                                 f"{unfolded[0].strip().lower()!r}")
+        _indexes_fit(self.indexes)
         for label in (*self.mapping.values(), self.default_label, self.column_default):
             if label is not None:
                 _label_fits(label)
@@ -214,13 +250,15 @@ class ConvertToEnum(Operation):
         alter = sql.SQL("ALTER TABLE {} ").format(t)
 
         # the conversion: mapped values, labels as themselves, and the rest as on_unmapped says
-        label_of = sql.SQL("(SELECT l FROM unnest(enum_range(NULL::{e})) AS l WHERE l::text = $1)").format(e=enum)
+        value = self._folded(sql.SQL("$1"))
+        label_of = sql.SQL("(SELECT l FROM unnest(enum_range(NULL::{e})) AS l WHERE l::text = {v})").format(
+            e=enum, v=value)
         rest = (sql.SQL("coalesce({}, {}::{})").format(label_of, sql.Literal(self.default_label), enum)
                 if self.default_label is not None else label_of if self.on_unmapped == "null"
-                else sql.SQL("$1::{}").format(enum))
+                else sql.SQL("{}::{}").format(value, enum))
         cases = sql.SQL(" ").join(sql.SQL("WHEN {} THEN {}::{}").format(sql.Literal(k), sql.Literal(v), enum)
                                   for k, v in self.mapping.items())
-        body = sql.SQL("SELECT CASE $1 {} ELSE {} END").format(cases, rest) if self.mapping else \
+        body = sql.SQL("SELECT CASE {} {} ELSE {} END").format(value, cases, rest) if self.mapping else \
             sql.SQL("SELECT {}").format(rest)
         create_convert = sql.SQL("CREATE FUNCTION {}(text) RETURNS {} LANGUAGE sql STABLE STRICT AS {}").format(
             convert, enum, _dollar_quoted(body))
@@ -259,7 +297,7 @@ class ConvertToEnum(Operation):
         # verification, true in both phases: before the contract every text value has its enum value
         row = sql.SQL("to_jsonb(t) ->> {}")
         expected = (sql.SQL(" AND ({} = ANY (ARRAY[{}]::text[] || enum_range(NULL::{})::text[]))").format(
-            row.format(sql.Literal(self.column)), sql.SQL(", ").join(map(sql.Literal, self.mapping)), enum)
+            self._folded(row.format(sql.Literal(self.column))), sql.SQL(", ").join(map(sql.Literal, self.mapping)), enum)
             if self.on_unmapped == "null" and self.default_label is None else sql.SQL(""))
         unconverted = sql.SQL(
             "SELECT t.{key}, {value} AS value FROM {t} AS t WHERE {shadow_there} IS NOT NULL "
@@ -269,10 +307,14 @@ class ConvertToEnum(Operation):
                                  "AND NOT attisdropped)").format(_regclass(self.table), sql.Literal(n["shadow"])),
             expected=expected)
 
-        return Compiled((expand, *self._contract(n, enum)), backfills=(backfill,),
+        indexes = _new_indexes(self.table, self.column, n["shadow"], self.indexes)
+        return Compiled((expand, *indexes, *self._contract(n, enum)), backfills=(backfill,),
                         verify=(check(f"{names.bare(self.table)}_{self.column}_converted", f"values of {self.column} without their enum value",
                                       unconverted),),
                         preconditions=self._preconditions(enum))
+
+    def _folded(self, value: sql.Composable) -> sql.Composable:
+        return sql.SQL("lower(btrim({}))").format(value) if self.fold else value
 
     def _sync(self, n: dict) -> tuple[sql.Composable, sql.Composable]:
         """The trigger function and the trigger that convert what the applications write (the
@@ -300,7 +342,7 @@ class ConvertToEnum(Operation):
     def _contract(self, n: dict, enum: sql.Composable) -> tuple[Part, ...]:
         t, col, shadow, key = ident(self.table), ident(self.column), ident(n["shadow"]), ident(self.key)
         alter = sql.SQL("ALTER TABLE {} ").format(t)
-        parts: list[Part] = []
+        parts: list[Part] = list(_old_indexes(self.table, self.indexes))
         if self.not_null:
             # the enum column NOT NULL without a scan under ACCESS EXCLUSIVE (constraints._not_null)
             parts += [replace(p, phase=CONTRACT) for p in _not_null(self.table, n["shadow"]).parts]
@@ -330,9 +372,13 @@ class ConvertToEnum(Operation):
         swap = [sql.SQL("DROP TRIGGER {} ON {}").format(trigger, t), sql.SQL("DROP FUNCTION {}()").format(sync),
                 alter + sql.SQL("DROP COLUMN {}").format(col),
                 alter + sql.SQL("RENAME COLUMN {} TO {}").format(shadow, col)]
+        swap += _index_names(self.table, self.indexes)
         if default is not None:
             swap.append(alter + sql.SQL("ALTER COLUMN {} SET DEFAULT {}::{}").format(col, default, enum))
-        back = [alter + sql.SQL("ALTER COLUMN {} DROP DEFAULT").format(col)] if default is not None else []
+        if self.swap_sql is not None:
+            swap += statements(self.swap_sql.up, "swap_sql.up")
+        back = list(_index_names(self.table, self.indexes, back=True))
+        back += [alter + sql.SQL("ALTER COLUMN {} DROP DEFAULT").format(col)] if default is not None else []
         back += [
             alter + sql.SQL("RENAME COLUMN {} TO {}").format(col, shadow),
             alter + sql.SQL("ADD COLUMN {} {}").format(col, type_name(self.column_type)),
@@ -346,6 +392,8 @@ class ConvertToEnum(Operation):
         if self.not_null:
             back.append(alter + sql.SQL("ADD CONSTRAINT {} CHECK ({} IS NOT NULL) NOT VALID").format(
                 ident(n["keep_not_null"]), col))
+        if self.swap_sql is not None:  # last: the old shape is back, which its statements may name
+            back += statements(self.swap_sql.down, "swap_sql.down")
         reason = (f"convert_to_enum: the enum column takes the name {self.column} in the transaction that drops the "
                   "text column (and gives it back on rollback), so readers keep the name")
         return (*parts, Part("swap", CONTRACT, tuple(swap), tuple(back), allows=(("renaming-column", reason),)))
@@ -375,6 +423,12 @@ class ConvertToEnum(Operation):
             "'pg_class'::regclass AND p.refobjid = {rel} AND p.refobjsubid = c.attnum AND p.classid <> "
             "'pg_attrdef'::regclass AND p.deptype IN ('n', 'a') AND NOT EXISTS (SELECT FROM pg_constraint AS k "
             "WHERE p.classid = 'pg_constraint'::regclass AND k.oid = p.objid AND k.contype = 'n') "
+            "AND NOT EXISTS (SELECT FROM pg_class AS x WHERE p.classid = 'pg_class'::regclass AND x.oid = p.objid "
+            "AND x.relkind = 'i' AND x.relname = ANY ({listed})) "
+            "UNION ALL SELECT format('listed index %s is not an index on the column', l) FROM unnest({listed}) AS l "
+            "WHERE {rel} IS NOT NULL AND NOT EXISTS (SELECT FROM pg_index AS i JOIN pg_class AS x ON x.oid = "
+            "i.indexrelid JOIN pg_attribute AS a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey) "
+            "WHERE i.indrelid = {rel} AND x.relname = l AND a.attname = {col}) "
             "UNION ALL SELECT format('key %s is not a unique key of %s', {key}, {table}) WHERE {rel} IS NOT NULL AND "
             "NOT EXISTS (SELECT FROM pg_index AS i JOIN pg_attribute AS a ON a.attrelid = i.indrelid AND "
             "a.attnum = i.indkey[0] WHERE i.indrelid = {rel} AND i.indisunique AND i.indisvalid AND i.indnatts = 1 "
@@ -383,7 +437,8 @@ class ConvertToEnum(Operation):
             "NOT EXISTS (SELECT FROM pg_type WHERE oid = {typ} AND typtype = 'e')").format(
             rel=rel, col=col, table=sql.Literal(self.table), declared=declared, not_null=sql.SQL("true" if self.not_null else "false"),
             default=sql.Literal(self.column_default or "none"), wrong_default=wrong_default,
-            key=sql.Literal(self.key), typ=typ)
+            key=sql.Literal(self.key), typ=typ, listed=sql.SQL("ARRAY[{}]::name[]").format(
+                sql.SQL(", ").join(sql.Literal(i.name) for i in self.indexes)))
         labels = [*self.mapping.values(), self.default_label, self.column_default]
         missing = sql.SQL(
             "SELECT DISTINCT l AS label FROM unnest(ARRAY[{}]::text[]) AS l WHERE {typ} IS NOT NULL "
@@ -395,9 +450,10 @@ class ConvertToEnum(Operation):
         if self.on_unmapped == "stop" and self.default_label is None:
             unmapped = sql.SQL(
                 "SELECT {col}::text AS value, count(*) AS rows FROM {t} WHERE {typ} IS NOT NULL AND {col} IS NOT NULL "
-                "AND {col}::text <> ALL (ARRAY[{keys}]::text[]) AND NOT EXISTS (SELECT FROM pg_enum "
-                "WHERE enumtypid = {typ} AND enumlabel = {col}::text) GROUP BY {col} ORDER BY 1").format(
+                "AND {value} <> ALL (ARRAY[{keys}]::text[]) AND NOT EXISTS (SELECT FROM pg_enum "
+                "WHERE enumtypid = {typ} AND enumlabel = {value}) GROUP BY {col} ORDER BY 1").format(
                 col=ident(self.column), t=ident(self.table), typ=typ,
+                value=self._folded(sql.SQL("{}::text").format(ident(self.column))),
                 keys=sql.SQL(", ").join(map(sql.Literal, self.mapping)))
             checks.append(check(f"{names.bare(self.table)}_{self.column}_values_mapped", "values neither mapped nor labels of "
                                 f"{self.type} (they would stop the backfill)", unmapped))

@@ -160,7 +160,72 @@ def converted_reports(db):
         ("weird", None, 60), (None, None, 60)]
 
 
+PINGS = """
+CREATE TABLE events (id bigint PRIMARY KEY, user_id bigint, kind text NOT NULL);
+INSERT INTO events SELECT g, g % 10, (ARRAY['ping', ' Ping ', 'PING', 'heartbeat', 'Other ', '', 'other'])[g % 7 + 1]
+  FROM generate_series(1, 350) AS g;
+CREATE INDEX events_kind ON events (kind);
+CREATE INDEX events_user_kind ON events (user_id, kind);
+CREATE FUNCTION count_pings(p_user bigint) RETURNS bigint LANGUAGE sql STABLE
+  AS $$ SELECT count(*) FROM events WHERE user_id = p_user AND kind = 'ping' $$;
+CREATE TABLE events_before AS SELECT * FROM events;
+"""
+PINGS_ENUM = {"op": "create_enum", "name": "event_kind", "values": ["heartbeat", "other"]}
+PINGS_CONVERT = {
+    "op": "convert_to_enum", "table": "events", "column": "kind", "type": "event_kind", "not_null": True,
+    "fold": True, "mapping": {"ping": "heartbeat", "": "other"},
+    "indexes": [{"name": "events_kind", "columns": ["kind"]}, {"name": "events_user_kind", "columns": ["user_id", "kind"]}],
+    "swap_sql": {"up": "CREATE OR REPLACE FUNCTION count_pings(p_user bigint) RETURNS bigint LANGUAGE sql STABLE\n"
+                       "  AS $$ SELECT count(*) FROM events WHERE user_id = p_user AND kind = 'heartbeat' $$",
+                 "down": "CREATE OR REPLACE FUNCTION count_pings(p_user bigint) RETURNS bigint LANGUAGE sql STABLE\n"
+                         "  AS $$ SELECT count(*) FROM events WHERE user_id = p_user AND kind = 'ping' $$"}}
+
+
+def folded_pings(db):
+    assert sorted(db.execute("SELECT kind, _rollout_kind::text, count(*) FROM events GROUP BY 1, 2").fetchall()) == [
+        ("", "other", 50), (" Ping ", "heartbeat", 50), ("Other ", "other", 50), ("PING", "heartbeat", 50),
+        ("heartbeat", "heartbeat", 50), ("other", "other", 50), ("ping", "heartbeat", 50)]
+    assert db.execute("SELECT x.indisvalid, pg_get_indexdef(x.indexrelid) LIKE '%(user_id, _rollout_kind)' FROM pg_index "
+                      "AS x WHERE x.indexrelid = '_rollout_events_user_kind'::regclass").fetchone() == (True, True)
+    # the old application's new spelling is folded too
+    db.execute("INSERT INTO events VALUES (9001, 1, '  HeartBeat')")
+    assert one(db, "SELECT _rollout_kind::text FROM events WHERE id = 9001") == ("heartbeat",)
+    db.execute("DELETE FROM events WHERE id = 9001")
+    assert one(db, "SELECT count_pings(1)") == (5,)
+
+
+def pings_swapped(db):
+    column_type("events", "kind", "event_kind", not_null=True)(db)
+    assert db.execute("SELECT c.relname, pg_get_indexdef(x.indexrelid) FROM pg_index AS x JOIN pg_class AS c "
+                      "ON c.oid = x.indexrelid WHERE x.indrelid = 'events'::regclass AND NOT x.indisprimary "
+                      "ORDER BY 1").fetchall() == [
+        ("events_kind", "CREATE INDEX events_kind ON public.events USING btree (kind)"),
+        ("events_user_kind", "CREATE INDEX events_user_kind ON public.events USING btree (user_id, kind)")]
+    # swap_sql ran in the swap: the function counts the label, on the enum column
+    assert one(db, "SELECT count_pings(1)") == (20,)
+
+
+def pings_restored(db):
+    rows_unchanged("events", "events_before", "id, user_id, kind")(db)
+    assert one(db, "SELECT count_pings(1)") == (5,)
+    assert one(db, "SELECT prosrc LIKE '%''ping''%' FROM pg_proc WHERE proname = 'count_pings'") == (True,)
+
+
 CASES = [
+    Case("convert with folding, rebuilt indexes and SQL inside the swap", PINGS, [PINGS_ENUM, PINGS_CONVERT],
+         old_writes=("INSERT INTO events VALUES (1001, 1, ' PING')", "UPDATE events SET kind = 'Other' WHERE id = 3",
+                     "SELECT count_pings(2)"),
+         new_writes=("INSERT INTO events VALUES (1002, 1, 'heartbeat')",),
+         after_expand=folded_pings, after_contract=pings_swapped,
+         after_contract_writes=("INSERT INTO events VALUES (1003, 1, 'other')", "SELECT count_pings(1)"),
+         after_rollback=pings_restored),
+    Case("an index on the column that indexes does not list is refused", PINGS,
+         [PINGS_ENUM, {**PINGS_CONVERT, "indexes": [{"name": "events_kind", "columns": ["kind"]}]}],
+         fails="index events_user_kind depends on the column"),
+    Case("a listed index that is not on the column is refused", PINGS + "CREATE INDEX events_user ON events (user_id);",
+         [PINGS_ENUM, {**PINGS_CONVERT, "indexes": [*PINGS_CONVERT["indexes"], {"name": "events_user",
+                                                                                  "columns": ["user_id"]}]}],
+         fails="listed index events_user is not an index on the column"),
     Case("create table with a key, a foreign key, unique, a check and a default", TABLES,
          [{"op": "create_table", "table": "posts",
            "columns": [{"name": "id", "type": "bigint", "primary_key": True},
@@ -328,6 +393,10 @@ def loaded(tmp_path, operations: list[dict]):
     ([{"op": "convert_to_enum", "table": "t", "column": "c", "type": "e", "default_label": "x", "on_unmapped": "stop"}],
      "not both"),
     ([{"op": "convert_to_enum", "table": "t", "column": "c" * 60, "type": "e"}], "longer than PostgreSQL's 63 bytes"),
+    ([{"op": "convert_to_enum", "table": "t", "column": "c", "type": "e", "fold": True, "mapping": {" Ping": "p"}}],
+     "with fold, mapping keys are matched folded: write ' Ping' as 'ping'"),
+    ([{"op": "convert_to_enum", "table": "t", "column": "c", "type": "e", "swap_sql": {"up": "SELEC 1", "down": ""}}],
+     "swap_sql.up is not SQL PostgreSQL can parse"),
 ])
 def test_refused_when_loaded(tmp_path, operations, message):
     with pytest.raises(PlanError) as refused:

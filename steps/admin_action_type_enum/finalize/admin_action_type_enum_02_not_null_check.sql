@@ -1,3 +1,0 @@
--- Contract, 1/4: NOT NULL without a scan under ACCESS EXCLUSIVE: a CHECK added NOT VALID...
-ALTER TABLE admin_actions
-    ADD CONSTRAINT action_kind_not_null CHECK (action_kind IS NOT NULL) NOT VALID;

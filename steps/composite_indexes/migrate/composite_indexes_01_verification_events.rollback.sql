@@ -1,1 +1,0 @@
-DROP INDEX CONCURRENTLY IF EXISTS idx_verification_events_user_server_status;

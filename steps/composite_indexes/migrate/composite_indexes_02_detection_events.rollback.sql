@@ -1,1 +1,0 @@
-DROP INDEX CONCURRENTLY IF EXISTS idx_detection_events_user_server_type;

@@ -1,3 +1,0 @@
--- Contract, 1/4: NOT NULL without a scan under ACCESS EXCLUSIVE: a CHECK added NOT VALID...
-ALTER TABLE verification_events
-    ADD CONSTRAINT status_kind_not_null CHECK (status_kind IS NOT NULL) NOT VALID;
