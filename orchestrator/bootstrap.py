@@ -50,6 +50,12 @@ def seed(session: Session, rows: int) -> None:
     if env.seed is None:
         raise UsageError(f"environment {session.env!r} declares no 'seed:' file in {session.plan.path}")
     bootstrap_if_empty(session)
+    applied = sorted(step for step, current in state.step_states(session.conn, session.env).items()
+                     if current.state != state.PENDING)
+    if applied:
+        reset = "`rollout db reset --yes`, then " if env.database == "embedded" else "start from a fresh database, then "
+        raise UsageError(f"{env.seed} fills the bootstrap schema, but steps have changed it here already "
+                         f"({', '.join(applied[:3])}{', ...' if len(applied) > 3 else ''}): {reset}`rollout db seed`")
     with open(os.path.join(session.plan.directory, env.seed), encoding="utf-8") as handle:
         text = handle.read()
     with session.conn.transaction():

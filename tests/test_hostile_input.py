@@ -216,3 +216,9 @@ def test_a_failing_rollback_names_the_rollback_file(tmp_path, dsn):
     assert rollout("apply").exit_code == 0
     failed = rollout("rollback", "a")
     assert failed.exit_code == 1 and "steps/a/0001_a.rollback.sql failed (rollback)" in failed.output
+
+
+def test_seeding_a_database_steps_have_changed_says_to_reset_first(rollout):
+    assert rollout("apply", "composite_indexes").exit_code == 0
+    result = rollout("db", "seed", "--rows", "100")
+    assert result.exit_code == 2 and "`rollout db reset --yes`, then `rollout db seed`" in result.output
