@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from typing import Literal
 
+import pglast
 from psycopg import sql
 from pydantic import Field, model_validator
 
@@ -223,11 +224,13 @@ class DropConstraint(Operation):
 
     @model_validator(mode="after")
     def _definition_parses(self) -> "DropConstraint":
-        import pglast
+        """One constraint definition and nothing more: it is put into an ALTER TABLE as it stands."""
         try:
-            pglast.parse_sql(f"ALTER TABLE t ADD CONSTRAINT c {self.definition}")
+            statements = pglast.parse_sql(f"ALTER TABLE t ADD CONSTRAINT c {self.definition}")
         except pglast.parser.ParseError as exc:
             raise ValueError(f"definition {self.definition!r} is not a constraint: {exc}") from None
+        if len(statements) != 1 or len(statements[0].stmt.cmds) != 1:
+            raise ValueError(f"definition {self.definition!r} is more than one constraint definition")
         return self
 
     def compile(self) -> Compiled:
