@@ -251,7 +251,8 @@ def plan_command(opts: _Options, step: str | None, rollback: bool, as_json: bool
 def _show_preview(p) -> None:
     out.print(Text(f"rollout plan for {p.env} ({p.database}, PostgreSQL {p.server_version})", style="bold"))
     if p.bootstrap:
-        out.print(f"  the database is empty: apply first runs the bootstrap {p.bootstrap}")
+        out.print(Text(f"  the database is empty: apply first runs the bootstrap {p.bootstrap}; the steps below are "
+                       "previewed on a throwaway database made from it"))
     for step in p.steps:
         style = "green" if step.state == "done" else ("red" if step.blocking else "yellow")
         out.print()

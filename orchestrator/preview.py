@@ -13,10 +13,15 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
+import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import psycopg
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
 from . import rules, state
 from .analysis import Effect, Lock, RelationLock, analyze
@@ -24,7 +29,7 @@ from .analysis.catalog import Catalog
 from .backfill import BatchStatements, resolve_table_key
 from .checks import CheckResult, run_check
 from .database import connect, resolve_target
-from .errors import StepFailed
+from .errors import StepFailed, describe_error
 from .migrations import applied_hashes
 from .plan import Direction, Migration, Phase, Plan, Step
 from .rules import Context, Finding, Statement
@@ -116,15 +121,46 @@ def preview(plan: Plan, env: str, target: str | None = None, *, dsn: str | None 
             if rollback:
                 steps = [_rollback_step(conn, plan, step, states, applied, version)
                          for step in [*plan.dependents(target), plan.step(target)]]
+            elif bootstrap and conninfo.embedded:
+                with _bootstrapped(conninfo, os.path.join(plan.directory, bootstrap)) as scratch:
+                    steps = _steps(scratch, plan, target, state.States(), set(), version)
             else:
-                todo = [s for s in plan.order(target) if states[s.id].state != state.DONE]
-                rules.squawk.prefetch([f for s in todo for f in _files(plan, s)], _major(version))
-                steps = [_step(conn, plan, step, states, applied, version) for step in plan.order(target)]
+                steps = _steps(conn, plan, target, states, applied, version)
             wrote_nothing = conn.execute("SELECT pg_current_xact_id_if_assigned() IS NULL").fetchone()[0]
         finally:
             conn.execute("ROLLBACK")
     return Preview(env, conninfo.display, version, bootstrap, Direction.ROLLBACK if rollback else Direction.APPLY,
                    steps, wrote_nothing, time.monotonic() - started)
+
+
+def _steps(conn, plan: Plan, target: str | None, states, applied: set[str], version: str) -> list[StepPreview]:
+    todo = [s for s in plan.order(target) if states[s.id].state != state.DONE]
+    rules.squawk.prefetch([f for s in todo for f in _files(plan, s)], _major(version))
+    return [_step(conn, plan, step, states, applied, version) for step in plan.order(target)]
+
+
+@contextmanager
+def _bootstrapped(target, bootstrap: str):
+    """A throwaway database on the embedded server holding the bootstrap schema: the steps of
+    an empty environment are previewed against the schema apply would give them first (their
+    preconditions judged on the right tables). The environment's own database is not touched."""
+    name = f"rollout_preview_{uuid.uuid4().hex[:12]}"
+    admin = make_conninfo(target.conninfo, dbname="postgres")
+    with psycopg.connect(admin, autocommit=True) as server:
+        server.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        with psycopg.connect(make_conninfo(target.conninfo, dbname=name), autocommit=True) as scratch:
+            with open(bootstrap, encoding="utf-8") as handle:
+                try:
+                    scratch.execute(handle.read())
+                except psycopg.Error as exc:
+                    raise StepFailed(f"{os.path.basename(bootstrap)} failed in a throwaway copy: "
+                                     f"{describe_error(exc)}") from None
+            scratch.execute("BEGIN READ ONLY")
+            yield scratch
+    finally:
+        with psycopg.connect(admin, autocommit=True) as server:
+            server.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 def _major(version: str) -> str:
@@ -255,7 +291,6 @@ def _proven(effect: Effect, proven: set, checks: dict) -> Effect:
 
 
 def _relative(plan: Plan, path: str) -> str:
-    import os
     return os.path.relpath(path, plan.directory)
 
 

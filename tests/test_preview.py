@@ -281,3 +281,25 @@ def test_a_statement_runs_under_the_locks_its_transaction_already_holds(tmp_path
     assert update["lock"] == "ACCESS EXCLUSIVE" and "held since line 1" in update["locks"][0]["why"]
     rules = {f["rule"] for f in preview["steps"][0]["findings"] if f["direction"] == "apply"}
     assert "long-lock-on-large-table" in rules  # every reader waits for the whole UPDATE
+
+
+def test_a_fresh_project_is_previewed_against_its_bootstrap_schema(bot_plan):
+    from orchestrator import embedded
+    import psycopg
+
+    rollout = Rollout(bot_plan, None)  # the embedded environment, as a newcomer runs it
+    try:
+        result = rollout("plan", "--json")
+        assert result.exit_code == 0, result.output
+        preview = json.loads(result.stdout)
+        assert preview["bootstrap"] == "steps/baseline/schema.sql" and preview["wrote_nothing"]
+        checks = [p for step in preview["steps"] for p in step["preconditions"]]
+        assert checks and all(p["ok"] or p["deferred"] for p in checks)  # judged on the bootstrap's tables
+        info = embedded.running(str(bot_plan.parent))
+        with psycopg.connect(info.url("postgres")) as admin:
+            names = {row[0] for row in admin.execute("SELECT datname FROM pg_database")}
+        assert not [n for n in names if n.startswith("rollout_preview_")]  # the throwaway copy is gone
+        with psycopg.connect(info.url("local")) as local:
+            assert local.execute("SELECT to_regclass('servers')").fetchone() == (None,)
+    finally:
+        embedded.stop(str(bot_plan.parent))
