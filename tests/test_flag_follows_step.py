@@ -173,3 +173,29 @@ def test_a_flag_shared_with_a_done_step_stops_the_rollback(rollout, db):
     assert history(rollout, "shared_write")[-1] == ("on", "off", "rollback of alpha", "tester")
     assert rollout("rollback", "beta").exit_code == 0
     assert len(history(rollout, "shared_write")) == len(before) + 1  # already off: no second entry
+
+
+def test_advance_never_moves_a_flag_set_by_hand(tmp_path, dsn, db):
+    plan = write_plan(tmp_path, """\
+version: 1
+environments:
+  local: {database: embedded}
+flags:
+  f: {description: a flag}
+steps:
+  - id: a
+    title: A
+    priority: high
+    flag: f
+    rollout: {stages: [10, 50, 100]}
+    migrate: steps/a
+""", {"steps/a/0001_a.sql": "SELECT 1;\n", "steps/a/0001_a.rollback.sql": "SELECT 1;\n"})
+    rollout = Rollout(plan, dsn)
+    assert rollout("apply").exit_code == 0 and rollout("advance", "a").exit_code == 0  # 10%
+    assert rollout("flags", "set", "f", "on").exit_code == 0  # by hand, past the next stage (50%)
+    refused = rollout("advance", "a")
+    assert refused.exit_code == 1 and "flag f is on, past the rollout's next stage (50%)" in refused.output
+    assert db.execute("SELECT percent FROM rollout.flags WHERE name = 'f'").fetchone() == (100,)  # not moved back
+    assert rollout("flags", "set", "f", "10").exit_code == 0
+    assert rollout("advance", "a").exit_code == 0
+    assert db.execute("SELECT percent FROM rollout.flags WHERE name = 'f'").fetchone() == (50,)
