@@ -459,8 +459,8 @@ def _read_migration_folder(base: str, folder: str, relative: str, where: Path, d
         directives, _, statements = read_sql_migration(m.path)
         _, _, rollback = read_sql_migration(rollback_path)
         transactional = directives.get("transactional", "true").strip().lower() == "true"
-        if not statements:
-            doc.at(where, f"{relative}/{name} holds no SQL statement")
+        if not statements and not rollback:  # (a migration may act on rollback alone)
+            doc.at(where, f"{relative}/{name} holds no SQL statement, and neither does its rollback")
             continue
         migration = Migration(
             id=m.id,

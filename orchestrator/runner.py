@@ -276,10 +276,14 @@ def _require_clean_lint(session: Session, step: Step) -> None:
     """The preview's findings, before anything changes: an error-level one the step does not
     allow stops it, exactly as `rollout plan` would report it."""
     findings = step_findings(session.conn, session.plan, step)
-    for finding in findings:
-        if finding.level == "warning" or finding.allowed:
-            session.report(session.event("lint", f"{finding.level if not finding.allowed else 'allowed'} "
-                                         f"{finding.rule} ({finding.where})", step_id=step.id, ok=True))
+    noted = [f for f in findings if not f.blocking]
+    if noted:  # one line, not one per finding: `rollout plan STEP` lists them with their reasons
+        warnings = sum(1 for f in noted if not f.allowed)
+        accepted = len(noted) - warnings
+        parts = [f"{warnings} lint warning{'' if warnings == 1 else 's'}"] * bool(warnings) + \
+            [f"{accepted} accepted finding{'' if accepted == 1 else 's'}"] * bool(accepted)
+        session.report(session.event("lint", f"{' and '.join(parts)} ({', '.join(sorted({f.rule for f in noted}))}): "
+                                     f"`rollout plan {step.id}` shows them", step_id=step.id, ok=True))
     blocking = [f for f in findings if f.blocking]
     if blocking:
         listed = "\n".join(f"  {f.rule} ({f.where}): {f.message}" + (f"\n    safe alternative: {f.alternative}"

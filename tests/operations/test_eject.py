@@ -88,3 +88,42 @@ def test_a_step_of_contract_operations_alone_ejects_to_a_finalize_folder(tmp_pat
     text = path.read_text()
     assert "finalize: steps/feed/finalize" in text and "migrate:" not in text
     assert Rollout(path, dsn)("check").exit_code == 0
+
+
+def test_a_conversion_with_indexes_ejects_its_rollback_only_migrations(tmp_path, dsn, db):
+    db.execute("CREATE TABLE tickets (id bigint PRIMARY KEY, status text NOT NULL);"
+               "CREATE INDEX tickets_status ON tickets (status);"
+               "INSERT INTO tickets SELECT g, CASE WHEN g % 2 = 0 THEN 'open' ELSE 'Closed ' END "
+               "FROM generate_series(1, 50) AS g")
+    plan = """\
+version: 1
+environments:
+  local: {database: embedded}
+steps:
+  - id: statuses
+    title: statuses
+    priority: high
+    operations:
+      - op: create_enum
+        name: ticket_status
+        values: [open, closed]
+      - op: convert_to_enum
+        table: tickets
+        column: status
+        type: ticket_status
+        mapping: {}
+        fold: true
+        not_null: true
+        indexes:
+          - {name: tickets_status, columns: [status]}
+"""
+    path = write_plan(tmp_path, plan)
+    rollout = Rollout(path, dsn)
+    assert rollout("apply").exit_code == 0  # expand and backfill
+    ejected = rollout("eject", "statuses")
+    assert ejected.exit_code == 0, ejected.output
+    assert rollout("check").exit_code == 0
+    finished = rollout("apply")
+    assert finished.exit_code == 0, finished.output
+    assert db.execute("SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
+                      "WHERE attrelid = 'tickets'::regclass AND attname = 'status'").fetchone() == ("ticket_status",)
