@@ -326,6 +326,11 @@ def advance(opts: _Options, step: str | None, every: bool, watch: bool, interval
     results = api.advance(opts.plan, opts.env, step, dsn=opts.dsn, actor=actor, watch=watch, interval=seconds,
                           report=_show_event)
     for r in results:
+        if r.outcome == "advanced" and r.message.endswith("at 100%"):
+            out.print(Text(f"          next: `rollout apply {r.step_id}` (or one more advance) runs the contract "
+                           "once the stage's checks pass", style="dim"))
+        if r.outcome in ("advanced", "finalized"):
+            continue  # its event line said it already
         mark = Text("✗ ", style="red") if r.outcome == "refused" else Text("✓ ", style="green")
         out.print(mark + Text(f"{r.step_id}: {r.outcome}: {r.message}"))
     if not results:
