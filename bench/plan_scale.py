@@ -95,7 +95,7 @@ def main() -> None:
     total, one = statistics.median(whole), statistics.median(first)
     per_step = (total - one) / (args.steps - 1)
     print(f"preview of {args.steps} steps: " + ", ".join(f"{r:.3f}s" for r in whole) + f" (median {total:.3f}s)")
-    print(f"preview of 1 step: " + ", ".join(f"{r:.3f}s" for r in first) + f" (median {one:.3f}s)")
+    print("preview of 1 step: " + ", ".join(f"{r:.3f}s" for r in first) + f" (median {one:.3f}s)")
     files = 4 * args.steps
     print(f"squawk over {files} files: once per file {each:.2f}s, once for all {once:.2f}s: {each / once:.0f}x")
     print(f"per_pending_step_ms={per_step * 1000:.2f}")

@@ -21,7 +21,8 @@ from .backfill import Progress as BackfillProgress
 from .database import resolve_target
 from .errors import EXIT_STEP_FAILED, EXIT_STOPPED, PermissionDenied, RolloutError, UsageError
 from .flags import bucket, evaluate
-from .plan import Plan, json_schema, parse_duration
+from .plan import Plan, json_schema
+from .plan_parts import parse_duration
 from .session import default_actor
 from .state import Event
 

@@ -9,10 +9,9 @@ database or the file system.
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass
 from enum import Enum
-from typing import Annotated, Literal, Union
+from typing import Literal
 
 from pydantic import ConfigDict, Field, model_validator
 from yoyo.migrations import get_migration_hash
@@ -20,8 +19,8 @@ from yoyo.migrations import get_migration_hash
 from .errors import UsageError
 from .operations import Operation
 
-from .plan_parts import (  # noqa: F401 - the plan's vocabulary, re-exported
-    NAME_PATTERN, NAME_RULE, Name, parse_duration, Duration, FlagValue, Seq, _Model, Timeouts, Environment, Flag, Check, StagedRollout, Allowance, TableName, ColumnName, Backfill,
+from .plan_parts import (  # the plan's vocabulary, as other modules import it from here
+    Allowance, Backfill, Check, Environment, Flag, Name, Seq, StagedRollout, Timeouts, _Model,
 )
 
 

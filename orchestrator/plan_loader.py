@@ -22,7 +22,8 @@ from yoyo.topologicalsort import CycleError
 from .errors import PlanError
 from . import operations
 from .analysis import analyze
-from .plan import Direction, NAME_RULE, Check, Migration, Plan, PlanModel, json_schema
+from .plan import Check, Direction, Migration, Plan, PlanModel, json_schema
+from .plan_parts import NAME_RULE
 
 MAX_FILE_BYTES = 1024 * 1024  # a migration, a check or a seed file
 BOM = b"\xef\xbb\xbf"

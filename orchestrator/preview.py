@@ -31,7 +31,7 @@ from .checks import CheckResult, run_check
 from .database import connect, resolve_target
 from .errors import StepFailed, describe_error
 from .migrations import applied_hashes
-from .plan import Direction, Migration, Phase, Plan, Step
+from .plan import Direction, Phase, Plan, Step
 from .rules import Context, Finding, Statement
 from .rules.context import Table, size
 

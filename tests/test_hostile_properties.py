@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from orchestrator.errors import RolloutError
 from orchestrator.flags import parse_value
-from orchestrator.plan import parse_duration
+from orchestrator.plan_parts import parse_duration
 from orchestrator.plan_loader import load_plan
 
 BASE = {"version": 1, "environments": {"local": {"database": "embedded"}},

@@ -20,7 +20,7 @@ from . import alter_table
 from .effect import Effect, RelationLock
 from .expand import Expand
 from .lockmode import Lock
-from .names import from_list, qualified, relation
+from .names import from_list, relation
 
 OBJ = enums.ObjectType
 _A, _RS, _RE, _SUE, _S, _SRE, _E, _AE = Lock

@@ -17,7 +17,7 @@ from .base import CONTRACT, EXPAND, Compiled, Operation, Part, check
 from .columns import RebuiltIndex, _index_names, _indexes_fit, _new_indexes, _old_indexes
 from .constraints import _not_null
 from .raw import statements
-from .sql import expr, ident, literal_name, render, type_name
+from .sql import ident, literal_name, render, type_name
 
 # PostgreSQL's limit: an enum label is at most 63 bytes (NAMEDATALEN - 1), and not empty
 Label = Annotated[str, StringConstraints(min_length=1, max_length=63)]
