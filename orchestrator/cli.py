@@ -270,8 +270,9 @@ def _show_preview(p) -> None:
             out.print(Text(f"  {step.note}", style="dim"))
         for number, s in enumerate(step.statements, 1):
             e = s.effect
+            origin = f" (generated from {s.migration.origin})" if s.migration.generated else ""
             out.print(Text(f"  {number}. [{s.phase.value}{'' if s.direction.value == 'apply' else ', rollback'}] "
-                           f"{s.file}:{e.line}", style="cyan"))
+                           f"{s.file}:{e.line}{origin}", style="cyan"))
             out.print(Text("     " + " ".join(e.sql.split())[:300]))
             locks = "; ".join(f"{r.lock.label} on {r.relation}" + (f" ({r.why})" if r.why else "") for r in e.locks)
             traits = [f"blocks {e.lock.blocks}" if e.lock else None, "assumed: not in rollout's table" if e.assumed

@@ -80,6 +80,7 @@ class Statement:
         table = None if self.table is None else {"name": self.table.name, "rows": self.table.rows,
                                                   "bytes": self.table.bytes}
         return {"phase": self.phase.value, "direction": self.direction.value, "file": self.file,
+                "generated_from": self.migration.origin,
                 **self.effect.as_json(), "table_size": table, "estimate": self.estimate,
                 "rows_touched": self.rows_touched, "backup_before": self.backup}
 
