@@ -125,8 +125,12 @@ def status(plan: Plan, env: str, *, dsn: str | None = None) -> list[StepStatus]:
         stages = plan.stages(step)
         stage = None
         if stages and current.state == state.ROLLING_OUT:
-            stage = (f"{stages.stages[current.stage]}% ({current.stage + 1}/{len(stages.stages)})"
-                     if current.stage is not None else f"not started (0/{len(stages.stages)})")
+            try:
+                index = state.checked_stage(step.id, current, len(stages.stages))
+                stage = (f"{stages.stages[index]}% ({index + 1}/{len(stages.stages)})" if index is not None
+                         else f"not started (0/{len(stages.stages)})")
+            except state.InvalidTransition:
+                stage = f"stage {current.stage + 1} of {len(stages.stages)}: edited by hand (`rollout abort {step.id}`)"
         flag_value = flag_expected = mismatch = None
         if stages:
             value = values[step.flag]

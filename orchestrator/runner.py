@@ -186,6 +186,7 @@ def advance(session: Session, step: Step, *, restart: bool = True) -> Advance:
     if current.state != ROLLING_OUT:
         raise UsageError(f"step {step.id!r} is {current.state}, not rolling out; `rollout apply {step.id}` "
                          "brings it to its rollout")
+    state.checked_stage(step.id, current, len(stages.stages))
     if current.stage is not None:
         blocker = _stage_blocker(session, step, current)
         if blocker:

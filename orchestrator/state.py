@@ -216,6 +216,18 @@ class InvalidTransition(RolloutError):
     """A move the state machine forbids: a bug, or a state changed by hand."""
 
 
+def checked_stage(step_id: str, current: "StepState", stage_count: int) -> int | None:
+    """The step's recorded rollout stage, refused when it is not one of its rollout's stages
+    (a hand edit by a role that could disable the guard trigger): advance would otherwise run
+    the contract, or status fail, on a stage that does not exist."""
+    if current.stage is None or 0 <= current.stage < stage_count:
+        return current.stage
+    raise InvalidTransition(
+        f"step {step_id!r} records stage {current.stage + 1} of a rollout with {stage_count} stages: its state "
+        f"was edited by hand. Park it with `rollout abort {step_id}` (the flag goes off), then `rollout advance "
+        f"{step_id}` starts the rollout again from its first stage")
+
+
 @dataclass(frozen=True)
 class StepState:
     step_id: str

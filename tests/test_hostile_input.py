@@ -222,3 +222,20 @@ def test_seeding_a_database_steps_have_changed_says_to_reset_first(rollout):
     assert rollout("apply", "composite_indexes").exit_code == 0
     result = rollout("db", "seed", "--rows", "100")
     assert result.exit_code == 2 and "`rollout db reset --yes`, then `rollout db seed`" in result.output
+
+
+def test_a_stage_beyond_the_rollout_is_refused_not_finalized(tmp_path, dsn, db):
+    plan = PLAN.replace("steps:\n", "flags:\n  f: {description: a flag}\nsteps:\n").replace(
+        "    migrate: steps/a\n", "    migrate: steps/a\n    flag: f\n    rollout: {stages: [10, 50, 100]}\n")
+    path = write_plan(tmp_path, plan, {"steps/a/0001_a.sql": "SELECT 1;\n", "steps/a/0001_a.rollback.sql": "SELECT 1;\n"})
+    rollout = Rollout(path, dsn)
+    assert rollout("apply").exit_code == 0 and rollout("advance", "a").exit_code == 0
+    db.execute("ALTER TABLE rollout.steps DISABLE TRIGGER steps_enforce_transition")  # what a superuser can do
+    db.execute("UPDATE rollout.steps SET stage = 7 WHERE step_id = 'a'")
+    db.execute("ALTER TABLE rollout.steps ENABLE TRIGGER steps_enforce_transition")
+    import json
+    status = rollout("status", "--json")
+    assert status.exit_code == 0 and "edited by hand" in json.loads(status.output)["steps"][0]["stage"]
+    refused = rollout("advance", "a")
+    assert refused.exit_code == 2 and "records stage 8 of a rollout with 3 stages" in refused.output
+    assert db.execute("SELECT state FROM rollout.steps WHERE step_id = 'a'").fetchone() == ("rolling_out",)
