@@ -251,7 +251,15 @@ class Engine:
                 self.ids,
             )
             checkpoint = cur.fetchone()
-        resumed = checkpoint["cursor"] is not None and checkpoint["state"] != "done"
+        cursor = checkpoint["cursor"]
+        if cursor is not None and (not isinstance(cursor, list) or len(cursor) != len(self.key.columns)):
+            raise StepFailed(
+                f"backfill {self.job.name}: its checkpoint in rollout.backfills holds {cursor!r}, not one value for "
+                f"each of its key's columns ({', '.join(self.key.columns)}): it was edited by hand. Start it over "
+                f"with UPDATE rollout.backfills SET cursor = NULL WHERE step_id = '{self.step.id}' AND name = "
+                f"'{self.job.name}' (a backfill only changes the rows that still need it), then run the same "
+                "command again")
+        resumed = cursor is not None and checkpoint["state"] != "done"
         if checkpoint["state"] != "done":
             where = f"from checkpoint after {checkpoint['rows_covered']} rows" if resumed else "from the start"
             self.session.record("backfill.start", f"backfill {self.job.name} on {self.job.table} {where} "

@@ -239,3 +239,19 @@ def test_a_stage_beyond_the_rollout_is_refused_not_finalized(tmp_path, dsn, db):
     refused = rollout("advance", "a")
     assert refused.exit_code == 2 and "records stage 8 of a rollout with 3 stages" in refused.output
     assert db.execute("SELECT state FROM rollout.steps WHERE step_id = 'a'").fetchone() == ("rolling_out",)
+
+
+def test_a_backfill_checkpoint_edited_by_hand_is_a_clear_error(tmp_path, dsn, db):
+    db.execute("CREATE TABLE t (id int PRIMARY KEY, v int); INSERT INTO t SELECT g, 0 FROM generate_series(1, 50) g")
+    plan = PLAN.replace("    migrate: steps/a\n", "    migrate: steps/a\n    backfills:\n      - name: fill\n"
+                        "        table: t\n        set: {v: '1'}\n        where: v = 0\n")
+    rollout = Rollout(write_plan(tmp_path, plan, {"steps/a/0001_a.sql": "SELECT 1;\n",
+                                                  "steps/a/0001_a.rollback.sql": "SELECT 1;\n"}), dsn)
+    assert rollout("apply").exit_code == 0
+    assert rollout("rollback", "a").exit_code == 0
+    db.execute("UPDATE t SET v = 0")
+    db.execute("INSERT INTO rollout.backfills (env, step_id, name, state, cursor) "
+               "VALUES ('local', 'a', 'fill', 'running', '[1, 2, 3]')")  # a checkpoint edited by hand
+    result = rollout("apply")
+    assert result.exit_code == 1 and "holds [1, 2, 3], not one value for each of its key's columns (id)" in result.output
+    assert "Traceback" not in result.output
