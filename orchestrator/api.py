@@ -16,6 +16,7 @@ from .migrations import applied_hashes
 from .plan import Plan
 from .plan_loader import load_plan
 from .eject import Ejected
+from .init import init as _init
 from .eject import eject as _eject
 from .preview import Preview
 from .preview import preview as _preview
@@ -345,3 +346,8 @@ def preview(plan: Plan, env: str, target: str | None = None, *, dsn: str | None 
 def eject(plan: Plan, step_id: str) -> Ejected:
     """Write a step's generated migrations out as files the plan then names (see eject.py)."""
     return _eject(plan, step_id)
+
+
+def init(directory: str, dsn_envs: tuple[str, ...] = ()) -> list[str]:
+    """Start a plan in `directory` (see init.py)."""
+    return _init(directory, dsn_envs)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 import time
@@ -211,6 +212,20 @@ def apply(opts: _Options, step: str | None, yes: bool, force: bool, no_backup: b
         out.print(f"{summary}; waiting: {waits}")
     else:
         out.print(f"{summary}; every requested step is done.")
+
+
+@cli.command()
+@click.option("--dsn-env", "dsn_envs", multiple=True, metavar="VARIABLE",
+              help="An environment whose DSN this variable holds (repeat, in promotion order: STAGING_DATABASE_URL, "
+                   "then PRODUCTION_DATABASE_URL).")
+@pass_options
+def init(opts: _Options, dsn_envs: tuple[str, ...]) -> None:
+    """Start a plan for your database: rollout.yaml (a local embedded environment and one per
+    --dsn-env) and its JSON Schema, in the plan's folder. Never overwrites a file."""
+    folder = os.path.dirname(os.path.abspath(opts.plan_path))
+    for path in api.init(folder, dsn_envs):
+        out.print(Text(f"wrote {os.path.relpath(path)}"))
+    out.print(Text("next: `rollout check`, then add a step (docs/your-first-plan.md)", style="green"))
 
 
 @cli.command()
