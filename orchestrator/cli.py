@@ -17,7 +17,7 @@ from rich import box
 from rich.table import Table
 from rich.text import Text
 
-from . import api, embedded
+from . import api, embedded, report
 from .backfill import Progress as BackfillProgress
 from .database import resolve_target
 from .errors import EXIT_STEP_FAILED, EXIT_STOPPED, PermissionDenied, RolloutError, UsageError
@@ -245,9 +245,14 @@ def eject(opts: _Options, step: str) -> None:
 @click.argument("step", required=False)
 @click.option("--rollback", "rollback", is_flag=True,
               help="Preview `rollout rollback STEP` instead: its rollback files, their locks and backups.")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output, for CI.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output, for CI (as --format json).")
+@click.option("--format", "output", type=click.Choice(["text", "json", "markdown"]), default="text",
+              show_default=True, help="markdown: a compact report for a pull request comment.")
+@click.option("--changed-since", "since", metavar="GIT_REF",
+              help="Report only the steps whose files or plan entry changed since this git revision.")
 @pass_options
-def plan_command(opts: _Options, step: str | None, rollback: bool, as_json: bool) -> None:
+def plan_command(opts: _Options, step: str | None, rollback: bool, as_json: bool, output: str,
+                 since: str | None) -> None:
     """Dry run: every statement apply would run, its locks and risks. Writes nothing.
 
     Exits 1 when a finding blocks (an error-level rule the step does not allow, or a failing
@@ -256,8 +261,13 @@ def plan_command(opts: _Options, step: str | None, rollback: bool, as_json: bool
     if rollback and not step:
         raise UsageError("--rollback previews the rollback of one step: name it, e.g. `rollout plan --rollback STEP`")
     result = api.preview(opts.plan, opts.env, step, dsn=opts.dsn, rollback=rollback)
-    if as_json:
+    if since is not None:
+        changed = report.changed_steps(opts.plan, since)
+        result.steps = [s for s in result.steps if s.id in changed]
+    if as_json or output == "json":
         click.echo(json.dumps(result.as_json(), indent=2, default=str))
+    elif output == "markdown":
+        click.echo(report.markdown(result))
     else:
         _show_preview(result)
     if result.blocking:
