@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import json
 
 from orchestrator import embedded
@@ -88,3 +90,24 @@ def test_rls_policies_and_function_of_the_baseline(rollout, db):
     rls = db.execute("SELECT count(*) FROM pg_class WHERE relrowsecurity AND relname IN ('servers', 'users', "
                      "'server_members', 'detection_events', 'verification_events', 'admin_actions')")
     assert rls.fetchone()[0] == 6
+
+
+def test_a_project_copied_by_root_starts_and_a_foreign_data_directory_is_explained(tmp_path):
+    import shutil
+
+    from orchestrator import embedded
+    from orchestrator.errors import DatabaseUnavailable
+
+    original = tmp_path / "original"
+    original.mkdir()
+    embedded.start(str(original))
+    embedded.stop(str(original))
+    copy = tmp_path / "copy"
+    shutil.copytree(original, copy)  # as cp -r: the files now belong to whoever copied them
+    try:
+        assert embedded.start(str(copy)).pid > 0
+    finally:
+        embedded.stop(str(copy))
+    (copy / ".rollout" / "pgdata" / "PG_VERSION").write_text("9\n")
+    with pytest.raises(DatabaseUnavailable, match="holds a PostgreSQL 9 database"):
+        embedded.start(str(copy))
