@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import sys
 import time
 
@@ -20,7 +21,7 @@ from rich.text import Text
 from . import api, embedded, report
 from .backfill import Progress as BackfillProgress
 from .database import resolve_target
-from .errors import EXIT_STEP_FAILED, EXIT_STOPPED, PermissionDenied, RolloutError, UsageError
+from .errors import EXIT_INTERRUPTED, EXIT_STEP_FAILED, PermissionDenied, RolloutError, UsageError
 from .flags import bucket, evaluate
 from .plan import Plan, json_schema
 from .plan_parts import parse_duration
@@ -117,9 +118,10 @@ class _RolloutGroup(click.Group):
             click.echo(visible(f"error: {exc}"), err=True)
             ctx.exit(exc.exit_code)
         except KeyboardInterrupt:
-            click.echo("\ninterrupted: what had committed stays (each migration and backfill batch commits with its "
-                       "record); run the same command again to continue from there", err=True)
-            ctx.exit(EXIT_STOPPED)
+            click.echo(f"\ninterrupted: `rollout {ctx.invoked_subcommand}` stopped; what had committed stays (each "
+                       "migration and backfill batch commits with its record): run the same command again to "
+                       "continue from there", err=True)
+            ctx.exit(EXIT_INTERRUPTED)
 
 
 class _Options:
@@ -158,7 +160,7 @@ def cli(ctx: click.Context, plan_path: str, env: str, dsn: str | None, actor: st
     """Roll PostgreSQL schema changes out step by step: preconditions, migrate, verify, finalize.
 
     Exit codes: 0 ok; 1 a step or check failed; 2 invalid plan or arguments; 3 environment locked;
-    4 stopped by an operator (a paused or cancelled backfill).
+    4 stopped by an operator (a paused or cancelled backfill); 130 interrupted (Ctrl-C, SIGTERM).
     """
     ctx.obj = _Options(plan_path, env, dsn, actor)
 
@@ -712,4 +714,6 @@ _global_options_anywhere(cli)
 
 
 def main() -> None:
+    # SIGTERM (a CI runner's cancel, systemd's stop) ends a command as Ctrl-C does: cleanly
+    signal.signal(signal.SIGTERM, lambda number, frame: (_ for _ in ()).throw(KeyboardInterrupt()))
     cli(prog_name="rollout")

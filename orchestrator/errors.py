@@ -12,6 +12,7 @@ EXIT_STEP_FAILED = 1
 EXIT_INVALID = 2
 EXIT_LOCKED = 3
 EXIT_STOPPED = 4
+EXIT_INTERRUPTED = 130  # Ctrl-C or SIGTERM, as shells report a SIGINT
 
 
 class RolloutError(Exception):

@@ -185,13 +185,33 @@ def test_ctrl_c_during_apply_says_what_to_do_and_the_same_command_continues(tmp_
         time.sleep(0.02)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 4, (out, err)
+    assert proc.returncode == 130, (out, err)
     assert "interrupted" in err and "run the same command again" in err and "Traceback" not in err
     assert db.execute("SELECT to_regclass('marks')").fetchone() == (None,)  # the migration did not half-commit
     db.execute("INSERT INTO gate VALUES (true)")
     again = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0, again.stdout + again.stderr
     assert db.execute("SELECT count(*) FROM marks").fetchone() == (1,)
+
+
+def test_sigterm_ends_a_command_as_ctrl_c_does(tmp_path, dsn, db):
+    import signal
+    import time
+
+    files = {"steps/a/0001_a.sql": "DO $$ BEGIN WHILE NOT EXISTS (SELECT 1 FROM gate) LOOP PERFORM pg_sleep(0.02); "
+                                   "END LOOP; END $$;\n", "steps/a/0001_a.rollback.sql": "SELECT 1;\n"}
+    path = write_plan(tmp_path, PLAN, files)
+    db.execute("CREATE TABLE gate (open boolean)")
+    command = [sys.executable, "-c", "from orchestrator.cli import main; main()", "--plan", str(path), "--dsn", dsn,
+               "apply"]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for _ in range(3000):
+        if db.execute("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'DO $$ BEGIN WHILE%'").fetchone()[0]:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "interrupted: `rollout apply` stopped" in err, (out, err)
 
 
 def test_a_backfill_whose_command_died_is_shown_interrupted_not_running(tmp_path, dsn, db):
