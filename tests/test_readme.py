@@ -11,7 +11,6 @@ from __future__ import annotations
 import re
 import shutil
 import shlex
-from pathlib import Path
 
 from click.testing import CliRunner
 
