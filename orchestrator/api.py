@@ -119,6 +119,7 @@ def status(plan: Plan, env: str, *, dsn: str | None = None) -> list[StepStatus]:
         states = state.step_states(conn, env)
         applied = applied_hashes(conn)
         values = flags.read(conn, plan, env)
+        live = state.schema_exists(conn) and _live_run(conn, env)
     rows = []
     for step in plan.order():
         current = states[step.id]
@@ -144,8 +145,11 @@ def status(plan: Plan, env: str, *, dsn: str | None = None) -> list[StepStatus]:
                     when = (f"stage {current.stage + 1}/{len(stages.stages)}" if current.stage is not None
                             else f"not started (0/{len(stages.stages)})")
                 mismatch = f"flag {step.flag} {at}, {when} expects {flag_expected}"
+        shown = current.state
+        if current.state in (state.MIGRATING, state.FINALIZING, state.ROLLING_BACK) and not live:
+            shown = f"{current.state} (interrupted)"  # the command doing it stopped: the same command continues
         rows.append(StepStatus(
-            id=step.id, title=step.title, priority=step.priority, state=current.state, flag=step.flag, stage=stage,
+            id=step.id, title=step.title, priority=step.priority, state=shown, flag=step.flag, stage=stage,
             phase=current.phase,
             error=current.error, migrations_applied=sum(m.hash in applied for m in files), migrations_total=len(files),
             updated_at=current.updated_at.isoformat() if current.updated_at else None, updated_by=current.updated_by,
@@ -292,9 +296,7 @@ def backfill_status(plan: Plan, env: str, step_id: str | None = None, *,
             with conn.cursor(row_factory=dict_row) as cur:
                 for row in cur.execute("SELECT * FROM rollout.backfills WHERE env = %s", (env,)):
                     rows[(row["step_id"], row["name"])] = row
-        live = bool(rows) and conn.execute(
-            "SELECT EXISTS (SELECT 1 FROM rollout.runs AS r JOIN pg_stat_activity AS a ON a.pid = r.backend_pid "
-            "WHERE r.env = %s AND r.finished_at IS NULL)", (env,)).fetchone()[0]
+        live = bool(rows) and _live_run(conn, env)
         result = []
         for step in steps:
             for job in step.backfills:
@@ -314,6 +316,13 @@ def backfill_status(plan: Plan, env: str, step_id: str | None = None, *,
                     left / rate if rate and left is not None and row.get("state") == "running" else None,
                     row.get("error")))
     return result
+
+
+def _live_run(conn, env: str) -> bool:
+    """Whether a command is working on `env` now: an unfinished run whose session is alive."""
+    return conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM rollout.runs AS r JOIN pg_stat_activity AS a ON a.pid = r.backend_pid "
+        "WHERE r.env = %s AND r.finished_at IS NULL)", (env,)).fetchone()[0]
 
 
 def embedded_environment(plan: Plan, env: str) -> None:

@@ -553,16 +553,33 @@ def backfill_status(opts: _Options, step: str | None, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps({"env": opts.env, "backfills": [r.__dict__ for r in rows]}, indent=2))
         return
-    table = Table(title=f"backfills in {opts.env}", title_justify="left")
-    for column in ("step", "backfill", "state", "rows done", "estimated", "changed", "failed", "rate", "eta"):
-        table.add_column(column, no_wrap=True)
-    table.add_column("note")
+    out.print(backfill_table(rows, f"backfills in {opts.env}", out.width))
+
+
+def backfill_table(rows, title: str, width: int) -> Table:
+    """Backfills as a table that fits `width`: under 160 columns the changed and failed counts
+    and the rate go (`--json` has them) and the borders thin out; states and numbers are never cut."""
+    wide = width >= 160
+    table = Table(title=title, title_justify="left") if wide else \
+        Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1))
+    columns = ("step", "backfill", "state", "rows done", "estimated", "changed", "failed", "rate", "eta") if wide \
+        else ("step", "backfill", "state", "done", "of", "eta")
+    for column in columns:
+        names = column in ("step", "backfill") and not wide  # long ids fold onto a second line, whole
+        table.add_column(column, no_wrap=not names, overflow="fold" if names else "ellipsis",
+                         min_width=11 if column == "state" else None)
+    notes = any(r.error for r in rows)
+    if notes:
+        table.add_column("note", min_width=8, overflow="fold")
     for r in rows:
-        table.add_row(r.step_id, r.name, r.state, f"{r.rows_covered:,}", f"~{r.estimate:,}" if r.estimate is not None
-                      else "?", f"{r.rows_changed:,}", f"{r.rows_failed:,}",
-                      f"{r.rows_per_second:,.0f}/s" if r.rows_per_second else "",
-                      f"{r.eta_seconds:,.0f}s" if r.eta_seconds is not None else "", Text(r.error or ""))
-    out.print(table)
+        estimate = f"~{r.estimate:,}" if r.estimate is not None else "?"
+        eta = f"{r.eta_seconds:,.0f}s" if r.eta_seconds is not None else ""
+        cells = [r.step_id, r.name, r.state, f"{r.rows_covered:,}", estimate]
+        if wide:
+            cells += [f"{r.rows_changed:,}", f"{r.rows_failed:,}",
+                      f"{r.rows_per_second:,.0f}/s" if r.rows_per_second else ""]
+        table.add_row(*cells, eta, *([Text(r.error or "")] if notes else []))
+    return table
 
 
 def _run_backfills(opts: _Options, step: str, actor: str, resume: bool) -> None:

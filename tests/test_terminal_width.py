@@ -39,3 +39,21 @@ def test_status_fits_80_120_and_160_columns_without_cutting_what_matters():
             assert all(line.rstrip()[-1] in "┓┃┩│┘" for line in lines[1:] if line.strip())
         if width >= 120:
             assert "started (0/2)" in text and "expects 10%" in text  # the note wraps, whole
+
+
+def test_backfill_status_fits_80_and_120_columns():
+    from orchestrator.api import BackfillStatus
+    from orchestrator.cli import backfill_table
+
+    fields = BackfillStatus.__dataclass_fields__
+    row = BackfillStatus(**{**{name: None for name in fields}, "step_id": "verification_status_enum",
+                            "name": "fill_status_kind", "table": "verification_events", "state": "interrupted",
+                            "rows_covered": 1_234_567, "rows_changed": 1_000_000, "rows_failed": 0,
+                            "estimate": 10_000_000, "batches": 40, "batch_size": 5000, "rows_per_second": 250_000.0,
+                            "eta_seconds": 35.0, "error": None})
+    for width in (80, 120, 160):
+        buffer = io.StringIO()
+        SafeConsole(file=buffer, width=width, markup=False, highlight=False).print(backfill_table([row], "t", width))
+        text = buffer.getvalue()
+        assert all(len(line) <= width for line in text.splitlines())
+        assert "interrupted" in text and "1,234,567" in text and "~10,000,000" in text and "…" not in text
