@@ -47,7 +47,7 @@ def mutated(path, value) -> dict:
     return document
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=300, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(paths, values)
 def test_any_plan_is_accepted_or_refused_with_rollouts_own_error(tmp_path, path, value):
     plan = tmp_path / "rollout.yaml"
@@ -58,7 +58,7 @@ def test_any_plan_is_accepted_or_refused_with_rollouts_own_error(tmp_path, path,
         assert str(exc) and str(plan) in str(exc)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, derandomize=True)
 @given(st.one_of(st.text(max_size=30), st.integers(min_value=-2**80, max_value=2**80)))
 def test_any_duration_is_milliseconds_or_a_value_error(text):
     try:
@@ -68,7 +68,7 @@ def test_any_duration_is_milliseconds_or_a_value_error(text):
     assert isinstance(value, int) and value <= 2_147_483_647 or value < 0
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, derandomize=True)
 @given(st.text(max_size=12))
 def test_any_flag_value_is_a_percentage_or_a_usage_error(text):
     try:
