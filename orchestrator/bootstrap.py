@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
+from datetime import datetime
 
+import pglast
 import psycopg
+from pglast import ast
 from psycopg import sql
 
 from . import state
@@ -60,15 +64,46 @@ def seed(session: Session, rows: int) -> None:
         text = handle.read()
     with session.conn.transaction():
         session.conn.execute("SELECT set_config('rollout.seed_rows', %s, true)", (str(rows),))
-        _run_file(session, env.seed, sql.SQL(text))
+        _run_seed(session, env.seed, text)
         session.record("seed", f"seeded sample data from {env.seed} (rollout.seed_rows = {rows:,})", detail={"rows": rows})
 
 
-def _run_file(session: Session, name: str, statement) -> None:
-    """Run a bootstrap or seed file; PostgreSQL's error names the file and its line."""
+def _run_seed(session: Session, name: str, text: str) -> None:
+    """Run the seed file statement by statement (one transaction all the same), showing each
+    table it fills as it goes: a million-row seed takes a while, and silence looks like a hang."""
     try:
-        session.conn.execute(statement)
+        pieces = pglast.split(text, with_parser=True, only_slices=True)
+    except pglast.parser.ParseError:
+        pieces = [slice(0, len(text))]  # PostgreSQL's own error will name the line
+    for piece in pieces:
+        started = time.monotonic()
+        rowcount = _run_file(session, name, text, piece)
+        written = _written(text[piece], rowcount)
+        if written and rowcount > 0:
+            seconds = time.monotonic() - started
+            session.report(state.Event(at=datetime.now().astimezone(), env=session.env, actor=session.actor,
+                                       kind="seed", message=f"seed: {written} ({seconds:.1f} s)"))
+
+
+def _written(statement: str, rowcount: int) -> str | None:
+    """What an INSERT or UPDATE did, e.g. 'users +4,000 rows'; None for other statements."""
+    try:
+        node = pglast.parse_sql(statement)[0].stmt
+    except pglast.parser.ParseError:  # syntax newer than pglast's parser: PostgreSQL ran it
+        return None
+    if isinstance(node, ast.InsertStmt):
+        return f"{node.relation.relname} +{rowcount:,} rows"
+    if isinstance(node, ast.UpdateStmt):
+        return f"{node.relation.relname}: {rowcount:,} rows updated"
+    return None
+
+
+def _run_file(session: Session, name: str, text: str, piece: slice | None = None) -> int:
+    """Run a bootstrap or seed file, or the `piece` of it; PostgreSQL's error names the file and
+    its line. Returns the rows the last statement touched."""
+    piece = piece or slice(0, len(text))
+    try:
+        return session.conn.execute(sql.SQL(text[piece])).rowcount  # noqa: S608 - the plan's own file
     except psycopg.Error as exc:
-        text = statement if isinstance(statement, str) else statement.as_string(None)
-        raise StepFailed(f"{name} failed: {describe_error(exc, text)}. Fix the file and run the same command "
-                         "again (nothing of it was kept)") from None
+        raise StepFailed(f"{name} failed: {describe_error(exc, text, piece.start)}. Fix the file and run the "
+                         "same command again (nothing of it was kept)") from None

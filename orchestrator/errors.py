@@ -72,9 +72,9 @@ class PermissionDenied(RolloutError):
     exit_code = EXIT_INVALID
 
 
-def describe_error(exc: Exception, text: str | None = None) -> str:
+def describe_error(exc: Exception, text: str | None = None, offset: int = 0) -> str:
     """PostgreSQL's own words: message, detail, hint and SQLSTATE, and the line of `text`
-    (the SQL that was sent) the error points at."""
+    the error points at (the SQL sent started at `offset` in `text`)."""
     if not isinstance(exc, psycopg.Error) or exc.diag.message_primary is None:
         return str(exc)
     diag = exc.diag
@@ -82,5 +82,5 @@ def describe_error(exc: Exception, text: str | None = None) -> str:
     parts += [f"detail: {diag.message_detail}"] if diag.message_detail else []
     parts += [f"hint: {diag.message_hint}"] if diag.message_hint else []
     if text is not None and diag.statement_position:
-        parts.append(f"at line {text[:int(diag.statement_position)].count(chr(10)) + 1}")
+        parts.append(f"at line {text[:offset + int(diag.statement_position)].count(chr(10)) + 1}")
     return f"{'; '.join(parts)} [SQLSTATE {diag.sqlstate}]"

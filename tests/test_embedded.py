@@ -53,6 +53,10 @@ def test_db_commands_refuse_non_embedded_environments(bot_plan):
 def test_seed_holds_the_realistic_mess_of_baseline_md(rollout, db):
     result = rollout("db", "seed", "--rows", "5000")
     assert result.exit_code == 0, result.output
+    # each table it fills is shown as it goes, not only at the end
+    for line in ("seed: detection_events +5,000 rows", "seed: verification_events +500 rows",
+                 "seed: detection_events: 500 rows updated"):
+        assert line in result.output
     count = lambda query: db.execute(query).fetchone()[0]  # noqa: E731
     assert count("SELECT count(*) FROM detection_events") == 5000
     assert count("SELECT count(*) FROM servers") >= 3 and count("SELECT count(*) FROM users") >= 20
@@ -76,6 +80,20 @@ def test_seed_holds_the_realistic_mess_of_baseline_md(rollout, db):
     # seeding twice adds rows rather than failing
     assert rollout("db", "seed", "--rows", "100").exit_code == 0
     assert count("SELECT count(*) FROM detection_events") == 5100
+
+
+def test_a_failing_seed_statement_names_its_line_and_keeps_nothing(bot_plan, rollout, db):
+    seed = bot_plan.parent / "steps" / "baseline" / "seed.sql"
+    lines = seed.read_text().splitlines()
+    broken = next(n for n, line in enumerate(lines) if line.startswith("CREATE TEMP TABLE seed_events"))
+    lines.insert(broken, "INSERT INTO users (no_such_column) VALUES (1);")
+    seed.write_text("\n".join(lines) + "\n")
+    result = rollout("db", "seed", "--rows", "1000")
+    assert result.exit_code == 1
+    assert f'column "no_such_column" of relation "users" does not exist' in result.output
+    assert f"at line {broken + 1}" in result.output
+    assert "seed: users +" in result.output  # the statements before it ran...
+    assert db.execute("SELECT count(*) FROM users").fetchone()[0] == 0  # ...and were rolled back with it
 
 
 def test_seed_rejects_a_bad_row_count(rollout):
