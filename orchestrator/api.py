@@ -14,12 +14,10 @@ from .errors import RolloutError, StepFailed, UsageError
 from .locks import acquire_env_lock
 from .migrations import applied_hashes
 from .plan import Plan
+from .eject import Ejected, eject
+from .init import init
 from .plan_loader import load_plan
-from .eject import Ejected
-from .init import init as _init
-from .eject import eject as _eject
-from .preview import Preview
-from .preview import preview as _preview
+from .preview import Preview, preview
 from .runner import StepReport
 from .session import Reporter, open_session
 from .state import Event
@@ -343,20 +341,5 @@ def reset(plan: Plan, env: str) -> None:
 __all__ = [
     "load_plan", "apply", "rollback", "verify", "status", "events", "advance", "abort", "flags_list", "flag_set",
     "flag_history", "backfill_run", "backfill_request", "backfill_status", "seed", "reset", "embedded",
+    "preview", "eject", "init", "Preview", "Ejected",
 ]
-
-
-def preview(plan: Plan, env: str, target: str | None = None, *, dsn: str | None = None,
-            rollback: bool = False) -> Preview:
-    """The dry run of `apply [target]`, or of `rollback target`: writes nothing."""
-    return _preview(plan, env, target, dsn=dsn, rollback=rollback)
-
-
-def eject(plan: Plan, step_id: str) -> Ejected:
-    """Write a step's generated migrations out as files the plan then names (see eject.py)."""
-    return _eject(plan, step_id)
-
-
-def init(directory: str, dsn_envs: tuple[str, ...] = ()) -> list[str]:
-    """Start a plan in `directory` (see init.py)."""
-    return _init(directory, dsn_envs)

@@ -175,8 +175,8 @@ def check(opts: _Options) -> None:
               f"{count(len(plan.model.environments), 'environment')})")
 
 
-def count(n: int, noun: str) -> str:
-    return f"{n:,} {noun}{'' if n == 1 else 's'}"
+def count(n: int, noun: str, plural: str | None = None) -> str:
+    return f"{n:,} {noun if n == 1 else plural or noun + 's'}"
 
 
 @cli.command()
@@ -316,7 +316,7 @@ def _show_preview(p) -> None:
             for note in e.notes:
                 out.print(Text(f"     note: {note}", style="dim"))
         for b in step.backfills:
-            batches = f"~{count(b.batches, 'batch')}".replace("batchs", "batches") if b.batches else "batches unknown"
+            batches = f"~{count(b.batches, 'batch', 'batches')}" if b.batches else "batches unknown"
             rows = f"~{b.rows:,} rows" if b.rows is not None else "rows unknown"
             out.print(Text(f"  backfill {b.name} on {b.table}: {rows}, {batches}" +
                            (f", {b.estimate}" if b.estimate else ""), style="cyan"))

@@ -194,7 +194,8 @@ def advance(session: Session, step: Step, *, restart: bool = True) -> Advance:
                            blocker.wait_seconds)
     actual = flags.read(session.conn, session.plan, session.env)[step.flag]
     now = actual.percent if actual.enabled else 0
-    ahead = stages.stages[min(0 if current.stage is None else current.stage + 1, len(stages.stages) - 1)]
+    nxt = 0 if current.stage is None else current.stage + 1
+    ahead = stages.stages[min(nxt, len(stages.stages) - 1)]
     if now > ahead:  # set by hand past the next stage: advancing would move it backwards
         return Advance(step.id, "refused",
                        f"flag {step.flag} is {'on' if now == 100 else f'at {now}%'}, past the rollout's next stage "
@@ -202,7 +203,6 @@ def advance(session: Session, step: Step, *, restart: bool = True) -> Advance:
                        f"changed by hand. Put it back with `rollout flags set {step.flag} "
                        f"{flags.expected_percent(current, stages) or 'off'}` and advance, or `rollout abort "
                        f"{step.id}` to stop the rollout")
-    nxt = 0 if current.stage is None else current.stage + 1
     if nxt < len(stages.stages):
         percent = stages.stages[nxt]
         with session.conn.transaction():
