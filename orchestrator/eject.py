@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from ruamel.yaml import YAML
 
 from .errors import UsageError
-from .plan import Phase, Plan
+from .plan import Allowance, Phase, Plan
 from .plan_loader import load_plan
 
 
@@ -103,16 +103,21 @@ def _rewrite_plan(plan: Plan, step_id: str, folders: dict[str, str]) -> None:
     extras = [op.compile() for op in step.operations]
     for phase, folder in folders.items():
         node.setdefault(phase, folder)
-    answered = {(rule, reason) for compiled in extras for part in compiled.parts for rule, reason in part.allows}
+    answered = {a for compiled in extras for part in compiled.parts for a in part.allows}
     if answered:  # the files are the team's now: what the operation's pattern answered becomes the step's
         node.setdefault("allow", [])
-        known = {(a.get("rule"), a.get("reason")) for a in node["allow"]}
-        node["allow"].extend({"rule": rule, "reason": reason} for rule, reason in sorted(answered - known))
+        known = {Allowance.model_validate(dict(a)) for a in node["allow"]}
+        node["allow"].extend(a.model_dump(exclude_defaults=True)
+                             for a in sorted(answered - known, key=lambda a: (a.rule, a.reason)))
     for key in ("preconditions", "backfills", "verify"):
         added = [item.model_dump(exclude_defaults=True) for compiled in extras for item in getattr(compiled, key)]
         if added:
             node.setdefault(key, [])
             node[key].extend(added)
+    gates = [gate.model_dump(exclude_defaults=True) for compiled in extras for gate in compiled.gates]
+    if gates and "rollout" in node:  # a step without a flag has no stages to gate
+        node["rollout"].setdefault("checks", [])
+        node["rollout"]["checks"].extend(gates)
     del node["operations"]
     with open(plan.path, "w", encoding="utf-8") as handle:
         yaml.dump(document, handle)

@@ -99,7 +99,7 @@ class Migration:
     rollback_path: str = ""
     rollback_text: str = ""
     origin: str | None = None  # for a migration an operation generated: where in rollout.yaml it comes from
-    allows: tuple[tuple[str, str], ...] = ()  # (rule, reason) its operation's pattern answers, in its files alone
+    allows: tuple[Allowance, ...] = ()  # the rules its operation's pattern answers, in its files alone
 
     @property
     def generated(self) -> bool:

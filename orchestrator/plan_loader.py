@@ -485,6 +485,7 @@ def _compile_operations(model: PlanModel, path: str, migrations: dict, doc: _Doc
     steps = []
     for index, step in enumerate(model.steps):
         backfills, verify, preconditions = list(step.backfills), list(step.verify), list(step.preconditions)
+        gates = list(step.rollout.checks) if step.rollout else []
         for number, operation in enumerate(step.operations):
             compiled = operation.compile()
             where = operations.origin(path, index, number)
@@ -500,8 +501,11 @@ def _compile_operations(model: PlanModel, path: str, migrations: dict, doc: _Doc
             backfills += compiled.backfills
             verify += compiled.verify
             preconditions += compiled.preconditions
+            gates += compiled.gates
+        rollout = step.rollout.model_copy(update={"checks": tuple(gates)}) if step.rollout else None
         steps.append(step.model_copy(update={"backfills": tuple(backfills), "verify": tuple(verify),
-                                             "preconditions": tuple(preconditions)}) if step.operations else step)
+                                             "preconditions": tuple(preconditions), "rollout": rollout})
+                     if step.operations else step)
     return model.model_copy(update={"steps": tuple(steps)})
 
 

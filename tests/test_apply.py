@@ -37,8 +37,7 @@ def test_apply_status_rollback_apply(rollout, db):
     result = rollout("apply")
     assert result.exit_code == 0, result.output
     after = states(rollout)
-    unflagged = {"composite_indexes", "remediate_confidence", "confidence_range", "remediate_reputation",
-                 "reputation_range"}
+    unflagged = {"composite_indexes", "confidence_range", "reputation_range"}
     assert {after[s] for s in unflagged} == {"done"}
     assert {state for step, state in after.items() if step not in unflagged} <= {"rolling_out", "pending"}
     assert index_valid(db, "idx_detection_events_user_server_type") is True
@@ -68,21 +67,21 @@ def test_bootstrap_runs_once_and_only_on_an_empty_database(rollout, db):
 def test_existing_database_is_not_bootstrapped(rollout, db):
     db.execute("CREATE TABLE legacy (id int)")
     result = rollout("apply", "composite_indexes")
-    assert result.exit_code == 1  # the baseline tables are missing, and the precondition says so
+    assert result.exit_code == 1  # the baseline tables are missing, and PostgreSQL says so
     assert "bootstrap steps/baseline/schema.sql skipped" in result.output
-    assert "indexed_columns_exist: found 6 rows" in result.output
+    assert 'relation "verification_events" does not exist' in result.output
     assert db.execute("SELECT to_regclass('servers')").fetchone()[0] is None
 
 
 def test_yoyo_sees_what_rollout_applied(rollout, dsn, bot_plan):
-    assert rollout("apply", "confidence_range").exit_code == 0
-    folder = bot_plan.parent / "steps" / "confidence_range" / "migrate"
+    assert rollout("apply", "messages_table").exit_code == 0
+    folder = bot_plan.parent / "steps" / "messages_table" / "migrate"
     listed = subprocess.run(
         [sys.executable, "-m", "yoyo", "list", "--batch", "--database", dsn.replace("postgresql://", "postgresql+psycopg://"),
          str(folder)], capture_output=True, text=True)
     assert listed.returncode == 0, listed.stderr
     applied = [line for line in listed.stdout.splitlines() if line.strip().startswith("A")]
-    assert len(applied) == 2, listed.stdout
+    assert len(applied) == 1, listed.stdout
 
 
 def test_remediation_rollback_restores_every_original_value(rollout, db):
@@ -92,7 +91,7 @@ def test_remediation_rollback_restores_every_original_value(rollout, db):
     assert before[1] > 0, "the sample data should hold out-of-range confidence"
     assert rollout("apply", "confidence_range").exit_code == 0
     assert db.execute("SELECT count(*) FROM detection_events WHERE NOT (confidence BETWEEN 0 AND 1)").fetchone()[0] == 0
-    assert rollout("rollback", "remediate_confidence", "--cascade").exit_code == 0
+    assert rollout("rollback", "confidence_range").exit_code == 0
     after = db.execute("SELECT md5(string_agg(id::text || ':' || confidence::text, ',' ORDER BY id)), "
                        "count(*) FILTER (WHERE NOT (confidence >= 0 AND confidence <= 1)) FROM detection_events").fetchone()
     assert after == before
@@ -100,15 +99,16 @@ def test_remediation_rollback_restores_every_original_value(rollout, db):
 
 def test_rollback_refuses_while_dependents_are_applied(rollout, db):
     assert rollout("apply").exit_code == 0
-    result = rollout("rollback", "remediate_confidence")
+    result = rollout("rollback", "composite_indexes")
     assert result.exit_code == 2
-    assert "steps that depend on it are still applied: confidence_range (done)" in result.output
+    assert ("steps that depend on it are still applied: verification_status_enum (rolling_out), "
+            "detection_type_enum (rolling_out)") in result.output, result.output
     assert "--cascade" in result.output
-    assert states(rollout)["remediate_confidence"] == "done"
-    cascade = rollout("rollback", "remediate_confidence", "--cascade")
-    assert cascade.exit_code == 0
-    assert "confidence_range, remediate_confidence" in cascade.output
-    assert constraint_validated(db, "chk_confidence_range") is None
+    assert states(rollout)["composite_indexes"] == "done"
+    cascade = rollout("rollback", "composite_indexes", "--cascade")
+    assert cascade.exit_code == 0, cascade.output
+    assert "composite_indexes" in cascade.output and "detection_type_enum" in cascade.output
+    assert index_valid(db, "idx_detection_events_user_server_type") is None
 
 
 PLAN = """\

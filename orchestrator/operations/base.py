@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from psycopg import sql
 
-from ..plan_parts import Backfill, Check, _Model
+from ..plan_parts import Allowance, Backfill, Check, _Model
 
 EXPAND, CONTRACT = "migrate", "finalize"
 
@@ -30,7 +30,7 @@ class Part:
     apply: tuple[sql.Composable, ...]
     rollback: tuple[sql.Composable, ...] = ()
     transactional: bool = True
-    allows: tuple[tuple[str, str], ...] = ()
+    allows: tuple[Allowance, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,7 @@ class Compiled:
     backfills: tuple[Backfill, ...] = ()
     verify: tuple[Check, ...] = ()
     preconditions: tuple[Check, ...] = ()  # rows that would make the change fail, found before it starts
+    gates: tuple[Check, ...] = ()  # must hold at every stage of the step's rollout (a step with a flag)
 
 
 def check(name: str, description: str, query: sql.Composable) -> Check:

@@ -31,7 +31,7 @@ from psycopg import sql
 from pydantic import Field, model_validator
 
 from ..analysis.alter_table import NOT_VOLATILE
-from ..plan_parts import Backfill, Check, ColumnName, Seq, TableName, _Model
+from ..plan_parts import Allowance, Backfill, Check, ColumnName, Seq, TableName, _Model
 from . import names
 from .base import CONTRACT, EXPAND, Compiled, Operation, Part, check
 from .constraints import _not_null
@@ -414,8 +414,12 @@ class AddColumn(Operation):
 
     def compile(self) -> Compiled:
         table, column = ident(self.table), ident(self.column)
+        stored = self.default is not None and _constant(self.default) and _calls(self.default)
         expand = [Part("add_column", EXPAND, _add_column(self.table, self.column, self.type, self.default),
-                       (_drop_column(self.table, self.column),))]
+                       (_drop_column(self.table, self.column),), allows=(Allowance(
+                           rule="adding-field-with-default", reason=f"the DEFAULT calls only {', '.join(_calls(self.default))}, "
+                           "which are not volatile: PostgreSQL 11+ keeps its one value in the catalog for the rows the "
+                           "table holds, without a rewrite"),) if stored else ())]
         contract: list[Part] = []
         backfills = []
         if self.default is not None and not _constant(self.default):
@@ -746,7 +750,7 @@ class AlterColumn(Operation):
              *((_set_default(table, name, None),) if default is not None else ()),
              _rename_column(table, name, shadow_name),
              *_restore_column(table, name, self.from_type, self.from_default, copy), *create),
-            allows=(("renaming-column", "the swap of alter_column: the shadow column takes the column's name in the "
+            allows=(Allowance(rule="renaming-column", reason="the swap of alter_column: the shadow column takes the column's name in the "
                      "transaction that drops the old column, once the old application is gone (the flag is at 100%); "
                      "the new one reads the shadow column during the rollout and the column's own name after the "
                      "contract. Its rollback renames it back in the transaction that restores the old column"),))

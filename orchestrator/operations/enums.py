@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 from psycopg import sql
 from pydantic import Field, StringConstraints, model_validator
 
-from ..plan_parts import Backfill, ColumnName, Seq, TableName, _Model
+from ..plan_parts import Allowance, Backfill, ColumnName, Seq, TableName, _Model
 from . import names
 from .base import CONTRACT, EXPAND, Compiled, Operation, Part, check
 from .columns import RebuiltIndex, _index_names, _indexes_fit, _new_indexes, _old_indexes
@@ -145,7 +145,7 @@ class ConvertToEnum(Operation):
     EXCLUSIVE on the table for the instant of ADD COLUMN, SHARE ROW EXCLUSIVE for CREATE
     TRIGGER, no scan. Then a backfill converts the existing rows in key-range batches (each
     batch saves its originals in the same transaction); with `stop`, an unmapped value stops it
-    on that row, naming its key and the value. Verification: every text value has its enum value.
+    on that row, naming its key and the value. Verification, and a gate at every stage of the step's rollout: every text value has its enum value.
     `indexes` lists the column's indexes: each is built again on the enum column in the expand
     phase (CONCURRENTLY, outside a transaction, as `_rollout_<name>`), so the new application's
     reads have it from the first stage (the backfill maintains it as it fills the column).
@@ -308,10 +308,11 @@ class ConvertToEnum(Operation):
             expected=expected)
 
         indexes = _new_indexes(self.table, self.column, n["shadow"], self.indexes)
-        return Compiled((expand, *indexes, *self._contract(n, enum)), backfills=(backfill,),
-                        verify=(check(f"{names.bare(self.table)}_{self.column}_converted", f"values of {self.column} without their enum value",
-                                      unconverted),),
-                        preconditions=self._preconditions(enum))
+        converted = check(f"{names.bare(self.table)}_{self.column}_converted",
+                          f"values of {self.column} without their enum value", unconverted)
+        # a gate too: at every stage, what both applications wrote since has its enum value
+        return Compiled((expand, *indexes, *self._contract(n, enum)), backfills=(backfill,), verify=(converted,),
+                        gates=(converted,), preconditions=self._preconditions(enum))
 
     def _folded(self, value: sql.Composable) -> sql.Composable:
         return sql.SQL("lower(btrim({}))").format(value) if self.fold else value
@@ -396,7 +397,13 @@ class ConvertToEnum(Operation):
             back += statements(self.swap_sql.down, "swap_sql.down")
         reason = (f"convert_to_enum: the enum column takes the name {self.column} in the transaction that drops the "
                   "text column (and gives it back on rollback), so readers keep the name")
-        return (*parts, Part("swap", CONTRACT, tuple(swap), tuple(back), allows=(("renaming-column", reason),)))
+        emergency = ("rolling back after the contract is the emergency path: the swap's rollback restores the text "
+                     f"column{' and its NOT NULL' if self.not_null else ''} in one transaction, so the old shape comes "
+                     "back whole or not at all; it holds ACCESS EXCLUSIVE while it runs (`rollout plan --rollback "
+                     "STEP` shows its cost on the live table)")
+        return (*parts, Part("swap", CONTRACT, tuple(swap), tuple(back), allows=(
+            Allowance(rule="renaming-column", reason=reason),
+            Allowance(rule="long-lock-on-large-table", reason=emergency, direction="rollback"))))
 
     def _preconditions(self, enum: sql.Composable) -> tuple:
         rel, col, typ = _regclass(self.table), sql.Literal(self.column), _regtype(self.type)

@@ -8,7 +8,8 @@ import pglast
 from psycopg import sql
 from pydantic import Field, model_validator
 
-from .base import CONTRACT, EXPAND, Compiled, Operation, Part
+from .base import CONTRACT, EXPAND, Compiled, Operation, Part, check
+from .sql import literal_name
 
 
 def statements(text: str, what: str) -> tuple[sql.Composable, ...]:
@@ -50,8 +51,58 @@ class Sql(Operation):
         return self
 
     def compile(self) -> Compiled:
-        return Compiled((Part("sql", EXPAND if self.phase == "expand" else CONTRACT, statements(self.up, "up"),
-                              statements(self.down, "down"), transactional=self.transactional),))
+        part = Part("sql", EXPAND if self.phase == "expand" else CONTRACT, statements(self.up, "up"),
+                    statements(self.down, "down"), transactional=self.transactional)
+        missing = _missing(self.up) if self.phase == "expand" else []
+        if not missing:
+            return Compiled((part,))
+        names = [name for name, _ in missing]
+        label = names[0] if len(names) == 1 else f"{names[0]} and {len(names) - 1} more"
+        return Compiled((part,), verify=(check(
+            f"{label} exist", f"what up creates, present after the expand: {', '.join(names)}",
+            sql.SQL(" UNION ALL ").join(query for _, query in missing)),))
+
+
+def _missing(text: str) -> list[tuple[str, sql.Composable]]:
+    """For each table, view, index, function and trigger `up` creates: (its name, a query that
+    returns one row naming it when it is absent, or disabled for a trigger)."""
+    found = []
+    for raw in pglast.parse_sql(text):
+        node = raw.stmt
+        kind = type(node).__name__
+        if kind == "CreateTrigStmt":
+            table = _qualified(node.relation)
+            what = f"trigger {node.trigname} on {table}"
+            found.append((node.trigname, sql.SQL(
+                "SELECT {} AS missing WHERE NOT EXISTS (SELECT FROM pg_trigger WHERE tgrelid = to_regclass({}) "
+                "AND tgname = {} AND tgenabled <> 'D')").format(
+                sql.Literal(what + " (absent or disabled)"), sql.Literal(table), sql.Literal(node.trigname))))
+            continue
+        if kind == "CreateFunctionStmt":
+            *schema, name = [n.sval for n in node.funcname]
+            where = (sql.SQL("pronamespace = to_regnamespace({})").format(sql.Literal(literal_name(schema[0])))
+                     if schema else sql.SQL("pg_function_is_visible(oid)"))
+            found.append((name, sql.SQL("SELECT {} AS missing WHERE NOT EXISTS (SELECT FROM pg_proc WHERE proname = {} "
+                                        "AND {})").format(sql.Literal(f"function {name}"), sql.Literal(name), where)))
+            continue
+        relation = {"CreateStmt": ("table", lambda: node.relation), "ViewStmt": ("view", lambda: node.view),
+                    "CreateTableAsStmt": ("table", lambda: node.into.rel)}.get(kind)
+        if kind == "IndexStmt" and node.idxname:
+            table = _qualified(node.relation)  # an index lives in its table's schema
+            noun, name = "index", (table.rsplit(".", 1)[0] + "." if "." in table else "") + literal_name(node.idxname)
+        elif relation is not None:
+            noun, name = relation[0], _qualified(relation[1]())
+        else:
+            continue
+        found.append((name.rsplit(".", 1)[-1].strip('"'), sql.SQL(
+            "SELECT {} AS missing WHERE to_regclass({}) IS NULL").format(sql.Literal(f"{noun} {name}"),
+                                                                          sql.Literal(name))))
+    return found
+
+
+def _qualified(relation) -> str:
+    """A RangeVar as SQL writes it, quoted where needed."""
+    return ".".join(literal_name(p) for p in (relation.schemaname, relation.relname) if p)
 
 
 KINDS = (Sql,)

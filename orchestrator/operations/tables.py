@@ -9,7 +9,7 @@ from typing import Literal
 from psycopg import sql
 from pydantic import Field, model_validator
 
-from ..plan_parts import ColumnName, Seq, TableName, _Model
+from ..plan_parts import Allowance, ColumnName, Seq, TableName, _Model
 from .base import CONTRACT, EXPAND, Compiled, Operation, Part, check
 from .sql import expr, ident, literal_name, render, type_name
 
@@ -219,7 +219,7 @@ class RenameTable(Operation):
             (Part("rename_table", EXPAND,
                   (sql.SQL("ALTER TABLE {} RENAME TO {}").format(old, ident(self.to)), view),
                   (drop_view, sql.SQL("ALTER TABLE {} RENAME TO {}").format(new, ident(self.table.split(".")[-1]))),
-                  allows=(("renaming-table", reason),)),
+                  allows=(Allowance(rule="renaming-table", reason=reason),)),
              Part("drop_old_name", CONTRACT, (drop_view,), (view,))),
             preconditions=(check(f"{self.to}_is_free", f"a relation named {literal_name(schema + self.to)} exists "
                                  "already", taken),))

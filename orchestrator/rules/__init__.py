@@ -22,9 +22,12 @@ def lint(ctx: Context) -> list[Finding]:
     """Every finding for the statements in `ctx`, with the step's allowances applied, and in a
     generated migration's files the rules its operation's pattern answers (Part.allows)."""
     directions = {s.file: s.direction.value for s in ctx.statements}
-    answered = {s.file: dict(s.migration.allows) for s in ctx.statements}
+    answered = {s.file: s.migration.allows for s in ctx.statements}
     findings = [replace(f, direction=directions.get(f.where.rsplit(":", 1)[0], "apply"))
                 for rule in RULES for f in rule.check(ctx)]
-    return [f.allow(answered.get(f.where.rsplit(":", 1)[0], {}).get(f.rule) or next(
-        (a.reason for a in ctx.step.allow if a.rule == f.rule and a.direction in (None, f.direction)), None))
-        for f in findings]
+
+    def reason(f):
+        accepted = (*answered.get(f.where.rsplit(":", 1)[0], ()), *ctx.step.allow)
+        return next((a.reason for a in accepted if a.rule == f.rule and a.direction in (None, f.direction)), None)
+
+    return [f.allow(reason(f)) for f in findings]

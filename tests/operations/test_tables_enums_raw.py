@@ -433,3 +433,57 @@ def test_rename_allowance_is_shown_and_scoped(tmp_path, dsn, db):
     refused = rollout("apply")
     assert refused.exit_code != 0 and "renaming-table (change__op02_01_sql.sql:2)" in refused.output, refused.output
     assert one(db, "SELECT to_regclass('\"Orders\"')::text") == ('"Orders"',)  # nothing changed
+
+
+CAPTURE = """\
+CREATE TABLE author_log (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, author_id bigint NOT NULL);
+CREATE INDEX author_log_author ON author_log (author_id);
+CREATE FUNCTION log_author() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN INSERT INTO author_log (author_id) VALUES (NEW.id); RETURN NULL; END $$;
+CREATE TRIGGER authors_log AFTER UPDATE ON authors FOR EACH ROW EXECUTE FUNCTION log_author();
+CREATE VIEW logged_authors AS SELECT DISTINCT author_id FROM author_log;
+"""
+UNCAPTURE = "DROP VIEW logged_authors; DROP TRIGGER authors_log ON authors; DROP FUNCTION log_author(); DROP TABLE author_log;"
+
+
+def test_sql_verifies_what_its_up_creates(tmp_path, dsn, db):
+    """An sql operation's generated verification names each table, index, function, trigger and
+    view its `up` creates; a trigger left disabled fails the step before its flag moves."""
+    db.execute(TABLES)
+    plan = loaded(tmp_path, [{"op": "sql", "up": CAPTURE, "down": UNCAPTURE}])
+    [verify] = plan.step("change").verify
+    assert verify.name == "author_log_and_4_more_exist"
+    for name in ("table author_log", "index author_log_author", "function log_author",
+                 "trigger authors_log on authors (absent or disabled)", "view logged_authors"):
+        assert name in verify.sql
+    rollout = Rollout(write_plan(tmp_path, plan_for(Case("capture", TABLES, [
+        {"op": "sql", "up": CAPTURE, "down": UNCAPTURE}]))), dsn)
+    applied = rollout("apply")
+    assert applied.exit_code == 0 and "verified" in applied.output, applied.output
+    assert rollout("rollback", "change").exit_code == 0
+    disabled = Case("capture", TABLES, [{"op": "sql", "up": CAPTURE + "ALTER TABLE authors DISABLE TRIGGER authors_log;",
+                                         "down": UNCAPTURE}])
+    rollout = Rollout(write_plan(tmp_path, plan_for(disabled)), dsn)
+    failed = rollout("apply")
+    assert failed.exit_code == 1, failed.output
+    assert "author_log_and_4_more_exist" in failed.output
+    assert "trigger authors_log on authors (absent or disabled)" in failed.output, failed.output
+    assert one(db, "SELECT state FROM rollout.steps WHERE step_id = 'change'")[0] != "rolling_out"  # the flag never moved
+
+
+def test_operations_answer_the_findings_their_pattern_makes(tmp_path):
+    """convert_to_enum's swap accepts a long lock in its rollback only (the emergency path after
+    the contract); add_column accepts squawk's default rule only for a default that is not volatile."""
+    plan = loaded(tmp_path, [TICKET_ENUM, {"op": "convert_to_enum", "table": "Tickets", "column": "Status",
+                                           "type": "ticket_status", "mapping": TICKET_MAPPING, "not_null": True},
+                             {"op": "add_column", "table": "Tickets", "column": "by", "type": "text",
+                              "default": "coalesce(current_setting('app.actor', true), 'bot')"},
+                             {"op": "add_column", "table": "Tickets", "column": "token", "type": "uuid",
+                              "default": "gen_random_uuid()"}])
+    [swap] = [m for m in plan.migrations[("change", "finalize")] if m.id.endswith("_swap")]
+    [emergency] = [a for a in swap.allows if a.rule == "long-lock-on-large-table"]
+    assert emergency.direction == "rollback" and "emergency path" in emergency.reason
+    by, token = [m for m in plan.migrations[("change", "migrate")] if m.id.endswith("_add_column")]
+    assert [(a.rule, a.direction) for a in by.allows] == [("adding-field-with-default", None)]
+    assert "current_setting" in by.allows[0].reason
+    assert token.allows == ()  # volatile: added without the default, backfilled, nothing to accept

@@ -1,1 +1,0 @@
--- Nothing to undo: validation only marks the constraints.

@@ -1,1 +1,0 @@
-ALTER TABLE detection_events DROP CONSTRAINT IF EXISTS chk_confidence_range;

@@ -1,1 +1,0 @@
--- Nothing to undo: validation only marks the constraint; the previous file's rollback drops it.

@@ -1,1 +1,0 @@
--- Nothing to undo: validation only marks the constraints; the previous file's rollback drops them.
