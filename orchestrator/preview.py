@@ -236,6 +236,7 @@ def context(conn, plan: Plan, step: Step, version: str) -> Context:
     catalog = Catalog(conn)
     proven: set[tuple[str, str]] = set()  # (table, column) a validated CHECK (column IS NOT NULL) proves
     checks: dict[str, tuple[str, str]] = {}
+    schema = conn.execute("SELECT current_schema()").fetchone()[0]  # where an unqualified CREATE TABLE goes
     order = [(Direction.APPLY, plan.step_migrations(step))]
     order.append((Direction.ROLLBACK, list(reversed(plan.step_migrations(step)))))
     for direction, migrations in order:
@@ -243,10 +244,11 @@ def context(conn, plan: Plan, step: Step, version: str) -> Context:
             path, text = migration.source(direction)
             relative = _relative(plan, path)
             holding: dict[str, tuple[Lock, int]] = {}  # what the migration's transaction holds so far
+            created: set[str] = set()  # tables it created: nobody else sees them before it commits
             for effect in analyze(text):
                 effect = _proven(catalog.resolve(effect), proven, checks)
                 if migration.transactional:
-                    effect = _still_held(effect, holding)
+                    effect = _still_held(_unseen(effect, created, schema), holding)
                 for held in effect.locks:
                     if held.relation not in ctx.tables:
                         ctx.tables[held.relation] = _table(conn, held.relation)
@@ -254,6 +256,23 @@ def context(conn, plan: Plan, step: Step, version: str) -> Context:
                 ctx.statements.append(Statement(phase, direction, relative, migration, effect, table,
                                                 _estimate(conn, effect, table), _rows_touched(conn, effect)))
     return ctx
+
+
+def _unseen(effect: Effect, created: set, schema: str) -> Effect:
+    """A table the same transaction created is invisible to other sessions until it commits:
+    locks on it make nobody wait, and an index on it is built before anyone writes."""
+    def qualified(name: str) -> str:  # a table the catalog does not know yet keeps the name written
+        return name if "." in name else f"{schema}.{name}"
+
+    mine = [r for r in effect.locks if qualified(r.relation) in created]
+    if effect.creates_table:
+        created.add(qualified(effect.creates_table))
+    if not mine:
+        return effect
+    others = tuple(r for r in effect.locks if r not in mine)
+    return effect.with_(locks=others, scans=effect.scans and bool(others), rewrites=effect.rewrites and bool(others),
+                        notes=(*effect.notes, f"on {', '.join(r.relation for r in mine)}, created earlier in this "
+                               "transaction: nobody else sees it until the commit"))
 
 
 def _still_held(effect: Effect, held: dict) -> Effect:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import subprocess
 
+import psycopg
+
 from orchestrator import embedded
 
 from .conftest import Rollout, write_plan
@@ -328,3 +330,25 @@ def test_a_fresh_project_is_previewed_against_its_bootstrap_schema(bot_plan):
             assert local.execute("SELECT to_regclass('servers')").fetchone() == (None,)
     finally:
         embedded.stop(str(bot_plan.parent))
+
+
+def test_statements_on_a_table_the_same_transaction_created_make_nobody_wait(tmp_path, dsn, db):
+    big_table(db, 1000)
+    change = risky(tmp_path, dsn, "CREATE TABLE notes (id bigint PRIMARY KEY, big_id bigint);\n"
+                                  "CREATE INDEX notes_big ON notes (big_id);\nCREATE INDEX big_v ON big (v);\n",
+                   rollback="DROP INDEX big_v;\nDROP TABLE notes;\n")
+    preview = json.loads(change("plan", "--json").stdout)
+    create, on_new, on_big = [s for s in preview["steps"][0]["statements"] if s["direction"] == "apply"]
+    assert on_new["lock"] is None and on_new["scans"] is False
+    assert "created earlier in this transaction: nobody else sees it until the commit" in on_new["notes"][0]
+    assert on_big["lock"] == "SHARE" and on_big["scans"] is True  # an existing table: writers wait
+    findings = {f["rule"] for f in preview["steps"][0]["findings"] if f["direction"] == "apply"}
+    assert "require-concurrent-index-creation" in findings  # for big_v only
+    # PostgreSQL's side of the claim: while the transaction is open, another session does not see the table
+    with psycopg.connect(dsn, autocommit=True) as other:
+        with db.transaction(force_rollback=True):
+            db.execute("CREATE TABLE notes (id bigint PRIMARY KEY, big_id bigint)")
+            db.execute("CREATE INDEX notes_big ON notes (big_id)")
+            other.execute("SET lock_timeout = '100ms'")
+            assert other.execute("SELECT to_regclass('notes')").fetchone() == (None,)
+            assert other.execute("SELECT count(*) FROM pg_class WHERE relname = 'notes_big'").fetchone() == (0,)

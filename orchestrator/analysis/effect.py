@@ -50,6 +50,7 @@ class Effect:
     not_null_checks: tuple[tuple[str, str, str], ...] = ()  # CHECK (col IS NOT NULL) added: (name, table, column)
     validates: tuple[str, ...] = ()  # constraints it validates
     defines: tuple[str, ...] = ()  # relations it creates or renames to (bare names)
+    creates_table: str | None = None  # a table it creates: invisible to other sessions until commit
     functions_defined: tuple[str, ...] = ()
     functions_dropped: tuple[str, ...] = ()
     retypes: tuple[tuple[str, str, bool], ...] = ()  # (column, new type as SQL, USING changes the value)

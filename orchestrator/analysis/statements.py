@@ -225,7 +225,7 @@ def _create_table(node, text: str) -> Effect:
             locks.append(RelationLock(name, _SUE, "inherited"))
     notes = ("a new table: nobody else uses it yet",) if not locks else ()
     return Effect(text, f"CREATE TABLE {relation(node.relation)}", locks=tuple(locks), expand=tuple(expand),
-                  notes=notes, defines=(node.relation.relname,))
+                  notes=notes, defines=(node.relation.relname,), creates_table=relation(node.relation))
 
 
 def _create_table_as(node, text: str) -> Effect:

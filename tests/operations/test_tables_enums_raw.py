@@ -119,6 +119,12 @@ def both_names_share_rows(db):
     assert one(db, "SELECT relkind FROM pg_class WHERE oid = to_regclass('\"Orders\"')") == ("v",)
 
 
+def logged_by_trigger(db):
+    with db.transaction(force_rollback=True):
+        db.execute("UPDATE authors SET name = name WHERE id = 3")
+        assert one(db, "SELECT count(*) FROM logged_authors WHERE author_id = 3") == (1,)
+
+
 def converted_tickets(db):
     """Every row has its enum value; the originals that are not labels are kept, and nothing else."""
     assert one(db, 'SELECT count(*) FROM "Tickets" WHERE "_rollout_Status" IS NULL') == (0,)
@@ -307,6 +313,27 @@ CASES = [
              db, "SELECT indisvalid FROM pg_index WHERE indexrelid = 'authors_name'::regclass") == (True,)) or pytest.fail(
              "index")),
          after_contract_writes=("SELECT name FROM author_names WHERE id = 1",)),
+    Case("sql without down: rollout drops what up creates, in reverse, and what goes with a table goes with it", TABLES,
+         [{"op": "sql", "up": """
+CREATE TYPE author_mood AS ENUM ('calm', 'busy');
+CREATE SEQUENCE author_log_seq;
+CREATE TABLE author_log (id bigint PRIMARY KEY DEFAULT nextval('author_log_seq'), author_id bigint NOT NULL,
+                         mood author_mood);
+CREATE INDEX author_log_author ON author_log (author_id);
+ALTER TABLE author_log ENABLE ROW LEVEL SECURITY;
+CREATE POLICY "everyone" ON author_log USING (true) WITH CHECK (true);
+ALTER TABLE authors ENABLE ROW LEVEL SECURITY;
+CREATE POLICY "authors all" ON authors USING (true) WITH CHECK (true);
+CREATE FUNCTION log_author() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN INSERT INTO author_log (author_id) VALUES (NEW.id); RETURN NULL; END $$;
+CREATE FUNCTION author_label(p_id bigint, VARIADIC p_parts text[]) RETURNS text LANGUAGE sql AS $$ SELECT p_id || array_to_string(p_parts, '') $$;
+CREATE TRIGGER authors_log AFTER INSERT OR UPDATE ON authors FOR EACH ROW EXECUTE FUNCTION log_author();
+CREATE VIEW logged_authors AS SELECT DISTINCT author_id FROM author_log;
+"""},
+          {"op": "sql", "transactional": False, "up": "CREATE INDEX CONCURRENTLY IF NOT EXISTS authors_name ON authors (name)"}],
+         old_writes=("INSERT INTO authors (id, name) VALUES (1001, 'old')",),
+         new_writes=("UPDATE authors SET name = 'new' WHERE id = 2", "SELECT author_label(1, 'a', 'b')"),
+         after_expand=logged_by_trigger),
     Case("convert a NOT NULL text column with a default to an enum made in the same step", TICKETS,
          [TICKET_ENUM, {"op": "convert_to_enum", "table": "Tickets", "column": "Status", "key": "Id",
                         "type": "ticket_status", "mapping": TICKET_MAPPING, "not_null": True,
@@ -383,6 +410,9 @@ def loaded(tmp_path, operations: list[dict]):
     ([{"op": "sql", "up": "CREATE TABLE t (a int", "down": ""}], "up is not SQL PostgreSQL can parse"),
     ([{"op": "sql", "up": "CREATE TABLE t (a int)", "down": "DROP TABLE t;;; DROP"}], "down is not SQL"),
     ([{"op": "sql", "up": "CREATE INDEX CONCURRENTLY i ON t (a)", "down": ""}], "cannot run inside a transaction"),
+    ([{"op": "sql", "up": "CREATE TABLE t (a int); UPDATE t SET a = 1"}],
+     "down is needed: rollout does not know how to undo statement 2 of up (UpdateStmt); write down"),
+    ([{"op": "sql", "up": "CREATE OR REPLACE VIEW v AS SELECT 1"}], "statement 1 of up (ViewStmt)"),
     ([{"op": "add_enum_value", "type": "mood", "value": "meh", "before": "a", "after": "b"}], "not both"),
     ([{"op": "create_enum", "name": "mood", "values": ["a", "a"]}], "listed twice"),
     ([{"op": "create_table", "table": "t", "columns": [{"name": "a", "type": "int; DROP TABLE x"}]}], "not a type"),
