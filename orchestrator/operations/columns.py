@@ -34,7 +34,7 @@ from ..analysis.alter_table import NOT_VOLATILE
 from ..plan_parts import Allowance, Backfill, Check, ColumnName, Seq, TableName, _Model
 from . import names
 from .base import CONTRACT, EXPAND, Compiled, Operation, Part, check
-from .constraints import _not_null
+from .constraints import Remediation, _not_null, _schema_of, as_json, kept_originals
 from .sql import expr, ident, literal_name, render, type_name
 
 # -- names and expressions ------------------------------------------------------------------------
@@ -212,7 +212,8 @@ def _sync_body(old: str, new: str, up: sql.Composable, down: sql.Composable) -> 
         "    END IF;").format(o=ident(old), n=ident(new), up=up, down=down)
 
 
-def _trigger(table: str, column: str, body: sql.Composable) -> tuple[tuple[sql.Composable, ...], tuple[sql.Composable, ...]]:
+def _trigger(table: str, column: str, body: sql.Composable,
+             definer: bool = False) -> tuple[tuple[sql.Composable, ...], tuple[sql.Composable, ...]]:
     """The statements that create the sync function and its BEFORE INSERT OR UPDATE row trigger,
     and those that drop them. The body is PL/pgSQL composed like any other SQL here, dollar-quoted
     with a tag it does not contain; `#variable_conflict use_column` makes a column named like a
@@ -223,9 +224,12 @@ def _trigger(table: str, column: str, body: sql.Composable) -> tuple[tuple[sql.C
     tag = "$rollout$"
     while tag in text:
         tag = tag[:-1] + "_$"
-    create = sql.SQL("CREATE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql AS {tag}\n"
+    # a body that writes rollout's own tables runs as their owner, with the search_path of its
+    # creation: the application's role needs no grant, and cannot redirect the names it uses
+    security = sql.SQL(" SECURITY DEFINER SET search_path FROM CURRENT" if definer else "")
+    create = sql.SQL("CREATE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql{security} AS {tag}\n"
                      "#variable_conflict use_column\nBEGIN\n{body}\n    RETURN NEW;\nEND\n{tag}").format(
-        function, tag=sql.SQL(tag), body=body)
+        function, tag=sql.SQL(tag), body=body, security=security)
     attach = sql.SQL("CREATE TRIGGER {} BEFORE INSERT OR UPDATE ON {} FOR EACH ROW EXECUTE FUNCTION {}()").format(
         trigger, ident(table), function)
     drop = (sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(trigger, ident(table)),
@@ -649,6 +653,8 @@ class AlterColumn(Operation):
     default: str | None = Field(None, description="the DEFAULT afterwards; null drops it (default: as today)")
     from_default: str | None = Field(None, description="the DEFAULT today, to restore it on rollback")
     indexes: Seq(RebuiltIndex) = Field((), description="indexes on the column to rebuild on the new type")
+    key: Seq(ColumnName) = Field(("id",), description="with not_null and up, no type: a unique key of the table, "
+                                                      "by which the NULLs' rows are kept for the rollback")
 
     @model_validator(mode="after")
     def _valid(self) -> "AlterColumn":
@@ -661,10 +667,20 @@ class AlterColumn(Operation):
             if text is not None:
                 expr(text)
         if self.type is None:
-            given = [f for f in ("from_type", "up", "down") if getattr(self, f) is not None] + \
+            given = [f for f in ("from_type", "down") if getattr(self, f) is not None] + \
                 (["indexes"] if self.indexes else [])
             if given:
                 raise ValueError(f"{', '.join(given)} only go with a type change (type)")
+            if self.up is not None and not self.fills_nulls:
+                raise ValueError("up goes with a type change (type), or with not_null: true on a column that "
+                                 "is nullable today (it fills the NULLs)")
+            if self.fills_nulls:
+                if not self.key:
+                    raise ValueError("key needs at least one column")
+                if self.column in self.key:
+                    raise ValueError(f"the key cannot be the column {self.column!r} itself: its NULLs change")
+                names.sync_trigger(self.table, self.column)
+                names.fit(f"_rollout_originals_{names.bare(self.table)}_{self.column}")
             if self.after_not_null == self.before_not_null and self.after_default == self.from_default:
                 raise ValueError("alter_column changes nothing: give type, not_null or default")
         else:
@@ -694,14 +710,21 @@ class AlterColumn(Operation):
         return self.before_not_null if self.not_null is None else self.not_null
 
     @property
+    def fills_nulls(self) -> bool:
+        """NOT NULL on a nullable column, its NULLs filled with `up` (no type change)."""
+        return self.type is None and self.up is not None and self.after_not_null and not self.before_not_null
+
+    @property
     def after_default(self) -> str | None:
         return self.default if "default" in self.model_fields_set else self.from_default
 
     def compile(self) -> Compiled:
         preconditions = [_as_described(self.table, self.column, self.from_type, self.before_not_null,
                                        self.from_default)]
-        if self.after_not_null and not self.before_not_null:
+        if self.after_not_null and not self.before_not_null and not self.fills_nulls:
             preconditions.append(_no_nulls(self.table, self.column))
+        if self.fills_nulls:
+            return self._filled(tuple(preconditions))
         if self.type is None:
             return self._in_place(tuple(preconditions))
         preconditions.append(_goes_with_the_column(self.table, self.column, self.indexes))
@@ -717,6 +740,32 @@ class AlterColumn(Operation):
         if self.after_not_null and not self.before_not_null:
             parts += _phase(_not_null(self.table, self.column).parts, CONTRACT)
         return Compiled(tuple(parts), preconditions=preconditions)
+
+    def _filled(self, preconditions: tuple[Check, ...]) -> Compiled:
+        """NOT NULL on a column with NULLs: `up` fills them. Expand: a table keeping the original
+        NULLs (by `key`) and a trigger that fills a NULL either application writes (keeping its
+        original too); a backfill fills the rows the table holds, in key-range batches. Contract:
+        NOT NULL through a validated CHECK, then the trigger goes. Rollback: the NULLs come back."""
+        table, column, bare = self.table, ident(self.column), names.bare(self.table)
+        up = expr(self.up)
+        is_null = sql.SQL("{} IS NULL").format(column)
+        keep, backfill = kept_originals(table, f"_rollout_originals_{bare}_{self.column}",
+                                        Remediation(set={self.column: self.up}, key=self.key), is_null,
+                                        _label("fill", bare, self.column), f"NULLs of {self.column} filled with up")
+        originals = ident(_schema_of(table) + names.fit(f"_rollout_originals_{bare}_{self.column}"))
+        create, drop = _trigger(table, self.column, sql.SQL(
+            "    IF NEW.{c} IS NULL THEN\n"
+            "        INSERT INTO {orig} (key, original) VALUES ({key}, {original}) ON CONFLICT (key) DO NOTHING;\n"
+            "        NEW.{c} := {up};\n"
+            "    END IF;").format(c=column, orig=originals, key=as_json(self.key, "NEW"),
+                                  original=as_json((self.column,), "NEW"), up=_over(up, "NEW", table)), definer=True)
+        parts = [keep, Part("fill_trigger", EXPAND, create, drop),
+                 *_phase(_not_null(table, self.column).parts, CONTRACT), Part("drop_fill_trigger", CONTRACT, drop, create)]
+        unfillable = sql.SQL("SELECT * FROM {} AS {} WHERE {} AND ({}) IS NULL").format(
+            ident(table), ident(bare), is_null, up)
+        return Compiled(tuple(parts), backfills=(backfill,), preconditions=(*preconditions, check(
+            f"{bare}_{self.column}_fillable", f"rows where {self.column} is NULL and up gives NULL too", unfillable)),
+            verify=(_no_nulls(table, self.column),))
 
     def _swap(self, preconditions: tuple[Check, ...]) -> Compiled:
         table, name, shadow_name = self.table, self.column, names.shadow(self.column)

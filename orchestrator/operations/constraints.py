@@ -136,41 +136,13 @@ class AddConstraint(Operation):
         """CHECK with a remediation: originals table, batched fix, then the constraint."""
         fix = self.remediation
         table, name, holds = ident(self.table), ident(self.name), expr(self.check)
-        originals = ident(_schema_of(self.table) + names.fit(f"_rollout_originals_{self.name}"))
-        keys = sql.SQL(", ").join(ident(c) for c in fix.key)
-
-        def as_json(columns) -> sql.Composable:
-            return sql.SQL("jsonb_build_object({})").format(sql.SQL(", ").join(
-                sql.SQL("{}, {}").format(sql.Literal(c), ident(c)) for c in columns))
-
-        violating = sql.SQL("NOT ({})").format(holds)
-        in_batch = sql.SQL("({}) IN (SELECT {} FROM batch)").format(keys, keys)
-        backfill = Backfill(
-            name=re.sub(r"[^a-z0-9_]+", "_", f"remediate_{self.name}".lower())[:63], table=self.table, key=fix.key,
-            description=f"rows violating {self.name} set as its remediation says; originals kept in "
-                        f"{literal_name(render(originals))}",
-            sql=render(sql.SQL(
-                "WITH saved AS (INSERT INTO {orig} (key, original) SELECT {key_json}, {original_json} FROM {t} "
-                "WHERE {in_batch} AND {violating} ON CONFLICT (key) DO NOTHING) "
-                "UPDATE {t} SET {assignments} WHERE {in_batch} AND {violating}").format(
-                orig=originals, key_json=as_json(fix.key), original_json=as_json(fix.set), t=table,
-                in_batch=in_batch, violating=violating, assignments=sql.SQL(", ").join(
-                    sql.SQL("{} = {}").format(ident(c), expr(e)) for c, e in fix.set.items()))),
-            where=render(violating))
+        keep, backfill = kept_originals(self.table, f"_rollout_originals_{self.name}", fix, sql.SQL("NOT ({})").format(
+            holds), f"remediate_{self.name}", f"rows violating {self.name} set as its remediation says")
         # the row as the remediation leaves it: its columns, with the set ones replaced
         fixed = sql.SQL("jsonb_populate_record(r, jsonb_build_object({}))").format(sql.SQL(", ").join(
             sql.SQL("{}, {}").format(sql.Literal(c), expr(e)) for c, e in fix.set.items()))
         unfixable = sql.SQL("SELECT * FROM (SELECT ({}).* FROM {} AS r WHERE NOT ({})) AS r WHERE NOT ({})").format(
             fixed, table, holds, holds)
-        restore = sql.SQL(
-            "UPDATE {t} SET {assignments} FROM {orig} AS o CROSS JOIN LATERAL jsonb_populate_record(NULL::{t}, "
-            "o.key || o.original) AS r WHERE ({keys}) = ({r_keys})").format(
-            t=table, orig=originals, keys=sql.SQL(", ").join(sql.SQL("{}.{}").format(table, ident(c)) for c in fix.key),
-            r_keys=sql.SQL(", ").join(sql.SQL("r.{}").format(ident(c)) for c in fix.key),
-            assignments=sql.SQL(", ").join(sql.SQL("{} = r.{}").format(ident(c), ident(c)) for c in fix.set))
-        keep = Part("originals", EXPAND,
-                    (sql.SQL("CREATE TABLE {} (key jsonb PRIMARY KEY, original jsonb NOT NULL)").format(originals),),
-                    (restore, sql.SQL("DROP TABLE {}").format(originals)))
         add = Part("add", CONTRACT, (sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} CHECK ({}) NOT VALID").format(
             table, name, holds),), (sql.SQL("ALTER TABLE {} DROP CONSTRAINT IF EXISTS {}").format(table, name),))
         validate = Part("validate", CONTRACT, (sql.SQL("ALTER TABLE {} VALIDATE CONSTRAINT {}").format(table, name),))
@@ -180,6 +152,45 @@ class AddConstraint(Operation):
                                       remaining),),
                         preconditions=(check(f"{self.name}_remediable", f"rows {self.name} would refuse even "
                                              "after the remediation", unfixable),))
+
+
+def as_json(columns, row: str = "") -> sql.Composable:
+    """The named columns of a row as one jsonb object (any key and column type fits)."""
+    prefix = sql.SQL(f"{row}." if row else "")
+    return sql.SQL("jsonb_build_object({})").format(sql.SQL(", ").join(
+        sql.SQL("{}, {}{}").format(sql.Literal(c), prefix, ident(c)) for c in columns))
+
+
+def kept_originals(table_name: str, originals_name: str, fix: Remediation, violating: sql.Composable,
+                   label: str, description: str) -> tuple[Part, Backfill]:
+    """The originals table (expand; its rollback puts every kept original back, then drops it)
+    and the backfill that fixes the `violating` rows in key-range batches, keeping each row's
+    originals (the first seen, never overwritten) in the batch's transaction."""
+    table = ident(table_name)
+    originals = ident(_schema_of(table_name) + names.fit(originals_name))
+    keys = sql.SQL(", ").join(ident(c) for c in fix.key)
+    in_batch = sql.SQL("({}) IN (SELECT {} FROM batch)").format(keys, keys)
+    backfill = Backfill(
+        name=re.sub(r"[^a-z0-9_]+", "_", label.lower())[:63], table=table_name, key=fix.key,
+        description=f"{description}; originals kept in {literal_name(render(originals))}",
+        sql=render(sql.SQL(
+            "WITH saved AS (INSERT INTO {orig} (key, original) SELECT {key_json}, {original_json} FROM {t} "
+            "WHERE {in_batch} AND {violating} ON CONFLICT (key) DO NOTHING) "
+            "UPDATE {t} SET {assignments} WHERE {in_batch} AND {violating}").format(
+            orig=originals, key_json=as_json(fix.key), original_json=as_json(fix.set), t=table,
+            in_batch=in_batch, violating=violating, assignments=sql.SQL(", ").join(
+                sql.SQL("{} = {}").format(ident(c), expr(e)) for c, e in fix.set.items()))),
+        where=render(violating))
+    restore = sql.SQL(
+        "UPDATE {t} SET {assignments} FROM {orig} AS o CROSS JOIN LATERAL jsonb_populate_record(NULL::{t}, "
+        "o.key || o.original) AS r WHERE ({keys}) = ({r_keys})").format(
+        t=table, orig=originals, keys=sql.SQL(", ").join(sql.SQL("{}.{}").format(table, ident(c)) for c in fix.key),
+        r_keys=sql.SQL(", ").join(sql.SQL("r.{}").format(ident(c)) for c in fix.key),
+        assignments=sql.SQL(", ").join(sql.SQL("{} = r.{}").format(ident(c), ident(c)) for c in fix.set))
+    keep = Part("originals", EXPAND,
+                (sql.SQL("CREATE TABLE {} (key jsonb PRIMARY KEY, original jsonb NOT NULL)").format(originals),),
+                (restore, sql.SQL("DROP TABLE {}").format(originals)))
+    return keep, backfill
 
 
 def _schema_of(table: str) -> str:
