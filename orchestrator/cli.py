@@ -449,7 +449,8 @@ def flags_history(opts: _Options, name: str, as_json: bool) -> None:
 
 @cli.command()
 @click.argument("step")
-@click.option("--cascade", is_flag=True, help="Also roll back the steps that depend on STEP (first).")
+@click.option("--cascade", is_flag=True, help="Also roll back the steps that depend on STEP or share its flag "
+                                              "(the latest first).")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--no-backup", is_flag=True, help="Skip the pg_dump of tables before destructive statements.")
 @_actor_option

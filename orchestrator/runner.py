@@ -374,12 +374,29 @@ def rollback(session: Session, step_id: str, *, cascade: bool = False) -> list[s
         names = ", ".join(f"{s.id} ({states[s.id].state})" for s in applied)
         raise UsageError(f"cannot roll back {step_id!r}: steps that depend on it are still applied: {names}. "
                          f"Roll those back first, or pass --cascade to roll back {names} and then {step_id!r}")
-    _refuse_shared_flags(session, [*applied, step], states)
+    undoing = _coupled(session, step, states) if cascade else [*applied, step]
+    _refuse_shared_flags(session, undoing, states)
     undone = []
-    for each in [*applied, step]:
+    for each in undoing:
         if _rollback_step(session, each):
             undone.append(each.id)
     return undone
+
+
+def _coupled(session: Session, step: Step, states: dict[str, state.StepState]) -> list[Step]:
+    """What --cascade undoes with `step`: the applied steps that depend on it or share its flag
+    (a shared flag couples steps: one value sends the application to all their shapes), and what
+    those bring in turn; the latest in apply order first, `step` among them in its place."""
+    taken, todo = {step.id}, [step]
+    while todo:
+        current = todo.pop()
+        coupled = [*session.plan.dependents(current.id),
+                   *(s for s in session.plan.steps if current.flag is not None and s.flag == current.flag)]
+        for other in coupled:
+            if other.id not in taken and states[other.id].state != PENDING:
+                taken.add(other.id)
+                todo.append(other)
+    return [s for s in reversed(session.plan.order()) if s.id in taken]
 
 
 def _refuse_shared_flags(session: Session, undoing: list[Step], states: dict[str, state.StepState]) -> None:
@@ -399,8 +416,9 @@ def _refuse_shared_flags(session: Session, undoing: list[Step], states: dict[str
             raise UsageError(
                 f"cannot roll back {step.id!r}: its flag {step.flag} also switches {names}, which needs it on; "
                 f"turning it off would send the application to the old shape of {ids}, leaving it on would point "
-                f"it at the schema {step.id!r} is about to drop. Roll back {ids} first (a step still rolling out "
-                f"can be parked with `rollout abort` instead), then {step.id!r}")
+                f"it at the schema {step.id!r} is about to drop. Roll them back together with `rollout rollback "
+                f"{step.id} --cascade`, or {ids} first (a step still rolling out can be parked with `rollout abort` "
+                f"instead)")
 
 
 def _rollback_step(session: Session, step: Step) -> bool:

@@ -161,7 +161,7 @@ def test_a_flag_shared_with_a_done_step_stops_the_rollback(rollout, db):
     refused = rollout("rollback", "beta")
     assert refused.exit_code == 2
     assert "cannot roll back 'beta': its flag shared_write also switches alpha (done), which needs it on" in refused.output
-    assert "Roll back alpha first" in refused.output
+    assert "Roll them back together with `rollout rollback beta --cascade`, or alpha first" in refused.output
     assert step(rollout, "beta")["state"] == "rolling_out" and flag(rollout, "shared_write") == "on"
     assert history(rollout, "shared_write") == before
     assert db.execute("SELECT to_regclass('beta') IS NOT NULL").fetchone()[0]
