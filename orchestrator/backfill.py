@@ -262,7 +262,7 @@ class Engine:
         resumed = cursor is not None and checkpoint["state"] != "done"
         if checkpoint["state"] != "done":
             where = f"from checkpoint after {checkpoint['rows_covered']} rows" if resumed else "from the start"
-            self.session.record("backfill.start", f"backfill {self.job.name} on {self.job.table} {where} "
+            self.session.record("backfill.resume" if resumed else "backfill.start", f"backfill {self.job.name} on {self.job.table} {where} "
                                 f"(about {self.estimate if self.estimate is not None else '?'} rows)",
                                 step_id=self.step.id)
         return checkpoint

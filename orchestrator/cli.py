@@ -49,6 +49,23 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2
 out = SafeConsole(highlight=False, markup=False, width=None if sys.stdout.isatty() else 160)
 
 
+# Without -v a run prints what a person follows: each step's outcome, backfills done, backups,
+# warnings and every failure. -v adds each migration, each check and each transition on the way.
+_DETAIL_KINDS = {"migration.apply", "migration.rollback", "preconditions.check", "verify.check", "backfill.start", "flag.created", "wait"}
+_DETAIL_STATES = {"migrating", "migrated", "verified", "finalizing", "rolling_back"}
+
+
+def _is_detail(event: Event) -> bool:
+    """Routine progress; a resumption (after a failure, from a checkpoint) is never routine."""
+    routine_state = event.kind == "state" and event.to_state in _DETAIL_STATES and event.from_state != "failed"
+    return event.ok and (event.kind in _DETAIL_KINDS or routine_state)
+
+
+def _reporter(opts: "_Options"):
+    """The event printer for this command: everything with -v, the outcomes without."""
+    return _show_event if opts.verbose else (lambda event: None if _is_detail(event) else _show_event(event))
+
+
 def _show_event(event: Event) -> None:
     """One line per step of progress: time, outcome mark, message."""
     stamp = event.at.strftime("%H:%M:%S") if event.at else " " * 8
@@ -70,12 +87,12 @@ class _ProgressView:
     def __init__(self) -> None:
         self._bars: Progress | None = None
         self._tasks: dict[tuple[str, str], int] = {}
-        self._last_line = 0.0
+        self._last_line = time.monotonic()  # a backfill shorter than PLAIN_EVERY prints only its done event
 
     def __call__(self, p: BackfillProgress) -> None:
         if out.is_terminal:
             self._bar(p)
-        elif p.state == "done" or time.monotonic() - self._last_line >= self.PLAIN_EVERY:
+        elif p.state != "done" and time.monotonic() - self._last_line >= self.PLAIN_EVERY:
             self._last_line = time.monotonic()
             share = f" of ~{p.estimate:,} ({100 * p.rows_covered / p.estimate:.0f}%)" if p.estimate else ""
             out.print(f"          {p.step_id}: backfill {p.name}: {p.rows_covered:,} rows{share}, "
@@ -125,8 +142,8 @@ class _RolloutGroup(click.Group):
 
 
 class _Options:
-    def __init__(self, plan_path: str, env: str, dsn: str | None, actor: str | None = None):
-        self.plan_path, self.env, self.dsn, self.actor = plan_path, env, dsn, actor
+    def __init__(self, plan_path: str, env: str, dsn: str | None, actor: str | None = None, verbose: bool = False):
+        self.plan_path, self.env, self.dsn, self.actor, self.verbose = plan_path, env, dsn, actor, verbose
         self._plan: Plan | None = None
 
     @property
@@ -154,15 +171,16 @@ pass_options = click.make_pass_decorator(_Options)
               help="The environment to act on (env ROLLOUT_ENV).")
 @click.option("--dsn", envvar="ROLLOUT_DSN", help="Use this database instead of the environment's (env ROLLOUT_DSN).")
 @click.option("--actor", help="Who the audit trail names (env ROLLOUT_ACTOR, default user@host).")
+@click.option("-v", "--verbose", is_flag=True, help="Print each migration, check and transition, not only outcomes.")
 @click.version_option(package_name="rollout")
 @click.pass_context
-def cli(ctx: click.Context, plan_path: str, env: str, dsn: str | None, actor: str | None) -> None:
+def cli(ctx: click.Context, plan_path: str, env: str, dsn: str | None, actor: str | None, verbose: bool) -> None:
     """Roll PostgreSQL schema changes out step by step: preconditions, migrate, verify, finalize.
 
     Exit codes: 0 ok; 1 a step or check failed; 2 invalid plan or arguments; 3 environment locked;
     4 stopped by an operator (a paused or cancelled backfill); 130 interrupted (Ctrl-C, SIGTERM).
     """
-    ctx.obj = _Options(plan_path, env, dsn, actor)
+    ctx.obj = _Options(plan_path, env, dsn, actor, verbose)
 
 
 @cli.command()
@@ -207,13 +225,26 @@ def apply(opts: _Options, step: str | None, yes: bool, force: bool, no_backup: b
     opts.confirm(f"applying {step or 'all pending steps'}", yes)
     with _ProgressView() as view:
         result = api.apply(opts.plan, opts.env, dsn=opts.dsn, actor=actor, target=step, force=force,
-                           backup=not no_backup, report=_show_event, progress=view)
-    summary = f"{len(result.finished)} step(s) done now in {opts.env}"
-    if result.waiting:
-        waits = "; ".join(f"{step}: {why}" for step, why in result.waiting.items())
-        out.print(f"{summary}; waiting: {waits}")
-    else:
-        out.print(f"{summary}; every requested step is done.")
+                           backup=not no_backup, report=_reporter(opts), progress=view)
+    _summary(result, opts.env)
+
+
+def _summary(result, env: str) -> None:
+    """What finished, what waits and why (grouped), and the command that moves things on."""
+    if result.finished:
+        out.print(Text(f"{count(len(result.finished), 'step')} done now in {env}: {', '.join(result.finished)}",
+                       style="bold"))
+    reasons: dict[str, list[str]] = {}
+    for waiting, why in result.waiting.items():
+        reasons.setdefault(why, []).append(waiting)
+    for why, steps in reasons.items():
+        out.print(Text(f"{count(len(steps), 'step')} {why}: {', '.join(steps)}"))
+    if any(why.startswith("rolling out") for why in reasons):
+        out.print(Text("next: `rollout advance --all` takes each rollout to its next stage once its checks pass "
+                       "(`rollout status` shows where each step is)", style="green"))
+    elif not result.waiting:
+        out.print(Text(f"every requested step is done in {env}" + ("" if result.finished else ": nothing to do"),
+                       style="green"))
 
 
 @cli.command()
@@ -353,7 +384,7 @@ def advance(opts: _Options, step: str | None, every: bool, watch: bool, interval
         raise UsageError("--watch follows one STEP")
     seconds = _duration(interval, "--interval") / 1000
     results = api.advance(opts.plan, opts.env, step, dsn=opts.dsn, actor=actor, watch=watch, interval=seconds,
-                          report=_show_event)
+                          report=_reporter(opts))
     for r in results:
         if r.outcome == "advanced" and r.message.endswith("at 100%"):
             out.print(Text(f"          next: `rollout apply {r.step_id}` (or one more advance) runs the contract "
@@ -375,7 +406,7 @@ def advance(opts: _Options, step: str | None, every: bool, watch: bool, interval
 @pass_options
 def abort(opts: _Options, step: str, reason: str | None, actor: str) -> None:
     """Turn STEP's flag off at once and mark its rollout aborted (works while others run)."""
-    api.abort(opts.plan, opts.env, step, reason=reason, dsn=opts.dsn, actor=actor, report=_show_event)
+    api.abort(opts.plan, opts.env, step, reason=reason, dsn=opts.dsn, actor=actor, report=_reporter(opts))
 
 
 @cli.group(cls=_RolloutGroup)
@@ -459,7 +490,7 @@ def rollback(opts: _Options, step: str, cascade: bool, yes: bool, no_backup: boo
     """Undo STEP through its rollback migrations."""
     opts.confirm(f"rolling back {step}", yes)
     undone = api.rollback(opts.plan, opts.env, step, dsn=opts.dsn, actor=actor, cascade=cascade,
-                          backup=not no_backup, report=_show_event)
+                          backup=not no_backup, report=_reporter(opts))
     out.print(f"rolled back in {opts.env}: {', '.join(undone) or 'nothing (already pending)'}")
 
 
@@ -585,7 +616,7 @@ def backfill_table(rows, title: str, width: int) -> Table:
 
 def _run_backfills(opts: _Options, step: str, actor: str, resume: bool) -> None:
     with _ProgressView() as view:
-        api.backfill_run(opts.plan, opts.env, step, dsn=opts.dsn, actor=actor, resume=resume, report=_show_event,
+        api.backfill_run(opts.plan, opts.env, step, dsn=opts.dsn, actor=actor, resume=resume, report=_reporter(opts),
                          progress=view)
 
 
@@ -678,7 +709,7 @@ def db_url(opts: _Options) -> None:
 @pass_options
 def db_seed(opts: _Options, rows: int, actor: str) -> None:
     """Run the environment's seed file: sample data for the plan's tables (bootstrapping first if empty)."""
-    api.seed(opts.plan, opts.env, rows, dsn=opts.dsn, actor=actor, report=_show_event)
+    api.seed(opts.plan, opts.env, rows, dsn=opts.dsn, actor=actor, report=_reporter(opts))
 
 
 @db.command("reset")
@@ -719,6 +750,10 @@ def _global_options_anywhere(group: click.Group) -> None:
                 continue
             command.params.append(click.Option([flag], expose_value=False, is_eager=True, help=help_text,
                                                callback=_set_option(attribute)))
+        if not any("--verbose" in p.opts for p in command.params):
+            command.params.append(click.Option(["-v", "--verbose"], is_flag=True, default=None, expose_value=False,
+                                               is_eager=True, help="Print each migration, check and transition.",
+                                               callback=_set_option("verbose")))
 
 
 def _set_option(attribute: str):

@@ -53,7 +53,7 @@ def test_apply_status_rollback_apply(rollout, db):
     assert rollout("apply", "composite_indexes").exit_code == 0
     assert index_valid(db, "idx_detection_events_user_server_type") is True
     again = rollout("apply", "confidence_range")
-    assert again.exit_code == 0 and "0 step(s) done now in local; every requested step is done" in again.output
+    assert again.exit_code == 0 and "every requested step is done in local: nothing to do" in again.output
 
 
 def test_bootstrap_runs_once_and_only_on_an_empty_database(rollout, db):
@@ -374,8 +374,23 @@ def test_finalize_runs_after_verification_and_rolls_back_first(tmp_path, dsn, db
     assert db.execute(nullable).fetchone()[0] == "NO"
     assert json.loads(widgets("status", "--json").stdout)["steps"][0]["migrations_applied"] == 3
 
-    undone = widgets("rollback", "widgets")
+    undone = widgets("rollback", "widgets", "-v")  # each migration, in the order it ran
     assert undone.exit_code == 0
     lines = [line for line in undone.output.splitlines() if "rolled back widgets" in line]
     assert "widgets_contract_01_not_null" in lines[0]  # the contract is undone before the expand
     assert db.execute("SELECT to_regclass('widgets')").fetchone()[0] is None
+
+
+def test_apply_prints_outcomes_and_a_summary_and_every_statement_with_v(tmp_path, dsn, db):
+    widgets = Rollout(write_plan(tmp_path, FINALIZE_PLAN.format(budget="1s"), FINALIZE_FILES), dsn)
+    quiet = widgets("apply")
+    assert quiet.exit_code == 0, quiet.output
+    assert "applied widgets_" not in quiet.output and "preconditions" not in quiet.output
+    assert "finalized; done" in quiet.output and quiet.output.rstrip().endswith(
+        "1 step done now in local: widgets\nevery requested step is done in local")
+    assert widgets("rollback", "widgets").exit_code == 0
+    verbose = widgets("apply", "-v")  # also accepted before the command: rollout -v apply
+    assert verbose.exit_code == 0, verbose.output
+    assert "applied widgets_01" in verbose.output and "applied widgets_contract_01_not_null" in verbose.output
+    assert widgets("rollback", "widgets").exit_code == 0
+    assert "applied widgets_01" in widgets("-v", "apply").output

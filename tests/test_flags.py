@@ -157,7 +157,7 @@ def test_flags_set_works_while_another_operator_holds_the_environment(notes, dsn
 def test_staged_rollout_advance_refuse_finalize_abort(notes, db):
     applied = notes("apply")
     assert applied.exit_code == 0
-    assert "waiting: notes: rolling out (not started)" in applied.output
+    assert "1 step rolling out (not started): notes" in applied.output
     assert step_status(notes)["state"] == "rolling_out" and flag(notes) == "off"
 
     first = notes("advance", "notes")
