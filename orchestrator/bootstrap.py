@@ -12,7 +12,7 @@ import psycopg
 from pglast import ast
 from psycopg import sql
 
-from . import state
+from . import bulk_load, state
 from .errors import StepFailed, UsageError, describe_error
 from .session import Session
 
@@ -64,7 +64,17 @@ def seed(session: Session, rows: int) -> None:
         text = handle.read()
     with session.conn.transaction():
         session.conn.execute("SELECT set_config('rollout.seed_rows', %s, true)", (str(rows),))
-        _run_seed(session, env.seed, text)
+        try:
+            with bulk_load.rebuilt_after(session.conn) as (foreign_keys, indexes):
+                _run_seed(session, env.seed, text)
+                started = time.monotonic()
+        except psycopg.Error as exc:  # the rebuild: the rows break a key or a unique index
+            raise StepFailed(f"{env.seed} wrote rows the schema refuses once its keys and indexes are rebuilt: "
+                             f"{describe_error(exc)}. Fix the file and run the same command again (nothing of it "
+                             "was kept)") from None
+        if foreign_keys or indexes:
+            _progress(session, f"seed: {indexes} indexes and {foreign_keys} foreign keys rebuilt over the new rows "
+                               f"({time.monotonic() - started:.1f} s)")
         session.record("seed", f"seeded sample data from {env.seed} (rollout.seed_rows = {rows:,})", detail={"rows": rows})
 
 
@@ -80,9 +90,12 @@ def _run_seed(session: Session, name: str, text: str) -> None:
         rowcount = _run_file(session, name, text, piece)
         written = _written(text[piece], rowcount)
         if written and rowcount > 0:
-            seconds = time.monotonic() - started
-            session.report(state.Event(at=datetime.now().astimezone(), env=session.env, actor=session.actor,
-                                       kind="seed", message=f"seed: {written} ({seconds:.1f} s)"))
+            _progress(session, f"seed: {written} ({time.monotonic() - started:.1f} s)")
+
+
+def _progress(session: Session, message: str) -> None:
+    session.report(state.Event(at=datetime.now().astimezone(), env=session.env, actor=session.actor, kind="seed",
+                               message=message))
 
 
 def _written(statement: str, rowcount: int) -> str | None:

@@ -55,7 +55,7 @@ def test_seed_holds_the_realistic_mess_of_baseline_md(rollout, db):
     assert result.exit_code == 0, result.output
     # each table it fills is shown as it goes, not only at the end
     for line in ("seed: detection_events +5,000 rows", "seed: verification_events +500 rows",
-                 "seed: detection_events: 500 rows updated"):
+                 "indexes and 12 foreign keys rebuilt over the new rows"):
         assert line in result.output
     count = lambda query: db.execute(query).fetchone()[0]  # noqa: E731
     assert count("SELECT count(*) FROM detection_events") == 5000
@@ -85,7 +85,7 @@ def test_seed_holds_the_realistic_mess_of_baseline_md(rollout, db):
 def test_a_failing_seed_statement_names_its_line_and_keeps_nothing(bot_plan, rollout, db):
     seed = bot_plan.parent / "steps" / "baseline" / "seed.sql"
     lines = seed.read_text().splitlines()
-    broken = next(n for n, line in enumerate(lines) if line.startswith("CREATE TEMP TABLE seed_events"))
+    broken = next(n for n, line in enumerate(lines) if line.startswith("INSERT INTO detection_events"))
     lines.insert(broken, "INSERT INTO users (no_such_column) VALUES (1);")
     seed.write_text("\n".join(lines) + "\n")
     result = rollout("db", "seed", "--rows", "1000")
@@ -129,3 +129,26 @@ def test_a_project_copied_by_root_starts_and_a_foreign_data_directory_is_explain
     (copy / ".rollout" / "pgdata" / "PG_VERSION").write_text("9\n")
     with pytest.raises(DatabaseUnavailable, match="holds a PostgreSQL 9 database"):
         embedded.start(str(copy))
+
+
+def test_seed_rebuilds_the_keys_and_indexes_it_set_aside(bot_plan, rollout, db):
+    """db seed drops foreign keys and secondary indexes for the load and rebuilds them after:
+    the schema ends exactly as it began, and rows that break a key are refused, naming it."""
+    schema = ("SELECT conname, pg_get_constraintdef(oid), convalidated FROM pg_constraint WHERE connamespace = "
+              "'public'::regnamespace UNION ALL SELECT indexrelid::regclass::text, pg_get_indexdef(indexrelid), "
+              "indisvalid FROM pg_index WHERE indrelid::regclass::text NOT LIKE 'pg_%' ORDER BY 1, 2")
+    assert rollout("db", "seed", "--rows", "1000").exit_code == 0
+    before = db.execute(schema).fetchall()
+    assert len(before) > 20
+    assert rollout("db", "seed", "--rows", "1000").exit_code == 0  # additive: the same again, on top
+    assert db.execute(schema).fetchall() == before
+    rows = db.execute("SELECT count(*) FROM detection_events").fetchone()[0]
+    seed = bot_plan.parent / "steps" / "baseline" / "seed.sql"
+    seed.write_text(seed.read_text() + "\nINSERT INTO detection_events (server_id, detection_type, confidence) "
+                                       "VALUES ('no such server', 'message', 0.5);\n")
+    refused = rollout("db", "seed", "--rows", "1000")
+    assert refused.exit_code == 1, refused.output
+    assert "refuses once its keys and indexes are rebuilt" in refused.output, refused.output
+    assert 'violates foreign key constraint "detection_events_server_id_fkey"' in refused.output, refused.output
+    assert db.execute("SELECT count(*) FROM detection_events").fetchone()[0] == rows  # nothing of it kept
+    assert db.execute(schema).fetchall() == before
