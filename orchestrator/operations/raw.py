@@ -79,7 +79,7 @@ class _Created:
     """Something a statement of `up` creates: how to drop it, and how to find it missing."""
 
     label: str  # its bare name, for the check's name
-    on: str | None  # the table it belongs to (an index, a trigger, a policy): dropped with that table
+    on: str | None  # the table it belongs to (an index, a policy): dropped with that table
     drop: sql.Composable  # its inverse
     probe: sql.Composable | None = None  # returns one row naming it when it is absent (or disabled)
     table: str | None = None  # the table it is, for a table
@@ -132,7 +132,8 @@ def _creates(node) -> _Created | None:
                                 "AND {})").format(sql.Literal(f"function {qualified}"), sql.Literal(name), where))
     if kind == "CreateTrigStmt" and not node.replace:
         table = _qualified(node.relation)
-        return _Created(node.trigname, table, sql.SQL("DROP TRIGGER {} ON {}").format(
+        # dropped on its own even with its table: a function it calls goes before the table does
+        return _Created(node.trigname, None, sql.SQL("DROP TRIGGER {} ON {}").format(
             sql.Identifier(node.trigname), sql.SQL(table)), sql.SQL(
             "SELECT {} AS missing WHERE NOT EXISTS (SELECT FROM pg_trigger WHERE tgrelid = to_regclass({}) "
             "AND tgname = {} AND tgenabled <> 'D')").format(
