@@ -467,13 +467,17 @@ class DropColumn(Operation):
     Both versions: the old application keeps reading and writing the column until the contract;
     the new one ignores it (its inserts get the default, or NULL once NOT NULL is dropped).
 
+    Values: right before the drop, the contract keeps each row's value (where not NULL) by `key`
+    in `_rollout_dropped_<table>_<column>` (CREATE TABLE AS: a read of the table, which blocks
+    no writer), and rollout backs the table up with pg_dump as for any drop.
+
     Rollback: before the contract, NOT NULL comes back through a CHECK NOT VALID, its validation
     and SET NOT NULL (rows the new application inserted without a value make the validation
     fail: give them one). After the contract the column comes back with `type`, `default` and
-    `not_null`, but its values are lost: existing rows get `fill` (a constant, stored in the
-    catalog: no rewrite) or the default, else NULL; the values are in the backup rollout took
-    before the drop (.rollout/backups/, pg_restore). Indexes and constraints that went with the
-    column are not rebuilt.
+    `not_null`: rows get `fill` (a constant, stored in the catalog: no rewrite) or the default,
+    else NULL, then one UPDATE puts every kept value back (the emergency path: the table is
+    locked for the copy); rows inserted since keep `fill`. Indexes and constraints that went
+    with the column are not rebuilt.
     """
 
     op: Literal["drop_column"]
@@ -484,6 +488,8 @@ class DropColumn(Operation):
     not_null: bool = Field(False, description="whether the column is NOT NULL today")
     fill: str | None = Field(None, description="a constant the existing rows get if the drop is rolled back after "
                                                "the contract (needed for a NOT NULL column without a constant default)")
+    key: Seq(ColumnName) = Field(("id",), description="a unique key of the table, by which the values are kept for "
+                                                      "a rollback after the contract")
 
     @model_validator(mode="after")
     def _valid(self) -> "DropColumn":
@@ -501,21 +507,38 @@ class DropColumn(Operation):
                              "the backup holds them)")
         if self.not_null:
             names.not_null_check(self.table, self.column)
+        if not self.key or self.column in self.key:
+            raise ValueError(f"key needs at least one column, and not {self.column!r} itself")
+        names.fit(f"_rollout_dropped_{names.bare(self.table)}_{self.column}")
         return self
 
     def compile(self) -> Compiled:
+        table, column = ident(self.table), ident(self.column)
+        kept = ident(_schema_of(self.table) + names.fit(f"_rollout_dropped_{names.bare(self.table)}_{self.column}"))
+        keys = sql.SQL(", ").join(ident(c) for c in self.key)
         relaxed = self.not_null and self.default is None
         expand = _relax_not_null(self.table, self.column, EXPAND) if relaxed else ()
         value = self.fill if self.fill is not None else (self.default if self.default and _constant(self.default)
                                                          else None)
         restore = list(_add_column(self.table, self.column, self.type, value))
+        restore.append(sql.SQL("UPDATE {t} SET {c} = k.value FROM {kept} AS k WHERE ({t_keys}) = ({k_keys})").format(
+            t=table, c=column, kept=kept, t_keys=sql.SQL(", ").join(sql.SQL("{}.{}").format(table, ident(c))
+                                                                     for c in self.key),
+            k_keys=sql.SQL(", ").join(sql.SQL("k.{}").format(ident(c)) for c in self.key)))
         if value != self.default:
             restore.append(_set_default(self.table, self.column, self.default))
         not_null = _restore_not_null(self.table, self.column, CONTRACT) if self.not_null and not relaxed else ()
-        drop = Part("drop_column", CONTRACT, (sql.SQL("ALTER TABLE {} DROP COLUMN {}").format(
-            ident(self.table), ident(self.column)),), tuple(restore))
-        return Compiled((*expand, *not_null, drop), preconditions=(
-            _as_described(self.table, self.column, self.type, self.not_null, self.default),))
+        keep = Part("keep_values", CONTRACT, (sql.SQL(
+            "CREATE TABLE {} AS SELECT {}, {} AS value FROM {} WHERE {} IS NOT NULL").format(
+            kept, keys, column, table, column),), (sql.SQL("DROP TABLE {}").format(kept),))
+        drop = Part("drop_column", CONTRACT, (sql.SQL("ALTER TABLE {} DROP COLUMN {}").format(table, column),),
+                    tuple(restore))
+        duplicates = sql.SQL("SELECT {keys}, count(*) AS rows FROM {t} GROUP BY {keys} HAVING count(*) > 1").format(
+            keys=keys, t=table)
+        return Compiled((*expand, *not_null, keep, drop), preconditions=(
+            _as_described(self.table, self.column, self.type, self.not_null, self.default),
+            check(f"{names.bare(self.table)}_{self.column}_key_is_unique",
+                  f"rows sharing a key ({', '.join(self.key)}): the dropped values are kept by it", duplicates)))
 
 
 class RenameColumn(Operation):
