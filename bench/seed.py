@@ -16,7 +16,6 @@ is `seed_seconds=<db seed>`.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import tempfile
 import time
 from collections import Counter
@@ -46,16 +45,16 @@ def seconds_by_table(server: embedded.ServerInfo, rows: int, rebuilt_after: bool
                          "DEFERRABLE INITIALLY DEFERRED")
         conn.commit()
         conn.execute("SELECT set_config('rollout.seed_rows', %s, true)", (str(rows),))
-        loading = bulk_load.rebuilt_after(conn) if rebuilt_after else contextlib.nullcontext()
-        with loading:
-            for piece in pglast.split(SEED, with_parser=True, only_slices=True):
-                node = pglast.parse_sql(SEED[piece])[0].stmt
-                relation = getattr(node, "relation", None)
-                started = time.perf_counter()
-                conn.execute(SEED[piece])
-                spent[relation.relname if relation is not None else "(setup, analyze)"] += time.perf_counter() - started
+        aside = bulk_load.set_aside(conn) if rebuilt_after else None
+        for piece in pglast.split(SEED, with_parser=True, only_slices=True):
+            node = pglast.parse_sql(SEED[piece])[0].stmt
+            relation = getattr(node, "relation", None)
             started = time.perf_counter()
-        if rebuilt_after:
+            conn.execute(SEED[piece])
+            spent[relation.relname if relation is not None else "(setup, analyze)"] += time.perf_counter() - started
+        if aside is not None:
+            started = time.perf_counter()
+            bulk_load.rebuild(conn, aside)
             spent["(indexes and foreign keys rebuilt)"] += time.perf_counter() - started
         started = time.perf_counter()
         conn.commit()

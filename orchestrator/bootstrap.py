@@ -64,17 +64,18 @@ def seed(session: Session, rows: int) -> None:
         text = handle.read()
     with session.conn.transaction():
         session.conn.execute("SELECT set_config('rollout.seed_rows', %s, true)", (str(rows),))
+        aside = bulk_load.set_aside(session.conn)  # as PostgreSQL's manual advises for a bulk load
+        _run_seed(session, env.seed, text)
+        started = time.monotonic()
         try:
-            with bulk_load.rebuilt_after(session.conn) as (foreign_keys, indexes):
-                _run_seed(session, env.seed, text)
-                started = time.monotonic()
-        except psycopg.Error as exc:  # the rebuild: the rows break a key or a unique index
+            bulk_load.rebuild(session.conn, aside)
+        except psycopg.Error as exc:  # the rows break a key
             raise StepFailed(f"{env.seed} wrote rows the schema refuses once its keys and indexes are rebuilt: "
                              f"{describe_error(exc)}. Fix the file and run the same command again (nothing of it "
                              "was kept)") from None
-        if foreign_keys or indexes:
-            _progress(session, f"seed: {indexes} indexes and {foreign_keys} foreign keys rebuilt over the new rows "
-                               f"({time.monotonic() - started:.1f} s)")
+        if aside.foreign_keys or aside.indexes:
+            _progress(session, f"seed: {len(aside.indexes)} indexes and {len(aside.foreign_keys)} foreign keys "
+                               f"rebuilt over the new rows ({time.monotonic() - started:.1f} s)")
         session.record("seed", f"seeded sample data from {env.seed} (rollout.seed_rows = {rows:,})", detail={"rows": rows})
 
 

@@ -375,6 +375,9 @@ def rollback(session: Session, step_id: str, *, cascade: bool = False) -> list[s
         raise UsageError(f"cannot roll back {step_id!r}: steps that depend on it are still applied: {names}. "
                          f"Roll those back first, or pass --cascade to roll back {names} and then {step_id!r}")
     undoing = _coupled(session, step, states) if cascade else [*applied, step]
+    if len(undoing) > 1:
+        session.report(session.event("rollback.cascade", f"--cascade rolls back {len(undoing)} steps, in this order: "
+                                     f"{', '.join(s.id for s in undoing)}", step_id=step_id))
     _refuse_shared_flags(session, undoing, states)
     undone = []
     for each in undoing:

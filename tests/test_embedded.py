@@ -8,7 +8,7 @@ import json
 
 from orchestrator import embedded
 
-from .conftest import Rollout
+from .conftest import Rollout, write_plan
 
 
 def test_db_commands_and_apply_on_the_embedded_server(bot_plan):
@@ -152,3 +152,37 @@ def test_seed_rebuilds_the_keys_and_indexes_it_set_aside(bot_plan, rollout, db):
     assert 'violates foreign key constraint "detection_events_server_id_fkey"' in refused.output, refused.output
     assert db.execute("SELECT count(*) FROM detection_events").fetchone()[0] == rows  # nothing of it kept
     assert db.execute(schema).fetchall() == before
+
+
+BULK_SCHEMA = """
+CREATE TABLE owners (id bigint PRIMARY KEY);
+CREATE TABLE pets (id bigint PRIMARY KEY, owner_id bigint REFERENCES owners (id), name text);
+CREATE INDEX pets_owner ON pets (owner_id);
+CREATE INDEX pets_name_lower ON pets (lower(name)) WHERE name IS NOT NULL;
+CREATE TABLE legacy (id bigint PRIMARY KEY, owner_id bigint);
+INSERT INTO legacy VALUES (1, 999);
+ALTER TABLE legacy ADD CONSTRAINT legacy_owner FOREIGN KEY (owner_id) REFERENCES owners (id) NOT VALID;
+CREATE TABLE events (id bigint, at date NOT NULL, PRIMARY KEY (id, at)) PARTITION BY RANGE (at);
+CREATE TABLE events_2026 PARTITION OF events FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');
+CREATE TABLE event_notes (id bigint PRIMARY KEY, event_id bigint, at date, FOREIGN KEY (event_id, at) REFERENCES events);
+"""
+
+
+def test_seed_sets_aside_only_what_it_can_rebuild_exactly(tmp_path, dsn, db):
+    plan = write_plan(tmp_path, "version: 1\nenvironments:\n  local: {database: embedded, bootstrap: schema.sql, "
+                      "seed: seed.sql}\nsteps: []\n", {
+                          "schema.sql": BULK_SCHEMA,
+                          "seed.sql": "INSERT INTO pets SELECT g, g, 'pet ' || g FROM generate_series(1, 100) AS g;\n"
+                                      "INSERT INTO owners SELECT g FROM generate_series(1, 100) AS g;\n"
+                                      "INSERT INTO event_notes VALUES (1, NULL, NULL);\n"})
+    rollout = Rollout(plan, dsn)
+    schema = ("SELECT conname, pg_get_constraintdef(oid), convalidated FROM pg_constraint WHERE connamespace = "
+              "'public'::regnamespace UNION ALL SELECT indexrelid::regclass::text, pg_get_indexdef(indexrelid), "
+              "indisvalid FROM pg_index WHERE indrelid::regclass::text NOT LIKE 'pg_%' ORDER BY 1, 2")
+    seeded = rollout("db", "seed", "--rows", "1")  # pets name owners the seed writes after them
+    assert seeded.exit_code == 0, seeded.output
+    assert "2 indexes and 1 foreign keys rebuilt" in seeded.output, seeded.output  # pets' only
+    after = db.execute(schema).fetchall()
+    assert ("legacy_owner", "FOREIGN KEY (owner_id) REFERENCES owners(id) NOT VALID", False) in after
+    assert ("pets_owner_id_fkey", "FOREIGN KEY (owner_id) REFERENCES owners(id)", True) in after
+    assert db.execute("SELECT count(*) FROM pets").fetchone()[0] == 100

@@ -66,8 +66,9 @@ def test_the_preview_states_each_statement_lock_and_risk(rollout, db):
     assert (validate["lock"], validate["scans"], validate["exempt_from_statement_timeout"]) == (
         "SHARE UPDATE EXCLUSIVE", True, True)
     assert add["phase"] == validate["phase"] == "finalize"  # after the remediation's backfill
-    [remediable] = steps["confidence_range"]["preconditions"]
+    remediable, unique_key = steps["confidence_range"]["preconditions"]
     assert remediable["name"] == "chk_confidence_range_remediable" and remediable["ok"]
+    assert unique_key["name"] == "chk_confidence_range_key_is_unique" and unique_key["ok"]
     [remediation] = steps["confidence_range"]["backfills"]
     assert remediation["table"] == "detection_events" and remediation["rows"] > 0
     assert preview["blocking"] is False
@@ -352,3 +353,12 @@ def test_statements_on_a_table_the_same_transaction_created_make_nobody_wait(tmp
             other.execute("SET lock_timeout = '100ms'")
             assert other.execute("SELECT to_regclass('notes')").fetchone() == (None,)
             assert other.execute("SELECT count(*) FROM pg_class WHERE relname = 'notes_big'").fetchone() == (0,)
+
+
+def test_create_table_if_not_exists_does_not_hide_the_locks_on_an_existing_table(tmp_path, dsn, db):
+    big_table(db)
+    change = risky(tmp_path, dsn, "CREATE TABLE IF NOT EXISTS big (id bigint PRIMARY KEY);\n"
+                                  "CREATE INDEX big_v ON big (v);\n", rollback="DROP INDEX big_v;\n")
+    preview = json.loads(change("plan", "--json").stdout)
+    index = [s for s in preview["steps"][0]["statements"] if s["direction"] == "apply"][1]
+    assert index["lock"] == "SHARE" and index["scans"] is True, index

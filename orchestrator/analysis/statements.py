@@ -225,7 +225,9 @@ def _create_table(node, text: str) -> Effect:
             locks.append(RelationLock(name, _SUE, "inherited"))
     notes = ("a new table: nobody else uses it yet",) if not locks else ()
     return Effect(text, f"CREATE TABLE {relation(node.relation)}", locks=tuple(locks), expand=tuple(expand),
-                  notes=notes, defines=(node.relation.relname,), creates_table=relation(node.relation))
+                  notes=notes, defines=(node.relation.relname,),
+                  # IF NOT EXISTS may find the table there already, with its readers and writers
+                  creates_table=None if node.if_not_exists else relation(node.relation))
 
 
 def _create_table_as(node, text: str) -> Effect:

@@ -34,7 +34,7 @@ from ..analysis.alter_table import NOT_VOLATILE
 from ..plan_parts import Allowance, Backfill, Check, ColumnName, Seq, TableName, _Model
 from . import names
 from .base import CONTRACT, EXPAND, Compiled, Operation, Part, check
-from .constraints import Remediation, _not_null, _schema_of, as_json, kept_originals
+from .constraints import Remediation, _not_null, _schema_of, as_json, kept_originals, key_is_unique
 from .sql import expr, ident, literal_name, render, type_name
 
 # -- names and expressions ------------------------------------------------------------------------
@@ -467,9 +467,11 @@ class DropColumn(Operation):
     Both versions: the old application keeps reading and writing the column until the contract;
     the new one ignores it (its inserts get the default, or NULL once NOT NULL is dropped).
 
-    Values: right before the drop, the contract keeps each row's value (where not NULL) by `key`
-    in `_rollout_dropped_<table>_<column>` (CREATE TABLE AS: a read of the table, which blocks
-    no writer), and rollout backs the table up with pg_dump as for any drop.
+    Values: in the drop's transaction, right before it, the contract keeps each row's value
+    (where not NULL) by `key` in `_rollout_dropped_<table>_<column>` (CREATE TABLE AS: a read of
+    the table, which blocks no writer), and rollout backs the table up with pg_dump as for any
+    drop. That table holds the column's data until you drop it (once no rollback is wanted: for a
+    column dropped to forget personal data, drop it with the step's last contract).
 
     Rollback: before the contract, NOT NULL comes back through a CHECK NOT VALID, its validation
     and SET NOT NULL (rows the new application inserted without a value make the validation
@@ -528,17 +530,15 @@ class DropColumn(Operation):
         if value != self.default:
             restore.append(_set_default(self.table, self.column, self.default))
         not_null = _restore_not_null(self.table, self.column, CONTRACT) if self.not_null and not relaxed else ()
-        keep = Part("keep_values", CONTRACT, (sql.SQL(
-            "CREATE TABLE {} AS SELECT {}, {} AS value FROM {} WHERE {} IS NOT NULL").format(
-            kept, keys, column, table, column),), (sql.SQL("DROP TABLE {}").format(kept),))
-        drop = Part("drop_column", CONTRACT, (sql.SQL("ALTER TABLE {} DROP COLUMN {}").format(table, column),),
-                    tuple(restore))
-        duplicates = sql.SQL("SELECT {keys}, count(*) AS rows FROM {t} GROUP BY {keys} HAVING count(*) > 1").format(
-            keys=keys, t=table)
-        return Compiled((*expand, *not_null, keep, drop), preconditions=(
+        # one transaction: the values are copied (a read: writers go on) and the column dropped at once
+        drop = Part("drop_column", CONTRACT, (
+            sql.SQL("CREATE TABLE {} AS SELECT {}, {} AS value FROM {} WHERE {} IS NOT NULL").format(
+                kept, keys, column, table, column),
+            sql.SQL("ALTER TABLE {} DROP COLUMN {}").format(table, column)),
+            (*restore, sql.SQL("DROP TABLE {}").format(kept)))
+        return Compiled((*expand, *not_null, drop), preconditions=(
             _as_described(self.table, self.column, self.type, self.not_null, self.default),
-            check(f"{names.bare(self.table)}_{self.column}_key_is_unique",
-                  f"rows sharing a key ({', '.join(self.key)}): the dropped values are kept by it", duplicates)))
+            key_is_unique(self.table, self.key, f"{names.bare(self.table)}_{self.column}")))
 
 
 class RenameColumn(Operation):
@@ -703,7 +703,7 @@ class AlterColumn(Operation):
                 if self.column in self.key:
                     raise ValueError(f"the key cannot be the column {self.column!r} itself: its NULLs change")
                 names.sync_trigger(self.table, self.column)
-                names.fit(f"_rollout_originals_{names.bare(self.table)}_{self.column}")
+                names.fit(f"_rollout_nulls_{names.bare(self.table)}_{self.column}")
             if self.after_not_null == self.before_not_null and self.after_default == self.from_default:
                 raise ValueError("alter_column changes nothing: give type, not_null or default")
         else:
@@ -765,30 +765,33 @@ class AlterColumn(Operation):
         return Compiled(tuple(parts), preconditions=preconditions)
 
     def _filled(self, preconditions: tuple[Check, ...]) -> Compiled:
-        """NOT NULL on a column with NULLs: `up` fills them. Expand: a table keeping the original
+        """NOT NULL on a column with NULLs: `up` fills them. Expand: a table (`_rollout_nulls_*`) keeping the original
         NULLs (by `key`) and a trigger that fills a NULL either application writes (keeping its
         original too); a backfill fills the rows the table holds, in key-range batches. Contract:
         NOT NULL through a validated CHECK, then the trigger goes. Rollback: the NULLs come back."""
         table, column, bare = self.table, ident(self.column), names.bare(self.table)
         up = expr(self.up)
         is_null = sql.SQL("{} IS NULL").format(column)
-        keep, backfill = kept_originals(table, f"_rollout_originals_{bare}_{self.column}",
-                                        Remediation(set={self.column: self.up}, key=self.key), is_null,
+        kept_name = f"_rollout_nulls_{bare}_{self.column}"  # not convert_to_enum's _rollout_originals_
+        keep, backfill = kept_originals(table, kept_name, Remediation(set={self.column: self.up}, key=self.key), is_null,
                                         _label("fill", bare, self.column), f"NULLs of {self.column} filled with up")
-        originals = ident(_schema_of(table) + names.fit(f"_rollout_originals_{bare}_{self.column}"))
+        originals = ident(_schema_of(table) + names.fit(kept_name))
         create, drop = _trigger(table, self.column, sql.SQL(
             "    IF NEW.{c} IS NULL THEN\n"
             "        INSERT INTO {orig} (key, original) VALUES ({key}, {original}) ON CONFLICT (key) DO NOTHING;\n"
             "        NEW.{c} := {up};\n"
             "    END IF;").format(c=column, orig=originals, key=as_json(self.key, "NEW"),
                                   original=as_json((self.column,), "NEW"), up=_over(up, "NEW", table)), definer=True)
-        parts = [keep, Part("fill_trigger", EXPAND, create, drop),
+        default = ([Part("default", EXPAND, (_set_default(table, self.column, self.after_default),),
+                         (_set_default(table, self.column, self.from_default),))]
+                   if self.after_default != self.from_default else [])
+        parts = [*default, keep, Part("fill_trigger", EXPAND, create, drop),
                  *_phase(_not_null(table, self.column).parts, CONTRACT), Part("drop_fill_trigger", CONTRACT, drop, create)]
         unfillable = sql.SQL("SELECT * FROM {} AS {} WHERE {} AND ({}) IS NULL").format(
             ident(table), ident(bare), is_null, up)
         return Compiled(tuple(parts), backfills=(backfill,), preconditions=(*preconditions, check(
-            f"{bare}_{self.column}_fillable", f"rows where {self.column} is NULL and up gives NULL too", unfillable)),
-            verify=(_no_nulls(table, self.column),))
+            f"{bare}_{self.column}_fillable", f"rows where {self.column} is NULL and up gives NULL too", unfillable),
+            key_is_unique(table, self.key, f"{bare}_{self.column}")), verify=(_no_nulls(table, self.column),))
 
     def _swap(self, preconditions: tuple[Check, ...]) -> Compiled:
         table, name, shadow_name = self.table, self.column, names.shadow(self.column)

@@ -151,7 +151,8 @@ class AddConstraint(Operation):
                         verify=(check(f"{self.name}_holds", f"rows {self.name} would refuse after the remediation",
                                       remaining),),
                         preconditions=(check(f"{self.name}_remediable", f"rows {self.name} would refuse even "
-                                             "after the remediation", unfixable),))
+                                             "after the remediation", unfixable),
+                                       key_is_unique(self.table, fix.key, self.name)))
 
 
 def as_json(columns, row: str = "") -> sql.Composable:
@@ -161,11 +162,20 @@ def as_json(columns, row: str = "") -> sql.Composable:
         sql.SQL("{}, {}{}").format(sql.Literal(c), prefix, ident(c)) for c in columns))
 
 
+def key_is_unique(table_name: str, key, label: str) -> Check:
+    """Rows sharing `key`: originals kept by it would be put back on the wrong rows."""
+    keys = sql.SQL(", ").join(ident(c) for c in key)
+    return check(f"{label}_key_is_unique", f"rows sharing a key ({', '.join(key)}): originals are kept by it",
+                 sql.SQL("SELECT {keys}, count(*) AS rows FROM {t} GROUP BY {keys} HAVING count(*) > 1").format(
+                     keys=keys, t=ident(table_name)))
+
+
 def kept_originals(table_name: str, originals_name: str, fix: Remediation, violating: sql.Composable,
                    label: str, description: str) -> tuple[Part, Backfill]:
     """The originals table (expand; its rollback puts every kept original back, then drops it)
     and the backfill that fixes the `violating` rows in key-range batches, keeping each row's
-    originals (the first seen, never overwritten) in the batch's transaction."""
+    originals (the first seen, never overwritten) in the batch's transaction. The caller adds
+    key_is_unique to its preconditions."""
     table = ident(table_name)
     originals = ident(_schema_of(table_name) + names.fit(originals_name))
     keys = sql.SQL(", ").join(ident(c) for c in fix.key)

@@ -10,8 +10,8 @@ from pglast.stream import RawStream
 from psycopg import sql
 from pydantic import Field, model_validator
 
+from ..analysis.names import quote_ident
 from .base import CONTRACT, EXPAND, Compiled, Operation, Part, check
-from .sql import literal_name
 
 
 def statements(text: str, what: str) -> tuple[sql.Composable, ...]:
@@ -36,8 +36,10 @@ class Sql(Operation):
     the rule). Both versions: keeping the old application working is up to the SQL. Rollback:
     `down` ('' when there is nothing to undo); without `down`, rollout writes it when `up` only
     creates things (tables, views, indexes, functions, triggers, policies, types, sequences,
-    schemas, extensions, row-level security): each is dropped, in the reverse order, except
-    what goes with a table `up` creates too. `transactional: false` runs the statements one by
+    domains, schemas, extensions): each is dropped, in the reverse order, except what belongs to
+    a table `up` creates too (its indexes, policies, row-level security). `down` stays required
+    for what may have existed before `up` (IF NOT EXISTS, OR REPLACE, row-level security on a
+    table `up` does not create) and for any other statement. `transactional: false` runs the statements one by
     one outside a transaction (for CREATE INDEX CONCURRENTLY and the like: make them idempotent);
     BEGIN, COMMIT and the like are refused when the plan is loaded, with their line, since
     rollout commits each migration with its bookkeeping. Verification (expand phase): what `up`
@@ -79,26 +81,31 @@ class _Created:
     """Something a statement of `up` creates: how to drop it, and how to find it missing."""
 
     label: str  # its bare name, for the check's name
-    on: str | None  # the table it belongs to (an index, a policy): dropped with that table
-    drop: sql.Composable  # its inverse
-    probe: sql.Composable | None = None  # returns one row naming it when it is absent (or disabled)
+    drop: sql.Composable | None  # its inverse; None: rollout cannot tell (`why`)
+    on: str | None = None  # the table it belongs to (an index, a policy, row-level security): goes with that table
+    probe: sql.Composable | None = None  # returns one row naming it when it is absent (or disabled, or invalid)
     table: str | None = None  # the table it is, for a table
+    why: str = ""
 
 
 def _created(text: str) -> list[_Created | None]:
-    """What each statement of `up` creates (None: a statement rollout does not know how to undo)."""
+    """What each statement of `up` creates (None: a statement that creates nothing rollout knows)."""
     return [_creates(raw.stmt) for raw in pglast.parse_sql(text)]
 
 
 def _inverse(text: str) -> tuple[sql.Composable, ...]:
-    """The drops that undo `up`, last created first; what lives on a table `up` creates goes with it."""
+    """The drops that undo `up`, last created first; what belongs to a table `up` creates goes with it."""
     made = _created(text)
-    for number, (raw, found) in enumerate(zip(pglast.parse_sql(text), made), 1):
-        if found is None:
-            raise ValueError(f"down is needed: rollout does not know how to undo statement {number} of up "
-                             f"({type(raw.stmt).__name__}); write down")
-    tables = {o.table for o in made if o.table}
-    return tuple(o.drop for o in reversed(made) if o.on not in tables)
+    tables = {o.table for o in made if o and o.table}
+    drops = []
+    for number, (raw, found) in reversed(list(enumerate(zip(pglast.parse_sql(text), made), 1))):
+        if found is not None and found.on in tables:
+            continue
+        if found is None or found.drop is None:
+            why = found.why if found is not None else "rollout does not know how to undo it"
+            raise ValueError(f"down is needed: statement {number} of up ({type(raw.stmt).__name__}): {why}; write down")
+        drops.append(found.drop)
+    return tuple(drops)
 
 
 def _missing(what: str, name: str) -> sql.Composable:
@@ -106,58 +113,72 @@ def _missing(what: str, name: str) -> sql.Composable:
         sql.Literal(f"{what} {name}"), sql.Literal(name))
 
 
+_EXISTED = "IF NOT EXISTS: it may have existed before up, and dropping it would lose it"
+
+
 def _creates(node) -> _Created | None:
     kind = type(node).__name__
+    maybe_old = bool(getattr(node, "if_not_exists", False))
     if kind == "CreateStmt":
         name = _qualified(node.relation)
-        return _Created(node.relation.relname, None, sql.SQL("DROP TABLE {}").format(sql.SQL(name)),
-                        _missing("table", name), table=name)
-    if kind == "ViewStmt" and not node.replace:
+        return _Created(node.relation.relname, None if maybe_old else sql.SQL("DROP TABLE {}").format(sql.SQL(name)),
+                        probe=_missing("table", name), table=None if maybe_old else name, why=_EXISTED)
+    if kind == "ViewStmt":
         name = _qualified(node.view)
-        return _Created(node.view.relname, None, sql.SQL("DROP VIEW {}").format(sql.SQL(name)), _missing("view", name))
+        return _Created(node.view.relname, None if node.replace else sql.SQL("DROP VIEW {}").format(sql.SQL(name)),
+                        probe=_missing("view", name), why="CREATE OR REPLACE: the view it replaces would be lost")
     if kind == "IndexStmt" and node.idxname:
         table = _qualified(node.relation)
-        name = (table.rsplit(".", 1)[0] + "." if "." in table else "") + literal_name(node.idxname)
+        schema = node.relation.schemaname
+        name = _text(*((schema,) if schema else ()), node.idxname)  # an index lives in its table's schema
         drop = sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}" if node.concurrent else "DROP INDEX {}")
-        return _Created(node.idxname, table, drop.format(sql.SQL(name)), _missing("index", name))
-    if kind == "CreateFunctionStmt" and not node.replace:
+        probe = sql.SQL("SELECT {} AS missing WHERE NOT EXISTS (SELECT FROM pg_index WHERE indexrelid = "
+                        "to_regclass({}) AND indisvalid)").format(sql.Literal(f"index {name} (absent or invalid)"),
+                                                                   sql.Literal(name))
+        return _Created(node.idxname, None if maybe_old else drop.format(sql.SQL(name)), on=table, probe=probe,
+                        why=_EXISTED)
+    if kind == "CreateFunctionStmt":
         *schema, name = [n.sval for n in node.funcname]
-        qualified = ".".join(literal_name(p) for p in (*schema, name))
+        qualified = _text(*schema, name)
         arguments = ", ".join(RawStream()(p.argType) for p in node.parameters or () if p.mode in ("i", "b", "v", "d"))
-        where = (sql.SQL("pronamespace = to_regnamespace({})").format(sql.Literal(literal_name(schema[0])))
+        where = (sql.SQL("pronamespace = to_regnamespace({})").format(sql.Literal(_text(schema[0])))
                  if schema else sql.SQL("pg_function_is_visible(oid)"))
         kind_word = "PROCEDURE" if node.is_procedure else "FUNCTION"
-        return _Created(name, None, sql.SQL(f"DROP {kind_word} {{}}({{}})").format(sql.SQL(qualified), sql.SQL(arguments)),
-                        sql.SQL("SELECT {} AS missing WHERE NOT EXISTS (SELECT FROM pg_proc WHERE proname = {} "
-                                "AND {})").format(sql.Literal(f"function {qualified}"), sql.Literal(name), where))
-    if kind == "CreateTrigStmt" and not node.replace:
+        drop = sql.SQL(f"DROP {kind_word} {{}}({{}})").format(sql.SQL(qualified), sql.SQL(arguments))
+        return _Created(name, None if node.replace else drop, probe=sql.SQL(
+            "SELECT {} AS missing WHERE NOT EXISTS (SELECT FROM pg_proc WHERE proname = {} AND {})").format(
+            sql.Literal(f"function {qualified}"), sql.Literal(name), where),
+            why="CREATE OR REPLACE: the definition it replaces would be lost")
+    if kind == "CreateTrigStmt":
         table = _qualified(node.relation)
         # dropped on its own even with its table: a function it calls goes before the table does
-        return _Created(node.trigname, None, sql.SQL("DROP TRIGGER {} ON {}").format(
-            sql.Identifier(node.trigname), sql.SQL(table)), sql.SQL(
+        return _Created(node.trigname, None if node.replace else sql.SQL("DROP TRIGGER {} ON {}").format(
+            sql.Identifier(node.trigname), sql.SQL(table)), probe=sql.SQL(
             "SELECT {} AS missing WHERE NOT EXISTS (SELECT FROM pg_trigger WHERE tgrelid = to_regclass({}) "
             "AND tgname = {} AND tgenabled <> 'D')").format(
             sql.Literal(f"trigger {node.trigname} on {table} (absent or disabled)"), sql.Literal(table),
-            sql.Literal(node.trigname)))
+            sql.Literal(node.trigname)), why="CREATE OR REPLACE: the trigger it replaces would be lost")
     if kind == "CreatePolicyStmt":
         table = _qualified(node.table)
-        return _Created(node.policy_name, table, sql.SQL("DROP POLICY {} ON {}").format(
-            sql.Identifier(node.policy_name), sql.SQL(table)))
+        return _Created(node.policy_name, sql.SQL("DROP POLICY {} ON {}").format(
+            sql.Identifier(node.policy_name), sql.SQL(table)), on=table)
     if kind == "AlterTableStmt" and all(c.subtype.name == "AT_EnableRowSecurity" for c in node.cmds):
-        table = _qualified(node.relation)
-        return _Created("row level security", table, sql.SQL("ALTER TABLE {} DISABLE ROW LEVEL SECURITY").format(
-            sql.SQL(table)))
-    named = {"CreateEnumStmt": ("TYPE", lambda: node.typeName), "CompositeTypeStmt": ("TYPE", lambda: _names(node.typevar)),
+        return _Created("row level security", None, on=_qualified(node.relation),
+                        why="row-level security on a table up does not create: it may have been on already")
+    named = {"CreateEnumStmt": ("TYPE", lambda: [n.sval for n in node.typeName]),
+             "CompositeTypeStmt": ("TYPE", lambda: _names(node.typevar)),
              "CreateSeqStmt": ("SEQUENCE", lambda: _names(node.sequence)),
-             "CreateDomainStmt": ("DOMAIN", lambda: node.domainname)}.get(kind)
+             "CreateDomainStmt": ("DOMAIN", lambda: [n.sval for n in node.domainname])}.get(kind)
     if named is not None:
-        parts = [n.sval if hasattr(n, "sval") else n for n in named[1]()]
-        return _Created(parts[-1], None, sql.SQL(f"DROP {named[0]} {{}}").format(
-            sql.SQL(".".join(literal_name(p) for p in parts))))
-    if kind == "CreateSchemaStmt":
-        return _Created(node.schemaname, None, sql.SQL("DROP SCHEMA {}").format(sql.Identifier(node.schemaname)))
+        parts = named[1]()
+        return _Created(parts[-1], None if maybe_old else sql.SQL(f"DROP {named[0]} {{}}").format(
+            sql.SQL(_text(*parts))), why=_EXISTED)
+    if kind == "CreateSchemaStmt" and node.schemaname and not node.schemaElts:
+        return _Created(node.schemaname, None if maybe_old else sql.SQL("DROP SCHEMA {}").format(
+            sql.Identifier(node.schemaname)), why=_EXISTED)
     if kind == "CreateExtensionStmt":
-        return _Created(node.extname, None, sql.SQL("DROP EXTENSION {}").format(sql.Identifier(node.extname)))
+        return _Created(node.extname, None if maybe_old else sql.SQL("DROP EXTENSION {}").format(
+            sql.Identifier(node.extname)), why=_EXISTED)
     return None
 
 
@@ -165,9 +186,13 @@ def _names(relation) -> list[str]:
     return [p for p in (relation.schemaname, relation.relname) if p]
 
 
+def _text(*parts: str) -> str:
+    """A name as SQL writes it, each part quoted where PostgreSQL needs it (a dot inside a name stays in it)."""
+    return ".".join(quote_ident(part) for part in parts)
+
+
 def _qualified(relation) -> str:
-    """A RangeVar as SQL writes it, quoted where needed."""
-    return ".".join(literal_name(p) for p in _names(relation))
+    return _text(*_names(relation))
 
 
 KINDS = (Sql,)

@@ -167,7 +167,7 @@ def test_the_preview_shows_the_remediation_backfill(tmp_path, dsn, db):
     preview = json.loads(rollout("plan", "--json").stdout)
     step = preview["steps"][0]
     assert [b["name"] for b in step["backfills"]] == ["remediate_score_range"]
-    assert [p["name"] for p in step["preconditions"]] == ["score_range_remediable"]
+    assert [p["name"] for p in step["preconditions"]] == ["score_range_remediable", "score_range_key_is_unique"]
     assert all(p["found"] == 0 for p in step["preconditions"])
     assert "remediate_score_range" in rollout("plan").output
 

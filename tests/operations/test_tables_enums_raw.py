@@ -322,7 +322,6 @@ CREATE TABLE author_log (id bigint PRIMARY KEY DEFAULT nextval('author_log_seq')
 CREATE INDEX author_log_author ON author_log (author_id);
 ALTER TABLE author_log ENABLE ROW LEVEL SECURITY;
 CREATE POLICY "everyone" ON author_log USING (true) WITH CHECK (true);
-ALTER TABLE authors ENABLE ROW LEVEL SECURITY;
 CREATE POLICY "authors all" ON authors USING (true) WITH CHECK (true);
 CREATE FUNCTION log_author() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN INSERT INTO author_log (author_id) VALUES (NEW.id); RETURN NULL; END $$;
@@ -332,7 +331,7 @@ CREATE FUNCTION keep_row() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN N
 CREATE TRIGGER author_log_kept BEFORE INSERT ON author_log FOR EACH ROW EXECUTE FUNCTION keep_row();
 CREATE VIEW logged_authors AS SELECT DISTINCT author_id FROM author_log;
 """},
-          {"op": "sql", "transactional": False, "up": "CREATE INDEX CONCURRENTLY IF NOT EXISTS authors_name ON authors (name)"}],
+          {"op": "sql", "transactional": False, "up": "CREATE INDEX CONCURRENTLY authors_name ON authors (name)"}],
          old_writes=("INSERT INTO authors (id, name) VALUES (1001, 'old')",),
          new_writes=("UPDATE authors SET name = 'new' WHERE id = 2", "SELECT author_label(1, 'a', 'b')"),
          after_expand=logged_by_trigger),
@@ -413,7 +412,9 @@ def loaded(tmp_path, operations: list[dict]):
     ([{"op": "sql", "up": "CREATE TABLE t (a int)", "down": "DROP TABLE t;;; DROP"}], "down is not SQL"),
     ([{"op": "sql", "up": "CREATE INDEX CONCURRENTLY i ON t (a)", "down": ""}], "cannot run inside a transaction"),
     ([{"op": "sql", "up": "CREATE TABLE t (a int); UPDATE t SET a = 1"}],
-     "down is needed: rollout does not know how to undo statement 2 of up (UpdateStmt); write down"),
+     "down is needed: statement 2 of up (UpdateStmt): rollout does not know how to undo it; write down"),
+    ([{"op": "sql", "up": "CREATE TABLE IF NOT EXISTS t (a int)"}], "IF NOT EXISTS: it may have existed before up"),
+    ([{"op": "sql", "up": "ALTER TABLE t ENABLE ROW LEVEL SECURITY"}], "it may have been on already"),
     ([{"op": "sql", "up": "CREATE OR REPLACE VIEW v AS SELECT 1"}], "statement 1 of up (ViewStmt)"),
     ([{"op": "add_enum_value", "type": "mood", "value": "meh", "before": "a", "after": "b"}], "not both"),
     ([{"op": "create_enum", "name": "mood", "values": ["a", "a"]}], "listed twice"),
