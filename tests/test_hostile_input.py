@@ -167,6 +167,32 @@ def test_state_edited_by_hand_is_guarded_or_repaired(tmp_path, dsn, db):
     assert db.execute("SELECT stage FROM rollout.steps WHERE step_id = 'a'").fetchone() == (1,)
 
 
+def waiting_at_gate(db, proc, timeout: float = 60.0) -> None:
+    """Until this test's migration (in this test's database: others may run their own) waits at the gate."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        if db.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                      "AND query LIKE 'DO $$ BEGIN WHILE%'").fetchone()[0]:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"the migration never reached the gate (exit {proc.poll()})")
+
+
+def ended(proc, db, timeout: float = 60.0) -> tuple[str, str]:
+    """The interrupted command's output; if it does not end, what it and the server were doing."""
+    try:
+        return proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        activity = db.execute("SELECT pid, state, wait_event_type, wait_event, left(query, 80) FROM pg_stat_activity "
+                              "WHERE datname = current_database() AND pid <> pg_backend_pid()").fetchall()
+        proc.kill()
+        out, err = proc.communicate()
+        raise AssertionError(f"still running {timeout:.0f}s after the signal; server: {activity}; "
+                             f"stdout: {out[-2000:]}; stderr: {err[-2000:]}") from None
+
+
 def test_ctrl_c_during_apply_says_what_to_do_and_the_same_command_continues(tmp_path, dsn, db):
     import signal
     import time
@@ -179,12 +205,9 @@ def test_ctrl_c_during_apply_says_what_to_do_and_the_same_command_continues(tmp_
     command = [sys.executable, "-c", "from orchestrator.cli import main; main()", "--plan", str(path), "--dsn", dsn,
                "apply"]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    for _ in range(3000):  # until the migration waits at the gate
-        if db.execute("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'DO $$ BEGIN WHILE%'").fetchone()[0]:
-            break
-        time.sleep(0.02)
+    waiting_at_gate(db, proc)
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
+    out, err = ended(proc, db)
     assert proc.returncode == 130, (out, err)
     assert "interrupted" in err and "run the same command again" in err and "Traceback" not in err
     assert db.execute("SELECT to_regclass('marks')").fetchone() == (None,)  # the migration did not half-commit
@@ -205,12 +228,9 @@ def test_sigterm_ends_a_command_as_ctrl_c_does(tmp_path, dsn, db):
     command = [sys.executable, "-c", "from orchestrator.cli import main; main()", "--plan", str(path), "--dsn", dsn,
                "apply"]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    for _ in range(3000):
-        if db.execute("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'DO $$ BEGIN WHILE%'").fetchone()[0]:
-            break
-        time.sleep(0.02)
+    waiting_at_gate(db, proc)
     proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=60)
+    out, err = ended(proc, db)
     assert proc.returncode == 130 and "interrupted: `rollout apply` stopped" in err, (out, err)
 
 
