@@ -204,7 +204,10 @@ def test_ctrl_c_during_apply_says_what_to_do_and_the_same_command_continues(tmp_
     db.execute("CREATE TABLE gate (open boolean)")
     command = [sys.executable, "-c", "from orchestrator.cli import main; main()", "--plan", str(path), "--dsn", dsn,
                "apply"]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Ctrl-C as a terminal delivers it: a command started from a background job (CI runners do that)
+    # inherits SIGINT ignored, and Python then never turns it into KeyboardInterrupt
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     waiting_at_gate(db, proc)
     proc.send_signal(signal.SIGINT)
     out, err = ended(proc, db)
