@@ -237,15 +237,21 @@ def test_sigterm_ends_a_command_as_ctrl_c_does(tmp_path, dsn, db):
     assert proc.returncode == 130 and "interrupted: `rollout apply` stopped" in err, (out, err)
 
 
-def test_a_backfill_whose_command_died_is_shown_interrupted_not_running(tmp_path, dsn, db):
-    import json
-
+def applied_with_a_backfill(tmp_path, dsn, db) -> Rollout:
+    """Step a, whose backfill `fill` sets t.v on 50 rows, applied."""
     db.execute("CREATE TABLE t (id int PRIMARY KEY, v int); INSERT INTO t SELECT g, 0 FROM generate_series(1, 50) g")
     plan = PLAN.replace("    migrate: steps/a\n", "    migrate: steps/a\n    backfills:\n      - name: fill\n"
                         "        table: t\n        set: {v: '1'}\n        where: v = 0\n")
     rollout = Rollout(write_plan(tmp_path, plan, {"steps/a/0001_a.sql": "SELECT 1;\n",
                                                   "steps/a/0001_a.rollback.sql": "SELECT 1;\n"}), dsn)
     assert rollout("apply").exit_code == 0
+    return rollout
+
+
+def test_a_backfill_whose_command_died_is_shown_interrupted_not_running(tmp_path, dsn, db):
+    import json
+
+    rollout = applied_with_a_backfill(tmp_path, dsn, db)
     db.execute("UPDATE rollout.backfills SET state = 'running'")  # what a killed command leaves
     status = json.loads(rollout("backfill", "status", "--json").output)
     row = status["backfills"][0]
@@ -285,12 +291,7 @@ def test_a_stage_beyond_the_rollout_is_refused_not_finalized(tmp_path, dsn, db):
 
 
 def test_a_backfill_checkpoint_edited_by_hand_is_a_clear_error(tmp_path, dsn, db):
-    db.execute("CREATE TABLE t (id int PRIMARY KEY, v int); INSERT INTO t SELECT g, 0 FROM generate_series(1, 50) g")
-    plan = PLAN.replace("    migrate: steps/a\n", "    migrate: steps/a\n    backfills:\n      - name: fill\n"
-                        "        table: t\n        set: {v: '1'}\n        where: v = 0\n")
-    rollout = Rollout(write_plan(tmp_path, plan, {"steps/a/0001_a.sql": "SELECT 1;\n",
-                                                  "steps/a/0001_a.rollback.sql": "SELECT 1;\n"}), dsn)
-    assert rollout("apply").exit_code == 0
+    rollout = applied_with_a_backfill(tmp_path, dsn, db)
     assert rollout("rollback", "a").exit_code == 0
     db.execute("UPDATE t SET v = 0")
     db.execute("INSERT INTO rollout.backfills (env, step_id, name, state, cursor) "
