@@ -334,6 +334,8 @@ def _rows_touched(conn, effect: Effect) -> int | None:
         return None
     if isinstance(plan, str):
         plan = json.loads(plan)
+    if not plan:  # a rule rewrote it to nothing (DO INSTEAD NOTHING)
+        return 0
     top = plan[0]["Plan"]
     return int(top["Plans"][0]["Plan Rows"]) if top.get("Plans") else int(top.get("Plan Rows", 0))
 

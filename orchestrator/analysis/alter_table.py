@@ -51,10 +51,10 @@ SUBCOMMANDS: dict[AT, Sub] = {
     AT.AT_SetExpression: Sub("SET EXPRESSION", _AE, scans=True, rewrites=True),
     AT.AT_DropExpression: Sub("DROP EXPRESSION", _AE),
     AT.AT_SetStatistics: Sub("SET STATISTICS", _SUE),
-    AT.AT_SetOptions: Sub("SET (attribute options)", _SUE),
-    AT.AT_ResetOptions: Sub("RESET (attribute options)", _SUE),
+    AT.AT_SetOptions: Sub("SET (attribute options)", _SUE, recurses=False),
+    AT.AT_ResetOptions: Sub("RESET (attribute options)", _SUE, recurses=False),
     AT.AT_SetStorage: Sub("SET STORAGE", _AE),
-    AT.AT_SetCompression: Sub("SET COMPRESSION", _AE),
+    AT.AT_SetCompression: Sub("SET COMPRESSION", _AE, recurses=False),
     AT.AT_DropColumn: Sub("DROP COLUMN", _AE, loses_data=True, breaks_old_readers=True),
     AT.AT_AlterConstraint: Sub("ALTER CONSTRAINT", _AE),
     AT.AT_ValidateConstraint: Sub("VALIDATE CONSTRAINT", _SUE, scans=True, long_running_ok=True,
@@ -94,11 +94,12 @@ SUBCOMMANDS: dict[AT, Sub] = {
 _FALLBACK = Sub("(not in rollout's table)", _AE)
 
 # Storage parameters that take SHARE UPDATE EXCLUSIVE (reloptions.c marks each option's lock);
-# any other takes ACCESS EXCLUSIVE.
+# any other takes ACCESS EXCLUSIVE: the GIN, GiST and BRIN index options (fastupdate,
+# gin_pending_list_limit, buffering, pages_per_range, autosummarize), user_catalog_table and
+# the view options, as measured on PostgreSQL 18.
 LIGHT_OPTIONS = {
     "fillfactor", "autovacuum_enabled", "toast_tuple_target", "parallel_workers", "vacuum_index_cleanup",
-    "vacuum_truncate", "log_autovacuum_min_duration", "deduplicate_items", "buffering", "pages_per_range",
-    "autosummarize", "fastupdate", "gin_pending_list_limit", "vacuum_max_eager_freeze_failure_rate",
+    "vacuum_truncate", "log_autovacuum_min_duration", "deduplicate_items", "vacuum_max_eager_freeze_failure_rate",
 }
 LIGHT_OPTION_PREFIXES = ("autovacuum_", "toast.autovacuum_", "toast.vacuum_", "toast.log_autovacuum")
 
@@ -180,11 +181,15 @@ def analyze(node, text: str) -> Effect:
         if cmd.subtype == AT.AT_ColumnDefault and cmd.def_ is not None:
             facts.locks += _default_sequences(cmd.def_)
         if cmd.subtype in (AT.AT_ClusterOn,):
-            facts.other(cmd.name, _SUE, "the index it clusters on")
+            facts.expand.append(Expand("sibling_index", facts.target, _SUE, (cmd.name,)))
         if cmd.subtype == AT.AT_ReplicaIdentity and getattr(cmd.def_, "name", None):
-            facts.other(cmd.def_.name, _S, "the replica identity index")
+            facts.expand.append(Expand("sibling_index", facts.target, _S, (cmd.def_.name,)))
+        if cmd.subtype == AT.AT_ChangeOwner:  # the table's own sequences change owner with it
+            facts.expand.append(Expand("owned_sequences", facts.target, _AE))
         if cmd.subtype == AT.AT_DropColumn:
             facts.expand.append(Expand("column_foreign_keys_out", facts.target, _AE, (cmd.name,)))
+            if not facts.inh:  # ONLY: the children keep the column as their own
+                facts.expand.append(Expand("children", facts.target, _AE))
             if cmd.behavior == enums.DropBehavior.DROP_CASCADE:
                 facts.expand.append(Expand("column_dependents", facts.target, _AE, (cmd.name,)))
         if cmd.subtype in _SAME_STORAGE:
@@ -235,7 +240,7 @@ def _add_column(facts: _Facts, cmd) -> None:
     for constraint in constraints:
         if constraint.contype == C.CONSTR_FOREIGN:
             facts.other(relation(constraint.pktable), _SRE, "foreign key")
-            facts.expand.append(Expand("children", relation(constraint.pktable), _SRE))
+            facts.expand.append(Expand("partitions", relation(constraint.pktable), _SRE))
             facts.flags["scans"] = facts.flags["scans"] or default is not None
         elif constraint.contype in (C.CONSTR_UNIQUE, C.CONSTR_PRIMARY):
             facts.flags["scans"] = True
@@ -254,15 +259,20 @@ def _add_constraint(facts: _Facts, cmd) -> None:
     if kind == C.CONSTR_FOREIGN:
         facts.take(Sub(label, _SRE, scans=valid))
         facts.other(relation(constraint.pktable), _SRE, "foreign key")
-        facts.expand.append(Expand("children", relation(constraint.pktable), _SRE))
+        facts.expand.append(Expand("partitions", relation(constraint.pktable), _SRE))
         if valid:
             facts.notes.append("checks every row against the referenced table while writes wait: add it NOT VALID, "
                                "then VALIDATE")
     elif kind in (C.CONSTR_UNIQUE, C.CONSTR_PRIMARY, C.CONSTR_EXCLUSION):
         builds = not constraint.indexname
-        facts.take(Sub(label + (" USING INDEX" if not builds else ""), _AE, scans=builds or kind == C.CONSTR_PRIMARY))
+        # a partitioned table's partitions build their share of the index under SHARE; since
+        # PostgreSQL 16 they are locked ACCESS EXCLUSIVE like their parent
+        facts.take(Sub(label + (" USING INDEX" if not builds else ""), _AE, scans=builds or kind == C.CONSTR_PRIMARY),
+                   recurses=False)
+        if facts.inh:
+            facts.expand += [Expand("children", facts.target, _S), Expand("children", facts.target, _AE, since=16)]
         if not builds:
-            facts.other(constraint.indexname, _SUE, "the index it takes over")
+            facts.expand.append(Expand("sibling_index", facts.target, _SUE, (constraint.indexname,)))
         if builds:
             facts.notes.append("builds its index under ACCESS EXCLUSIVE: build a unique index CONCURRENTLY first, "
                                "then ADD ... USING INDEX")
@@ -285,7 +295,9 @@ def _alter_type(facts: _Facts, cmd) -> None:
     using = definition.raw_default
     changes_value = using is not None and not _is_plain_cast_of(using, cmd.name)
     facts.take(SUBCOMMANDS[AT.AT_AlterColumnType])
-    facts.expand.append(Expand("column_foreign_keys", facts.target, _AE, (cmd.name,)))
+    facts.expand += [Expand("column_foreign_keys", facts.target, _AE, (cmd.name,)),
+                     Expand("identity_sequence", facts.target, _SRE, (cmd.name,)),  # its type follows
+                     Expand("column_default_sequences", facts.target, _A, (cmd.name,), since=16)]
     facts.effect["columns"].append(cmd.name)
     facts.effect["retypes"].append((cmd.name, RawStream()(definition.typeName), changes_value))
     facts.flags["breaks_old_readers"] = True
@@ -315,7 +327,7 @@ def _attach(facts: _Facts, cmd) -> None:
         return
     facts.take(SUBCOMMANDS[AT.AT_AttachPartition], recurses=False)
     facts.other(partition, _AE, "attached partition")
-    facts.expand.append(Expand("default_partition", facts.target, _AE))
+    facts.expand += [Expand("default_partition", facts.target, _AE), *partition_keys(facts.target, _SRE)]
     facts.flags["scans"] = True
     facts.notes.append("scans the new partition to check its rows fit the bounds, unless a validated CHECK "
                        "constraint already proves it")
@@ -329,7 +341,19 @@ def _detach(facts: _Facts, cmd) -> None:
     facts.other(relation(cmd.def_.name), _AE, "detached partition")
     if concurrent:
         facts.transactional = False
-    facts.expand.append(Expand("default_partition", facts.target, lock))
+    facts.expand += [Expand("default_partition", facts.target, lock), *partition_keys(facts.target, _AE)]
+
+
+def _finalize(facts: _Facts, cmd) -> None:
+    facts.take(SUBCOMMANDS[AT.AT_DetachPartitionFinalize], recurses=False)
+    facts.other(relation(cmd.def_.name), _AE, "detached partition")
+
+
+def partition_keys(parent: str, referencing: Lock) -> list[Expand]:
+    """A partition gets its own share of its parent's foreign keys: triggers change on the tables
+    the parent's keys reference (SHARE ROW EXCLUSIVE) and on the tables whose keys reference the
+    parent (`referencing`: ACCESS EXCLUSIVE when a detach takes the share away)."""
+    return [Expand("foreign_keys_out_all", parent, _SRE), Expand("foreign_keys_in_direct", parent, referencing)]
 
 
 def _add_inherit(facts: _Facts, cmd) -> None:
@@ -376,6 +400,7 @@ _INSPECTORS = {
     AT.AT_ResetRelOptions: _rel_options,
     AT.AT_AttachPartition: _attach,
     AT.AT_DetachPartition: _detach,
+    AT.AT_DetachPartitionFinalize: _finalize,
     AT.AT_AddInherit: _add_inherit,
     AT.AT_DropInherit: _add_inherit,
 }

@@ -10,6 +10,7 @@ earlier statement of the same step) keeps the name the statement gives it.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 import psycopg
@@ -17,6 +18,7 @@ from pglast import parse_sql
 from pglast.parser import ParseError
 
 from .effect import Effect, RelationLock
+from .expand import Expand
 from .statements import analyze_node, plpgsql_statements
 from .lockmode import Lock
 from .names import quote_ident
@@ -89,8 +91,15 @@ class Catalog:
                 if _relkind(conn, subject) in ("p", "I"):
                     changes["transactional"] = False
                 continue
-            for name, lock, why in QUESTIONS[question.what](conn, subject, question):
-                locks.append(RelationLock(name, lock, why))
+            for oid in self._through_views(subject, question):
+                for name, lock, why in QUESTIONS[question.what](conn, oid, question):
+                    locks.append(RelationLock(name, lock, why))
+                if question.what in _CASCADING:  # the rows the key's action changes fire their triggers
+                    locks += self._cascades(oid, question)
+        if effect.planned:
+            locks = self._unpruned(effect.sql, locks)
+        if effect.inserted and effect.table:
+            locks = self._routed(effect.table, *effect.inserted, locks)
         merged: dict[str, RelationLock] = {}
         for r in locks:  # one entry per relation, with the mode that blocks all its modes block
             if r.relation in merged:
@@ -121,6 +130,84 @@ class Catalog:
         return effect.with_(**changes)
 
 
+    def _unpruned(self, statement: str, locks: list[RelationLock]) -> list[RelationLock]:
+        """The planner leaves out the partitions a query's constant conditions exclude, and
+        PostgreSQL never locks them: its own plan (EXPLAIN, which runs nothing) says which leaf
+        partitions remain. A plan that prunes when it runs ("Subplans Removed") keeps them all."""
+        leaves = {r.relation for r in locks if r.why in _PRUNABLE and _relkind_name(self.conn, r.relation) == "r"}
+        if not leaves:
+            return locks
+        try:
+            with self.conn.transaction():  # a savepoint: a statement the catalog cannot plan yet ends nothing
+                plan = self.conn.execute(b"EXPLAIN (VERBOSE, FORMAT JSON) " + statement.encode()).fetchone()[0]
+        except psycopg.Error:
+            return locks
+        scanned: set[str] = set()
+        runtime = [False]
+
+        def walk(node):
+            if isinstance(node, dict):
+                runtime[0] |= bool(node.get("Subplans Removed"))
+                if "Relation Name" in node and "Schema" in node:
+                    scanned.add(f"{quote_ident(node['Schema'])}.{quote_ident(node['Relation Name'])}")
+                for value in node.values():
+                    walk(value)
+            elif isinstance(node, list):
+                for value in node:
+                    walk(value)
+
+        walk(plan if not isinstance(plan, str) else json.loads(plan))
+        if runtime[0]:
+            return locks
+        return [r for r in locks if r.relation not in leaves or r.relation in scanned]
+
+    def _routed(self, table: str, columns: tuple, rows: tuple, locks: list[RelationLock]) -> list[RelationLock]:
+        """An INSERT locks only the partitions its rows go to: each leaf partition's constraint
+        (pg_get_partition_constraintdef) is evaluated on the constant rows, by PostgreSQL."""
+        leaves = [r for r in locks if r.why == "partition or child" and _relkind_name(self.conn, r.relation) == "r"]
+        oid = self.oid(table)
+        if not leaves or oid is None:
+            return locks
+        ordered = self.conn.execute("SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = %s "
+                                    "AND attnum > 0 AND NOT attisdropped ORDER BY attnum", (oid,)).fetchall()
+        types = dict(ordered)
+        columns = columns or tuple(name for name, _ in ordered[:len(rows[0])])
+        if any(c not in types for c in columns) or any(len(row) != len(columns) for row in rows):
+            return locks
+        values = " UNION ALL ".join(
+            "SELECT " + ", ".join(f"CAST({v} AS {types[c]}) AS {quote_ident(c)}" for c, v in zip(columns, row))
+            for row in rows)
+        unreached = set()
+        try:
+            with self.conn.transaction():  # a savepoint: a value that does not fit ends nothing
+                for leaf in leaves:
+                    check = self.conn.execute("SELECT pg_get_partition_constraintdef(to_regclass(%s))",
+                                              (leaf.relation,)).fetchone()[0]
+                    if check and not self.conn.execute(
+                            f"SELECT coalesce(bool_or({check}), false) FROM ({values}) AS v").fetchone()[0]:
+                        unreached.add(leaf.relation)
+        except psycopg.Error:
+            return locks
+        return [r for r in locks if r.relation not in unreached]
+
+    def _through_views(self, subject, question) -> list:
+        """A write through an automatically updatable view is a write to the table behind it:
+        the table's keys, defaults and partitions answer for it."""
+        if question.what not in _THROUGH_VIEWS or _relkind(self.conn, subject) != "v":
+            return [subject]
+        return [subject] + [self.oid(name) for name, _, _ in _view_tables(self.conn, subject, question)
+                            if _relkind(self.conn, self.oid(name)) in ("r", "p")]
+
+    def _cascades(self, oid, question) -> list[RelationLock]:
+        """The triggers that fire on the tables a foreign key's ON DELETE / ON UPDATE action changes."""
+        event = "DELETE" if question.what == "foreign_keys_in_delete" else "UPDATE"
+        found = []
+        for table, acts in _acting_keys(self.conn, oid, question, event):
+            if acts:
+                found += self._bodies(Expand("triggers", table, Lock.ROW_EXCLUSIVE, ("UPDATE",) if acts == "n"
+                                             else (event,)))
+        return found
+
     def _bodies(self, question) -> list[RelationLock]:
         """The locks of the statements in the bodies the statement runs: the triggers it fires,
         the functions and procedures it calls (SQL and PL/pgSQL bodies, parsed by PostgreSQL's
@@ -131,6 +218,15 @@ class Catalog:
         inner._relations = self._relations
         found = []
         for source, language, why in _BODY_QUERIES[question.what](self, question):
+            if language == "rule":  # the rule's actions run with the statement
+                try:
+                    actions = parse_sql(source)[0].stmt.actions or ()
+                except Exception:  # noqa: BLE001 - a rule PostgreSQL printed is readable; be safe anyway
+                    actions = ()
+                for action in actions:
+                    found += [RelationLock(r.relation, r.lock, why)
+                              for r in inner.resolve(analyze_node(action, "")).locks]
+                continue
             if language == "plpgsql":
                 statements = plpgsql_statements(source, "trigger" if question.what == "triggers" else "void") or []
             else:
@@ -162,16 +258,24 @@ def _children(conn, oid, q):
 
 
 def _view_tables(conn, oid, q, kinds=("v",)):
+    """The relations a view (or, with kinds m, a materialized view being refreshed) reads: through
+    views on views, not through a materialized view (it holds its own rows), and every
+    partition of a partitioned table it reads."""
     return _names(conn, """
         WITH RECURSIVE used(oid) AS (
             SELECT d.refobjid FROM pg_rewrite AS r
               JOIN pg_depend AS d ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid
              WHERE r.ev_class = %(oid)s AND d.refclassid = 'pg_class'::regclass AND d.refobjid <> %(oid)s
+               AND (SELECT relkind FROM pg_class WHERE oid = %(oid)s) = ANY (%(kinds)s)
             UNION
-            SELECT d.refobjid FROM used JOIN pg_rewrite AS r ON r.ev_class = used.oid
+            SELECT d.refobjid FROM used JOIN pg_class AS v ON v.oid = used.oid AND v.relkind = 'v'
+              JOIN pg_rewrite AS r ON r.ev_class = used.oid
               JOIN pg_depend AS d ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid
              WHERE d.refclassid = 'pg_class'::regclass AND d.refobjid <> used.oid)
-        SELECT oid FROM used WHERE (SELECT relkind FROM pg_class WHERE oid = %(oid)s) = ANY (%(kinds)s)""",
+        SELECT oid FROM used
+        UNION
+        SELECT t.relid FROM used JOIN pg_class AS p ON p.oid = used.oid AND p.relkind = 'p',
+               pg_partition_tree(used.oid) AS t WHERE t.relid <> used.oid""",
                   {"oid": oid, "kinds": list(kinds)}, q.lock, "behind the view")
 
 
@@ -190,22 +294,67 @@ def _foreign_keys_out(conn, oid, q):
 
 
 def _foreign_keys_in(conn, oid, q):
-    """Tables whose rows reference the statement's rows: checked (ROW SHARE) or changed by the
-    key's ON DELETE / ON UPDATE action (ROW EXCLUSIVE)."""
-    rows = conn.execute(f"""
-        SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname), bool_or(fk.confdeltype IN ('c', 'n', 'd')
-               OR fk.confupdtype IN ('c', 'n', 'd'))
-          FROM (SELECT conrelid, confrelid AS rel, confkey AS keys, confdeltype, confupdtype FROM pg_constraint
-                 WHERE contype = 'f' AND confrelid = %(oid)s) AS fk
-          JOIN pg_class AS c ON c.oid = fk.conrelid JOIN pg_namespace AS n ON n.oid = c.relnamespace
-         WHERE {_keys_touch(q.columns)} GROUP BY 1""",
-                        {"oid": oid, "cols": list(q.columns) if q.columns is not None else None}).fetchall()
-    return [(name, Lock.ROW_EXCLUSIVE if acts else q.lock, "references it") for name, acts in rows]
+    """Tables whose rows reference the statement's rows: checked (ROW SHARE), or changed by the
+    key's ON DELETE / ON UPDATE action (ROW EXCLUSIVE), and through ON DELETE CASCADE the tables
+    that reference those; a partitioned table with its partitions."""
+    return [(name, Lock.ROW_EXCLUSIVE if action else q.lock, why)
+            for name, action, why in _reached(conn, oid, q.columns, _EVENT[q.what])]
+
+
+_EVENT = {"foreign_keys_in_delete": "DELETE", "foreign_keys_in_update": "UPDATE"}
+_CASCADING = set(_EVENT)
+
+
+def _reached(conn, oid, columns, event: str) -> list[tuple[str, str, str]]:
+    """(table, the action its key takes on `event`: c, n, d or '' for a check, why) for every
+    table a DELETE or UPDATE of `oid`'s rows reaches through foreign keys."""
+    action = "confdeltype" if event == "DELETE" else "confupdtype"
+    found, seen, todo = [], {oid}, [(oid, columns)]
+    while todo:
+        current, cols = todo.pop()
+        rows = conn.execute(f"""
+            SELECT fk.conrelid, quote_ident(n.nspname) || '.' || quote_ident(c.relname),
+                   string_agg(DISTINCT CASE WHEN fk.act IN ('c', 'n', 'd') THEN fk.act::text END, '')
+              FROM (SELECT conrelid, confrelid AS rel, confkey AS keys, {action} AS act FROM pg_constraint
+                     WHERE contype = 'f' AND confrelid = %(oid)s AND conparentid = 0) AS fk
+              JOIN pg_class AS c ON c.oid = fk.conrelid JOIN pg_namespace AS n ON n.oid = c.relnamespace
+             WHERE {_keys_touch(cols)} GROUP BY 1, 2""",
+                            {"oid": current, "cols": list(cols) if cols is not None else None}).fetchall()
+        for table, name, acts in rows:
+            why = "references it" if current == oid else "reached through a foreign key's action"
+            found.append((name, acts or "", why))
+            found += [(part, acts or "", why) for part, _, _ in _partition_tree(conn, table, Lock.ACCESS_SHARE)]
+            if event == "DELETE" and "c" in (acts or "") and table not in seen:
+                seen.add(table)
+                todo.append((table, None))
+    return found
+
+
+def _partition_tree(conn, oid, lock: Lock):
+    return _names(conn, "SELECT relid FROM pg_partition_tree(%s) WHERE relid <> %s", (oid, oid), lock,
+                  "a partition of it")
+
+
+def _foreign_keys_out_moving(conn, oid, q):
+    """An UPDATE of a partition key moves rows to another partition: every key is checked."""
+    if q.columns is not None and conn.execute("""
+            SELECT EXISTS (SELECT 1 FROM pg_partitioned_table AS pt, unnest(pt.partattrs::int2[]) AS k(attnum)
+                             JOIN pg_attribute AS a ON a.attnum = k.attnum
+                            WHERE pt.partrelid = %s AND a.attrelid = pt.partrelid AND a.attname = ANY (%s))""",
+                                              (oid, list(q.columns))).fetchone()[0]:
+        q = Expand(q.what, q.relation, q.lock)
+    return _foreign_keys_out(conn, oid, q)
+
+
+def _acting_keys(conn, oid, question, event: str) -> list[tuple[str, str]]:
+    return [(name, action) for name, action, _ in _reached(conn, oid, question.columns, event)]
 
 
 def _foreign_keys_out_all(conn, oid, q):
-    return _names(conn, "SELECT confrelid FROM pg_constraint WHERE contype = 'f' AND conrelid = %s AND confrelid <> %s",
-                  (oid, oid), q.lock, "its foreign key's trigger is dropped")
+    """The tables its own foreign keys reference (a partition's copies of its parent's keys keep
+    their triggers on the parent's key)."""
+    return _names(conn, "SELECT confrelid FROM pg_constraint WHERE contype = 'f' AND conrelid = %s AND confrelid <> %s "
+                        "AND conparentid = 0", (oid, oid), q.lock, "its foreign key's trigger changes")
 
 
 def _foreign_keys_in_all(conn, oid, q):
@@ -217,14 +366,49 @@ def _foreign_keys_in_all(conn, oid, q):
 
 
 def _column_sequences(conn, oid, q):
+    """The sequences the defaults of the columns an INSERT leaves out call (q.columns: those it
+    gives; None: it gives none by name)."""
+    return _default_sequences(conn, oid, q, "(%(cols)s::text[] IS NULL OR NOT a.attname = ANY (%(cols)s::text[]))")
+
+
+def _attrdef_sequences(conn, oid, q):
+    """The sequences its columns' defaults call (what a table made LIKE it, or from it, copies;
+    an identity gets a sequence of its own)."""
     return _names(conn, """
+        SELECT d.refobjid FROM pg_attrdef AS ad JOIN pg_depend AS d ON d.classid = 'pg_attrdef'::regclass
+           AND d.objid = ad.oid AND d.refclassid = 'pg_class'::regclass
+         WHERE ad.adrelid = %(oid)s AND d.refobjid <> %(oid)s""", {"oid": oid}, q.lock, "column default's sequence")
+
+
+def _foreign_keys_out_inserted(conn, oid, q):
+    """The keys an INSERT checks: on the columns it gives (q.columns; None: all) or that have a
+    default; a column left NULL is not checked."""
+    if q.columns is not None:
+        defaulted = [row[0] for row in conn.execute(
+            "SELECT a.attname FROM pg_attribute AS a WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped "
+            "AND (a.atthasdef OR a.attidentity <> '' OR a.attgenerated <> '')", (oid,)).fetchall()]
+        q = Expand(q.what, q.relation, q.lock, tuple(dict.fromkeys((*q.columns, *defaulted))))
+    return _foreign_keys_out(conn, oid, q)
+
+
+def _column_default_sequences(conn, oid, q):
+    """The sequences of the named columns' defaults and identities."""
+    return _default_sequences(conn, oid, q, "a.attname = ANY (%(cols)s::text[])")
+
+
+def _default_sequences(conn, oid, q, which: str):
+    return _names(conn, f"""
         SELECT d.refobjid FROM pg_attrdef AS ad
+          JOIN pg_attribute AS a ON a.attrelid = ad.adrelid AND a.attnum = ad.adnum
           JOIN pg_depend AS d ON d.classid = 'pg_attrdef'::regclass AND d.objid = ad.oid
-         WHERE ad.adrelid = %(oid)s AND d.refclassid = 'pg_class'::regclass AND d.refobjid <> %(oid)s
+         WHERE ad.adrelid = %(oid)s AND d.refclassid = 'pg_class'::regclass AND d.refobjid <> %(oid)s AND {which}
         UNION
-        SELECT d.objid FROM pg_depend AS d WHERE d.classid = 'pg_class'::regclass AND d.refobjid = %(oid)s
-           AND d.deptype = 'i' AND (SELECT relkind FROM pg_class WHERE oid = d.objid) = 'S'""",
-                  {"oid": oid}, q.lock, "column default's sequence")
+        SELECT d.objid FROM pg_depend AS d
+          JOIN pg_attribute AS a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
+         WHERE d.classid = 'pg_class'::regclass AND d.refobjid = %(oid)s
+           AND d.deptype = 'i' AND (SELECT relkind FROM pg_class WHERE oid = d.objid) = 'S' AND {which}""",
+                  {"oid": oid, "cols": list(q.columns) if q.columns is not None else None}, q.lock,
+                  "column default's sequence")
 
 
 def _owned_sequences(conn, oid, q):
@@ -257,7 +441,7 @@ def _foreign_keys_in_direct(conn, oid, q):
 def _dependents(conn, oid, q):
     """Relations CASCADE reaches: views and rules over it (and over those), tables whose
     foreign keys point to it and tables whose defaults use it (their keys and defaults go, the
-    tables stay)."""
+    tables stay); a partition's share of its parent's foreign key takes the whole key with it."""
     return _names(conn, """
         WITH RECURSIVE views(oid) AS (
             SELECT %(oid)s::oid
@@ -271,10 +455,28 @@ def _dependents(conn, oid, q):
         SELECT fk.conrelid FROM views JOIN pg_constraint AS fk ON fk.contype = 'f' AND fk.confrelid = views.oid
          WHERE fk.conrelid <> %(oid)s
         UNION
+        SELECT t.relid FROM views JOIN pg_constraint AS fk ON fk.contype = 'f' AND fk.confrelid = views.oid
+          JOIN pg_constraint AS root ON root.oid = fk.conparentid, pg_partition_tree(root.confrelid) AS t
+         WHERE t.relid <> %(oid)s
+        UNION
         SELECT ad.adrelid FROM views JOIN pg_depend AS d ON d.refobjid = views.oid
            AND d.refclassid = 'pg_class'::regclass AND d.classid = 'pg_attrdef'::regclass
           JOIN pg_attrdef AS ad ON ad.oid = d.objid WHERE ad.adrelid <> %(oid)s""",
                   {"oid": oid}, q.lock, "reached by CASCADE")
+
+
+# Views over given columns, and the views over those: what dropping the columns CASCADE drops.
+_VIEWS_OVER_COLUMNS = """
+    views(oid) AS (
+        SELECT r.ev_class FROM cols
+          JOIN pg_depend AS d ON d.refclassid = 'pg_class'::regclass AND d.refobjid = cols.relid
+                              AND d.refobjsubid = cols.attnum AND d.classid = 'pg_rewrite'::regclass
+          JOIN pg_rewrite AS r ON r.oid = d.objid WHERE r.ev_class <> cols.relid
+        UNION
+        SELECT r.ev_class FROM views
+          JOIN pg_depend AS d ON d.refclassid = 'pg_class'::regclass AND d.refobjid = views.oid
+                              AND d.classid = 'pg_rewrite'::regclass
+          JOIN pg_rewrite AS r ON r.oid = d.objid WHERE r.ev_class <> views.oid)"""
 
 
 def _function_dependents(conn, name, q):
@@ -291,18 +493,51 @@ def _function_dependents(conn, name, q):
                   {"name": name.split(".")[-1].strip('"')}, q.lock, "uses the function (CASCADE)")
 
 
-def _type_users(conn, name, q):
-    return _names(conn, """
-        SELECT a.attrelid FROM pg_attribute AS a JOIN pg_class AS c ON c.oid = a.attrelid
-         WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'p', 'm', 'f')
-           AND (a.atttypid = to_regtype(%(name)s)
+_OF_TYPE = """(a.atttypid = to_regtype(%(name)s)
                 OR a.atttypid IN (SELECT typarray FROM pg_type WHERE oid = to_regtype(%(name)s))
-                OR a.atttypid IN (SELECT oid FROM pg_type WHERE typbasetype = to_regtype(%(name)s)))
+                OR a.atttypid IN (SELECT oid FROM pg_type WHERE typbasetype = to_regtype(%(name)s)))"""
+
+
+def _type_users(conn, name, q):
+    """What DROP TYPE ... CASCADE changes: the relations with a column of the type (the column
+    goes), the views over those columns, typed tables and the composite type's own relation."""
+    return _names(conn, f"""
+        WITH RECURSIVE cols(relid, attnum) AS (
+            SELECT a.attrelid, a.attnum FROM pg_attribute AS a JOIN pg_class AS c ON c.oid = a.attrelid
+             WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'p', 'm', 'f', 'v') AND {_OF_TYPE}),
+        {_VIEWS_OVER_COLUMNS}
+        SELECT relid FROM cols UNION SELECT oid FROM views
         UNION
         SELECT c.oid FROM pg_class AS c WHERE c.reloftype = to_regtype(%(name)s)
         UNION
         SELECT t.typrelid FROM pg_type AS t WHERE t.oid = to_regtype(%(name)s) AND t.typrelid <> 0""",
                   {"name": name}, q.lock, "has a column of the type")
+
+
+def _type_data_users(conn, name, q):
+    """The relations whose stored rows hold the type: a domain's new constraint is checked
+    against them (a partitioned table holds no rows of its own)."""
+    return _names(conn, f"""
+        SELECT a.attrelid FROM pg_attribute AS a JOIN pg_class AS c ON c.oid = a.attrelid
+         WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'm') AND {_OF_TYPE}""",
+                  {"name": name}, q.lock, "has a column of the type")
+
+
+def _publication_tables(conn, name, q):
+    """The tables a publication holds now: ALTER PUBLICATION ... SET TABLE drops those it leaves out."""
+    return _names(conn, "SELECT pr.prrelid FROM pg_publication_rel AS pr JOIN pg_publication AS p "
+                        "ON p.oid = pr.prpubid WHERE p.pubname = %s", (name,), q.lock, "in the publication")
+
+
+def _sibling_index(kinds: tuple[str, ...]):
+    """An index a table's statement names without a schema: PostgreSQL looks for it in the
+    table's schema (USING INDEX, CLUSTER ON, REPLICA IDENTITY USING INDEX)."""
+    def question(conn, oid, q):
+        return _names(conn, """
+            SELECT i.oid FROM pg_class AS i JOIN pg_class AS t ON t.relnamespace = i.relnamespace
+             WHERE t.oid = %s AND i.relname = %s AND i.relkind = ANY (%s)""",
+                      (oid, (q.columns or ("",))[0], list(kinds)), q.lock, "the index it names")
+    return question
 
 
 def _schema_relations(conn, name, q):
@@ -317,9 +552,14 @@ def _statistics_table(conn, name, q):
 
 
 def _constraint_other_table(conn, oid, q):
-    return _names(conn, "SELECT confrelid FROM pg_constraint WHERE contype = 'f' AND conrelid = %s AND conname = ANY (%s) "
-                        "AND confrelid <> %s", (oid, list(q.columns or ()), oid), q.lock,
-                  "the foreign key's referenced table")
+    """A foreign key's referenced table, with its partitions (each holds the key's triggers)."""
+    return _names(conn, """
+        SELECT c.confrelid FROM pg_constraint AS c
+         WHERE c.contype = 'f' AND c.conrelid = %(oid)s AND c.conname = ANY (%(names)s) AND c.confrelid <> %(oid)s
+        UNION
+        SELECT t.relid FROM pg_constraint AS c, pg_partition_tree(c.confrelid) AS t
+         WHERE c.contype = 'f' AND c.conrelid = %(oid)s AND c.conname = ANY (%(names)s) AND t.relid <> %(oid)s""",
+                  {"oid": oid, "names": list(q.columns or ())}, q.lock, "the foreign key's referenced table")
 
 
 def _partitions(conn, oid, q):
@@ -330,14 +570,16 @@ def _partitions(conn, oid, q):
 
 
 def _parents(conn, oid, q):
-    return _names(conn, "SELECT inhparent FROM pg_inherits WHERE inhrelid = %s", (oid,), q.lock, "its parent")
+    """A partition's parent (an inheritance child's parent is left alone)."""
+    return _names(conn, "SELECT i.inhparent FROM pg_inherits AS i JOIN pg_class AS c ON c.oid = i.inhrelid "
+                        "WHERE i.inhrelid = %s AND c.relispartition", (oid,), q.lock, "its parent")
 
 
 def _identity_sequence(conn, oid, q):
     return _names(conn, """
         SELECT d.objid FROM pg_depend AS d JOIN pg_attribute AS a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
-         WHERE d.classid = 'pg_class'::regclass AND d.refobjid = %s AND d.deptype IN ('a', 'i')
-           AND a.attname = ANY (%s)""", (oid, list(q.columns or ())), q.lock, "the column's sequence")
+         WHERE d.classid = 'pg_class'::regclass AND d.refobjid = %s AND d.deptype = 'i'
+           AND a.attname = ANY (%s)""", (oid, list(q.columns or ())), q.lock, "the column's identity sequence")
 
 
 def _column_foreign_keys(conn, oid, q):
@@ -361,12 +603,13 @@ def _column_foreign_keys_out(conn, oid, q):
 
 
 def _column_dependents(conn, oid, q):
-    """What DROP COLUMN ... CASCADE takes with it: views on the column, other tables' keys that
-    point to it."""
-    return _names(conn, """
-        SELECT r.ev_class FROM pg_depend AS d JOIN pg_rewrite AS r ON d.classid = 'pg_rewrite'::regclass
-           AND r.oid = d.objid JOIN pg_attribute AS a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
-         WHERE d.refobjid = %(oid)s AND a.attname = ANY (%(cols)s) AND r.ev_class <> %(oid)s
+    """What DROP COLUMN ... CASCADE takes with it: views on the column and the views on those,
+    other tables' keys that point to it."""
+    return _names(conn, f"""
+        WITH RECURSIVE cols(relid, attnum) AS (
+            SELECT attrelid, attnum FROM pg_attribute WHERE attrelid = %(oid)s AND attname = ANY (%(cols)s)),
+        {_VIEWS_OVER_COLUMNS}
+        SELECT oid FROM views
         UNION
         SELECT c.conrelid FROM pg_constraint AS c WHERE c.contype = 'f' AND c.confrelid = %(oid)s
            AND c.conrelid <> %(oid)s AND EXISTS (SELECT 1 FROM pg_attribute AS a WHERE a.attrelid = %(oid)s
@@ -438,6 +681,15 @@ def _index_partitions(conn, oid, q):
                                      UNION SELECT i.inhrelid FROM pg_inherits AS i JOIN tree ON i.inhparent = tree.oid)
         SELECT oid FROM tree UNION SELECT x.indrelid FROM tree JOIN pg_index AS x ON x.indexrelid = tree.oid""",
                   (oid,), q.lock, "a partition of the index")
+
+
+_PRUNABLE = {"partition or child", "behind the view"}
+
+
+def _relkind_name(conn, name: str) -> str | None:
+    row = conn.execute("SELECT c.relkind FROM pg_class AS c WHERE c.oid = to_regclass(%s) AND c.relispartition",
+                       (name,)).fetchone()
+    return row[0] if row else None
 
 
 def _relkind(conn, oid: int) -> str | None:
@@ -515,13 +767,36 @@ def _function_bodies(catalog: Catalog, q) -> list[tuple[str, str, str]]:
     return [(src, language, f"function {name}()") for src, language, name in rows]
 
 
-_BODY_QUERIES = {"triggers": _trigger_bodies, "calls": _function_bodies}
+_RULE_EVENTS = {"UPDATE": "2", "INSERT": "3", "DELETE": "4"}
+
+
+def _rule_bodies(catalog: Catalog, q) -> list[tuple[str, str, str]]:
+    """The rules a write to the table fires (their actions run with it)."""
+    oid = catalog.oid(q.relation)
+    if oid is None:
+        return []
+    rows = catalog.conn.execute("""
+        SELECT pg_get_ruledef(oid), rulename FROM pg_rewrite
+         WHERE ev_class = %s AND ev_type = ANY (%s) AND rulename <> '_RETURN' AND ev_enabled <> 'D'""",
+                                (oid, [_RULE_EVENTS[e] for e in q.columns or ()])).fetchall()
+    return [(definition, "rule", f"rule {name}") for definition, name in rows]
+
+
+_BODY_QUERIES = {"triggers": _trigger_bodies, "calls": _function_bodies, "rules": _rule_bodies}
 _BODIES = set(_BODY_QUERIES)
+# Questions about a table written to that, asked of a view, are answered by the tables behind it.
+_THROUGH_VIEWS = {"foreign_keys_out", "foreign_keys_out_moving", "foreign_keys_out_inserted", "foreign_keys_in_delete", "foreign_keys_in_update",
+                  "column_sequences", "partitions"}
 
 
 QUESTIONS: dict[str, Callable] = {
     "children": _children, "view_tables": _view_tables, "foreign_keys_out": _foreign_keys_out,
-    "foreign_keys_in": _foreign_keys_in, "foreign_keys_out_all": _foreign_keys_out_all,
+    "foreign_keys_in_delete": _foreign_keys_in, "foreign_keys_in_update": _foreign_keys_in,
+    "foreign_keys_out_moving": _foreign_keys_out_moving, "foreign_keys_out_all": _foreign_keys_out_all,
+    "column_default_sequences": _column_default_sequences, "attrdef_sequences": _attrdef_sequences,
+    "foreign_keys_out_inserted": _foreign_keys_out_inserted, "type_data_users": _type_data_users,
+    "publication_tables": _publication_tables, "sibling_index": _sibling_index(("i", "I")),
+    "sibling_plain_index": _sibling_index(("i",)), "partition_tree": lambda conn, oid, q: _partition_tree(conn, oid, q.lock),
     "foreign_keys_in_all": _foreign_keys_in_all, "column_sequences": _column_sequences,
     "owned_sequences": _owned_sequences, "default_partition": _default_partition, "index_table": _index_table,
     "indexes": _indexes, "dependents": _dependents, "function_dependents": _function_dependents,
@@ -536,7 +811,7 @@ QUESTIONS: dict[str, Callable] = {
     "foreign_keys_in_direct": _foreign_keys_in_direct,
 }
 # Questions about objects that are not relations: they get the name, not an oid.
-_BY_NAME = {"function_dependents", "type_users", "schema_relations", "statistics_table", "type_relation",
+_BY_NAME = {"function_dependents", "type_users", "type_data_users", "publication_tables", "schema_relations", "statistics_table", "type_relation",
             "schema_tables", "all_tables", "owned_by_role"}
 
 

@@ -40,6 +40,8 @@ class Effect:
     row_locks: bool = False  # locks the rows it changes (or selects FOR UPDATE) until commit
     changes_rows: bool = False  # UPDATE, DELETE, MERGE: PostgreSQL can estimate how many
     unbounded: bool = False  # DML with no WHERE: every row
+    planned: bool = False  # SELECT, UPDATE, DELETE: the planner leaves out the partitions its conditions exclude
+    inserted: tuple | None = None  # INSERT ... VALUES of constants: (columns, rows of SQL literals), for routing
     assumed: bool = False  # not in the table of known statements: the strongest lock is assumed
     controls_transaction: bool = False  # BEGIN, COMMIT, ROLLBACK, SAVEPOINT
     columns: tuple[str, ...] = ()  # columns it adds, changes, drops or renames

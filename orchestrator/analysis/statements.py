@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from pglast import ast, enums, parse_plpgsql, parse_sql
+from pglast.stream import RawStream
 from pglast.visitors import Visitor
 
 from . import alter_table
@@ -145,11 +146,39 @@ def _select(node, text: str) -> Effect:
     reads = [RelationLock(r.relation, _RS if locking and (not named or r.relation in named) else _A, r.why)
              for r in _reads(node)]
     sequences, asked = sequence_calls(node)
-    return Effect(text, "SELECT" + (" FOR UPDATE/SHARE" if locking else ""), locks=tuple(reads + sequences),
-                  row_locks=bool(locking), expand=_read_expansions(reads) + tuple(asked) + _calls(node))
+    return _with_modifying_ctes(
+        Effect(text, "SELECT" + (" FOR UPDATE/SHARE" if locking else ""), locks=tuple(reads + sequences),
+               row_locks=bool(locking), planned=True, expand=_read_expansions(reads) + tuple(asked) + _calls(node)), node)
 
 
-_EVENTS = {"INSERT": ("INSERT",), "UPDATE": ("UPDATE",), "DELETE": ("DELETE",), "MERGE": ("INSERT", "UPDATE", "DELETE")}
+def _merge_actions(node) -> dict[str, tuple[str, ...] | None]:
+    """What a MERGE does, by event: the columns its UPDATE actions set and its INSERT actions
+    give (None: every column), and whether it deletes."""
+    done: dict[str, tuple[str, ...] | None] = {}
+    for clause in node.mergeWhenClauses or ():
+        event = {enums.CmdType.CMD_UPDATE: "UPDATE", enums.CmdType.CMD_INSERT: "INSERT",
+                 enums.CmdType.CMD_DELETE: "DELETE"}.get(clause.commandType)
+        if event is None:
+            continue
+        columns = tuple(t.name for t in clause.targetList or () if t.name) or None
+        if event in done and (done[event] is None or columns is None):
+            done[event] = None
+        else:
+            done[event] = tuple(dict.fromkeys((*(done.get(event) or ()), *(columns or ())))) or None
+    return done
+
+
+def _writes(kind: str, node) -> dict[str, tuple[str, ...] | None]:
+    """Each event the statement performs, with the columns it sets (UPDATE) or gives (INSERT)."""
+    if kind == "MERGE":
+        return _merge_actions(node)
+    if kind == "UPDATE":
+        return {"UPDATE": tuple(t.name for t in node.targetList or () if t.name)}
+    if kind == "INSERT":
+        update = node.onConflictClause.targetList if node.onConflictClause is not None else None
+        given = tuple(c.name for c in node.cols or ()) or None
+        return {"INSERT": given, **({"UPDATE": tuple(t.name for t in update if t.name)} if update else {})}
+    return {"DELETE": None}
 
 
 def _dml(kind: str):
@@ -159,26 +188,65 @@ def _dml(kind: str):
         changes_rows = kind in ("UPDATE", "DELETE", "MERGE")
         reads = _reads(node, skip=(target,))
         sequences, asked = sequence_calls(node)
-        columns = tuple(t.name for t in getattr(node, "targetList", None) or () if kind == "UPDATE" and t.name)
-        checked = columns if kind == "UPDATE" else None
+        writes = _writes(kind, node)
+        columns = writes.get("UPDATE") or () if kind == "UPDATE" else ()
         expand = [Expand("partitions" if kind == "INSERT" else "children", target, _RE),
-                  Expand("view_tables", target, _RE), Expand("triggers", target, _RE, _EVENTS[kind]),
-                  *_read_expansions(reads), *asked, *_calls(node)]
-        if kind != "DELETE":
-            expand.append(Expand("foreign_keys_out", target, _RS, checked))
-        if kind != "INSERT":
-            expand.append(Expand("foreign_keys_in", target, _RS, checked))
-        if kind in ("INSERT", "MERGE"):
-            expand.append(Expand("column_sequences", target, _RE))
+                  Expand("view_tables", target, _RE), Expand("triggers", target, _RE, tuple(writes)),
+                  Expand("rules", target, _RE, tuple(writes)), *_read_expansions(reads), *asked, *_calls(node)]
+        if "INSERT" in writes:  # keys on the columns it gives or defaults (a column left NULL is not checked)
+            expand += [Expand("foreign_keys_out_inserted", target, _RS, writes["INSERT"]),
+                       Expand("column_sequences", target, _RE, writes["INSERT"])]
+        if "UPDATE" in writes:
+            expand += [Expand("foreign_keys_out_moving", target, _RS, writes["UPDATE"]),
+                       Expand("foreign_keys_in_update", target, _RS, writes["UPDATE"])]
+        if "DELETE" in writes:
+            expand.append(Expand("foreign_keys_in_delete", target, _RS))
         conflict = getattr(node, "onConflictClause", None)
         if conflict is not None and conflict.infer is not None and conflict.infer.conname:
             reads.append(RelationLock(conflict.infer.conname, _RE, "ON CONFLICT ON CONSTRAINT"))
         unbounded = changes_rows and kind != "MERGE" and where is None
         notes = ("changes every row in one transaction: a backfill batches this",) if unbounded else ()
-        return Effect(text, kind, locks=(RelationLock(target, _RE), *reads, *sequences), row_locks=changes_rows,
-                      changes_rows=changes_rows,
-                      unbounded=unbounded, scans=unbounded, columns=columns, expand=tuple(expand), notes=notes)
+        effect = Effect(text, kind, locks=(RelationLock(target, _RE), *reads, *sequences), row_locks=changes_rows,
+                        inserted=_constant_rows(node) if kind == "INSERT" else None,
+                        changes_rows=changes_rows, unbounded=unbounded, scans=unbounded, columns=columns,
+                        expand=tuple(expand), notes=notes, planned=kind in ("UPDATE", "DELETE"))
+        return _with_modifying_ctes(effect, node)
     return handler
+
+
+def _constant_rows(node) -> tuple | None:
+    """(columns, rows) of an INSERT ... VALUES whose values are all constants, each value as SQL
+    (columns None: the table's, in order): enough to tell which partition each row goes to."""
+    query = node.selectStmt
+    if query is None or not getattr(query, "valuesLists", None):
+        return None
+    rows = []
+    for row in query.valuesLists:
+        if (node.cols and len(row) != len(node.cols)) or not all(_constant(v) for v in row):
+            return None
+        rows.append(tuple(RawStream()(v) for v in row))
+    return (tuple(c.name for c in node.cols) if node.cols else None), tuple(rows)
+
+
+def _constant(value) -> bool:
+    while type(value).__name__ == "TypeCast":
+        value = value.arg
+    return type(value).__name__ == "A_Const"
+
+
+def _with_modifying_ctes(effect: Effect, node) -> Effect:
+    """A WITH clause's INSERT, UPDATE, DELETE or MERGE runs with the statement, with its own locks."""
+    clause = getattr(node, "withClause", None)
+    inner = [analyze_node(cte.ctequery, "") for cte in (clause.ctes if clause is not None else ())
+             if type(cte.ctequery).__name__ in ("InsertStmt", "UpdateStmt", "DeleteStmt", "MergeStmt")]
+    if not inner:
+        return effect
+    return effect.with_(locks=effect.locks + tuple(r for e in inner for r in e.locks),
+                        expand=effect.expand + tuple(x for e in inner for x in e.expand),
+                        row_locks=True, changes_rows=True,
+                        unbounded=effect.unbounded or any(e.unbounded for e in inner),
+                        scans=effect.scans or any(e.scans for e in inner),
+                        notes=effect.notes + tuple(n for e in inner for n in e.notes))
 
 
 def _explain(node, text: str) -> Effect:
@@ -212,15 +280,20 @@ def _create_table(node, text: str) -> Effect:
         for constraint in (getattr(element, "constraints", None) or ()) + ((element,) if type(element).__name__ == "Constraint" else ()):
             if constraint.contype == enums.ConstrType.CONSTR_FOREIGN:
                 locks.append(RelationLock(relation(constraint.pktable), _SRE, "foreign key"))
+                expand.append(Expand("partitions", relation(constraint.pktable), _SRE))
         if type(element).__name__ == "TableLikeClause":
             locks.append(RelationLock(relation(element.relation), _A, "LIKE"))
+            if element.options & _LIKE_DEFAULTS:
+                expand.append(Expand("attrdef_sequences", relation(element.relation), _A, since=16))
     sequences, _ = sequence_calls(node, _A)
     locks += [replace(r, since=16) for r in sequences]  # a default's sequence is read since PostgreSQL 16
     for parent in node.inhRelations or ():
         name = relation(parent)
+        # the new table copies its parent's defaults, recording their sequences (since PostgreSQL 16)
+        expand.append(Expand("attrdef_sequences", name, _A, since=16))
         if node.partbound is not None:
             locks.append(RelationLock(name, _AE, "new partition"))
-            expand.append(Expand("default_partition", name, _AE))
+            expand += [Expand("default_partition", name, _AE), *alter_table.partition_keys(name, _SRE)]
         else:
             locks.append(RelationLock(name, _SUE, "inherited"))
     notes = ("a new table: nobody else uses it yet",) if not locks else ()
@@ -230,10 +303,16 @@ def _create_table(node, text: str) -> Effect:
                   creates_table=None if node.if_not_exists else relation(node.relation))
 
 
+_LIKE_DEFAULTS = enums.TableLikeOption.CREATE_TABLE_LIKE_DEFAULTS
+
+
 def _create_table_as(node, text: str) -> Effect:
     query = getattr(node, "query", None) or node
     reads = _reads(query, skip=(relation(node.intoClause.rel) if getattr(node, "intoClause", None) else "",))
     kind = "CREATE MATERIALIZED VIEW" if getattr(node, "objtype", None) == OBJ.OBJECT_MATVIEW else "CREATE TABLE AS"
+    into = getattr(node, "into", None)
+    if into is not None and into.skipData:  # WITH NO DATA: the query is analysed, not run
+        return Effect(text, kind + " WITH NO DATA", locks=tuple(reads))
     return Effect(text, kind, locks=tuple(reads), expand=_read_expansions(reads))
 
 
@@ -281,6 +360,8 @@ def _drop(node, text: str) -> Effect:
             label = OBJ(what).name.removeprefix("OBJECT_").lower()
             locks.append(RelationLock(table, _AE, f"{label} {obj[-1].sval}",
                                       only_if=(label, obj[-1].sval) if node.missing_ok else None))
+            if what == OBJ.OBJECT_TRIGGER:  # a partitioned table's trigger goes from its partitions too
+                expand.append(Expand("partitions", table, _AE))
     elif what == OBJ.OBJECT_STATISTIC_EXT:
         expand = [Expand("statistics_table", from_list(obj), _SUE) for obj in node.objects]
     elif what in (OBJ.OBJECT_TYPE, OBJ.OBJECT_DOMAIN) and not cascade:
@@ -316,6 +397,8 @@ def _rename(node, text: str) -> Effect:
         expand.append(Expand("children", table, _AE))
     if what == OBJ.OBJECT_TABCONSTRAINT:
         expand.append(Expand("constraint_index", table, _SUE, (node.subname,)))
+    if what == OBJ.OBJECT_TRIGGER:  # a partitioned table's trigger is renamed on its partitions too
+        expand.append(Expand("partitions", table, _AE))
     breaks = what in (OBJ.OBJECT_TABLE, OBJ.OBJECT_COLUMN, OBJ.OBJECT_VIEW, OBJ.OBJECT_MATVIEW,
                       OBJ.OBJECT_FOREIGN_TABLE, OBJ.OBJECT_SEQUENCE)
     return Effect(text, f"RENAME {label}", locks=(RelationLock(table, _AE),), breaks_old_readers=breaks,
@@ -345,7 +428,7 @@ def _create_index(node, text: str) -> Effect:
                   locks=(RelationLock(table, mode), *(_reads(node.whereClause, skip=(table,)) if node.whereClause else ())), scans=True,
                   transactional=not node.concurrent, long_running_ok=node.concurrent, columns=columns,
                   builds_index=True, index=node.idxname, defines=(node.idxname,) if node.idxname else (),
-                  expand=(Expand("children", table, mode),) if node.relation.inh else (), notes=notes)
+                  expand=(Expand("partitions", table, mode),) if node.relation.inh else (), notes=notes)
 
 
 def _options(node) -> set[str]:
@@ -385,7 +468,12 @@ def _vacuum(node, text: str) -> Effect:
     names = [relation(r.relation) for r in node.rels or ()]
     kind = ("VACUUM" + (" FULL" if full else "")) if node.is_vacuumcmd else "ANALYZE"
     notes = () if names else ("names no table: it works through every table of the database",)
-    expand = tuple(Expand("children", n, mode) for n in names) or (Expand("all_tables", "", mode),)
+    # partitions are processed with their table; inheritance children too since PostgreSQL 18, and
+    # ANALYZE reads a sample of the children's rows
+    expand = tuple(e for n in names for e in (
+        Expand("partitions", n, mode), Expand("children", n, mode, since=18),
+        *((Expand("children", n, _A),) if "analyze" in options or not node.is_vacuumcmd else ()))) \
+        or (Expand("all_tables", "", mode),)
     return Effect(text, kind, locks=tuple(RelationLock(n, mode) for n in names), scans=True, rewrites=full,
                   transactional=not node.is_vacuumcmd, long_running_ok=not full, expand=expand, notes=notes)
 
@@ -395,10 +483,9 @@ def _cluster(node, text: str) -> Effect:
         return Effect(text, "CLUSTER", transactional=False, assumed=True,
                       notes=("reclusters every table that has a clustered index, each under ACCESS EXCLUSIVE",))
     table = relation(node.relation)
-    named = (RelationLock(node.indexname, _AE, "the index it orders by", only_if=("plain_index", node.indexname)),
-             ) if node.indexname else ()
-    return Effect(text, "CLUSTER", locks=(RelationLock(table, _AE), *named), scans=True, rewrites=True,
-                  expand=(Expand("children", table, _AE), Expand("partitioned_not_transactional", table, _AE)))
+    named = (Expand("sibling_plain_index", table, _AE, (node.indexname,)),) if node.indexname else ()
+    return Effect(text, "CLUSTER", locks=(RelationLock(table, _AE),), scans=True, rewrites=True,
+                  expand=(Expand("children", table, _AE), Expand("partitioned_not_transactional", table, _AE), *named))
 
 
 def _refresh(node, text: str) -> Effect:
@@ -441,8 +528,10 @@ def _grant(node, text: str) -> Effect:
 
 def _publication(node, text: str) -> Effect:
     tables = [relation(o.pubtable.relation) for o in node.pubobjects or () if o.pubtable is not None]
+    replaces = getattr(node, "action", None) == enums.AlterPublicationAction.AP_SetObjects
     return Effect(text, type(node).__name__.removesuffix("Stmt"),
-                  locks=tuple(RelationLock(name, _SUE) for name in tables))
+                  locks=tuple(RelationLock(name, _SUE) for name in tables),
+                  expand=(Expand("publication_tables", node.pubname, _SUE),) if replaces else ())
 
 
 def _owned(node, text: str) -> Effect:
@@ -474,7 +563,7 @@ def _trigger(node, text: str) -> Effect:
     locks = [RelationLock(table, mode)]
     if node.constrrel is not None:
         locks.append(RelationLock(relation(node.constrrel), _A, "constraint trigger"))
-    return Effect(text, "CREATE TRIGGER", locks=tuple(locks), expand=(Expand("children", table, mode),))
+    return Effect(text, "CREATE TRIGGER", locks=tuple(locks), expand=(Expand("partitions", table, mode),))
 
 
 # --- types, functions, sequences --------------------------------------------------------
@@ -491,10 +580,10 @@ def _alter_domain(node, text: str) -> Effect:
     if node.subtype == "C":  # ADD CONSTRAINT
         checks = not node.def_.skip_validation
         return Effect(text, "ALTER DOMAIN ADD CONSTRAINT" + ("" if checks else " NOT VALID"), scans=checks,
-                      expand=(Expand("type_users", name, _S),) if checks else ())
+                      expand=(Expand("type_data_users", name, _S),) if checks else ())
     if node.subtype in ("V", "O"):  # VALIDATE CONSTRAINT, SET NOT NULL
         return Effect(text, "ALTER DOMAIN " + ("VALIDATE" if node.subtype == "V" else "SET NOT NULL"), scans=True,
-                      expand=(Expand("type_users", name, _S),))
+                      expand=(Expand("type_data_users", name, _S),))
     return Effect(text, "ALTER DOMAIN")
 
 

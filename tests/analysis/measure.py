@@ -117,6 +117,11 @@ class Finding:
 
 # ---- corpus and servers ----
 
+def truth_file(corpus: Path) -> Path:
+    """Where a corpus's measured truth is kept: truth.json for corpus.yaml, NAME.truth.json for NAME.yaml."""
+    return TRUTH if corpus.resolve() == CORPUS else corpus.with_suffix(".truth.json")
+
+
 def load_corpus(path: Path = CORPUS) -> tuple[str, list[dict]]:
     corpus = yaml.safe_load(path.read_text())
     return corpus["setup"], corpus["cases"]
@@ -462,11 +467,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--version", choices=[*VERSIONS, "all"], default="all")
     parser.add_argument("--case", action="append", metavar="ID",
                         help="measure only the cases whose id matches this pattern (repeatable); keep the others")
+    parser.add_argument("--corpus", type=Path, default=CORPUS,
+                        help="the corpus to measure (default corpus.yaml); its truth goes beside it")
     args = parser.parse_args(argv)
-    setup, cases = load_corpus()
+    setup, cases = load_corpus(args.corpus)
+    truth_path = truth_file(args.corpus)
     if args.case:
         cases = [c for c in cases if any(fnmatch.fnmatchcase(c["id"], p) for p in args.case)]
-    truth = json.loads(TRUTH.read_text()) if TRUTH.exists() else {}
+    truth = json.loads(truth_path.read_text()) if truth_path.exists() else {}
     truth["measured_with"] = "python -m tests.analysis.measure"
     versions = truth.setdefault("versions", {})
     for version in VERSIONS if args.version == "all" else (args.version,):
@@ -476,7 +484,7 @@ def main(argv: list[str] | None = None) -> None:
             versions[version]["cases"].update(measured["cases"])
         else:
             versions[version] = measured
-    TRUTH.write_text(dumps(truth))
+    truth_path.write_text(dumps(truth))
 
 
 if __name__ == "__main__":
