@@ -252,7 +252,7 @@ class Engine:
             )
             checkpoint = cur.fetchone()
         cursor = checkpoint["cursor"]
-        if cursor is not None and (not isinstance(cursor, list) or len(cursor) != len(self.key.columns)):
+        if cursor is not None and not self._fits(cursor):
             raise StepFailed(
                 f"backfill {self.job.name}: its checkpoint in rollout.backfills holds {cursor!r}, not one value for "
                 f"each of its key's columns ({', '.join(self.key.columns)}): it was edited by hand. Start it over "
@@ -266,6 +266,18 @@ class Engine:
                                 f"(about {self.estimate if self.estimate is not None else '?'} rows)",
                                 step_id=self.step.id)
         return checkpoint
+
+    def _fits(self, cursor: object) -> bool:
+        """Whether a checkpoint is what _batch writes: one value of each key column's type, in text."""
+        if not isinstance(cursor, list) or len(cursor) != len(self.key.columns) or \
+                not all(isinstance(v, (str, int, float)) and not isinstance(v, bool) for v in cursor):
+            return False
+        try:
+            with self.session.conn.transaction():  # a value the key's type refuses ('abc' for an integer key)
+                self.session.conn.execute(sql.SQL("SELECT {}").format(self.key.placeholders()), [str(v) for v in cursor])
+        except (psycopg.DataError, psycopg.errors.SyntaxError):
+            return False
+        return True
 
     def _batch_with_retries(self, lo: list[str] | None, size: int) -> _Batch:
         """One batch, retried: lock timeouts back off, timeouts and row errors split the batch,

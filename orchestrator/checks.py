@@ -49,7 +49,8 @@ def _shown(value: object) -> str:
 def run_check(conn: psycopg.Connection, check: Check, timeouts: Timeouts) -> CheckResult:
     """Run in a READ ONLY transaction: a check can look, never change."""
     body = (check.sql or "").strip().rstrip(";")
-    query = sql.SQL("SELECT *, count(*) OVER () AS rollout_found FROM ({}) AS check_rows LIMIT {}").format(
+    # the body on lines of its own: a -- comment on its last line must not swallow the parenthesis
+    query = sql.SQL("SELECT *, count(*) OVER () AS rollout_found FROM (\n{}\n) AS check_rows LIMIT {}").format(
         sql.SQL(body), sql.Literal(SAMPLE_ROWS))
     started = time.monotonic()
     try:

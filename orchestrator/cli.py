@@ -45,6 +45,12 @@ def visible(text: str) -> str:
     return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode(), text)
 
 
+def _text(value: str = "", style: str = "", **kwargs) -> Text:
+    """A rich Text of `value` with its controls escaped before rich lays it out: the SafeConsole escapes
+    them too, but only after rich has measured the cells (ESC counts for nothing there) and cut them."""
+    return Text(visible(value), style=style, **kwargs)
+
+
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 out = SafeConsole(highlight=False, markup=False, width=None if sys.stdout.isatty() else 160)
 
@@ -70,13 +76,14 @@ def _show_event(event: Event) -> None:
     """One line per step of progress: time, outcome mark, message."""
     stamp = event.at.strftime("%H:%M:%S") if event.at else " " * 8
     if not event.ok:
-        mark = Text("✗ ", style="red")
+        mark = _text("✗ ", style="red")
     elif event.kind == "lint":  # a warning or an allowed finding: worth a look, not a success
-        mark = Text("! ", style="yellow")
+        mark = _text("! ", style="yellow")
     else:
-        mark = Text("✓ ", style="green")
-    step = Text(f"{event.step_id}: ", style="bold") if event.step_id else Text("")
-    out.print(Text(f"{stamp}  ", style="dim") + mark + step + Text(event.message))
+        mark = _text("✓ ", style="green")
+    step = _text(f"{event.step_id}: ", style="bold") if event.step_id else _text("")
+    # escaped before rich lays the line out: rich drops some controls (BEL) and measures ESC as nothing
+    out.print(_text(f"{stamp}  ", style="dim") + mark + step + _text(event.message))
 
 
 class _ProgressView:
@@ -134,6 +141,15 @@ class _RolloutGroup(click.Group):
         except RolloutError as exc:
             click.echo(visible(f"error: {exc}"), err=True)
             ctx.exit(exc.exit_code)
+        except psycopg.errors.UndefinedTable as exc:
+            if 'relation "rollout.' not in str(exc.diag.message_primary):
+                raise
+            damaged = RolloutError(
+                f"{exc.diag.message_primary}: this database's rollout schema lacks a table of its own (dropped by "
+                "hand). rollout will not guess the state it held: restore the rollout schema from a backup "
+                "(pg_dump --schema=rollout), then run the same command again")
+            click.echo(visible(f"error: {damaged}"), err=True)
+            ctx.exit(damaged.exit_code)
         except KeyboardInterrupt:
             click.echo(f"\ninterrupted: `rollout {ctx.invoked_subcommand}` stopped; what had committed stays (each "
                        "migration and backfill batch commits with its record): run the same command again to "
@@ -189,8 +205,8 @@ def check(opts: _Options) -> None:
     """Validate the plan. Touches no database."""
     plan = opts.plan
     migrations = sum(len(m) for m in plan.migrations.values())
-    out.print(f"{plan.path}: ok ({count(len(plan.steps), 'step')}, {count(migrations, 'migration')}, "
-              f"{count(len(plan.model.environments), 'environment')})")
+    out.print(_text(f"{plan.path}: ok ({count(len(plan.steps), 'step')}, {count(migrations, 'migration')}, "
+              f"{count(len(plan.model.environments), 'environment')})"))
 
 
 def count(n: int, noun: str, plural: str | None = None) -> str:
@@ -213,8 +229,24 @@ def _actor(ctx: click.Context, param, value: str | None) -> str:
     return value or (options.actor if options else None) or default_actor()
 
 
+def _step_argument(ctx: click.Context, param, value: str | None) -> str | None:
+    """An optional STEP given as '' (an unset shell variable) names no step: it must not mean every step."""
+    if value is not None and not value.strip():
+        raise click.BadParameter("an empty STEP names no step; name one, or leave STEP out for every step")
+    return value
+
+
+class _Count(click.IntRange):
+    """A whole number in ASCII digits, within its range: int() alone also takes '١٠' and '1_000'."""
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and not re.fullmatch(r"\s*[+-]?[0-9]+\s*", value):
+            self.fail(f"{value!r} is not a valid integer (digits 0-9)", param, ctx)
+        return super().convert(value, param, ctx)
+
+
 @cli.command()
-@click.argument("step", required=False)
+@click.argument("step", required=False, callback=_step_argument)
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--force", is_flag=True, help="Apply steps not yet done in the environment this one comes after.")
 @click.option("--no-backup", is_flag=True, help="Skip the pg_dump of tables before destructive statements.")
@@ -232,18 +264,18 @@ def apply(opts: _Options, step: str | None, yes: bool, force: bool, no_backup: b
 def _summary(result, env: str) -> None:
     """What finished, what waits and why (grouped), and the command that moves things on."""
     if result.finished:
-        out.print(Text(f"{count(len(result.finished), 'step')} done now in {env}: {', '.join(result.finished)}",
+        out.print(_text(f"{count(len(result.finished), 'step')} done now in {env}: {', '.join(result.finished)}",
                        style="bold"))
     reasons: dict[str, list[str]] = {}
     for waiting, why in result.waiting.items():
         reasons.setdefault(why, []).append(waiting)
     for why, steps in reasons.items():
-        out.print(Text(f"{count(len(steps), 'step')} {why}: {', '.join(steps)}"))
+        out.print(_text(f"{count(len(steps), 'step')} {why}: {', '.join(steps)}"))
     if any(why.startswith("rolling out") for why in reasons):
-        out.print(Text("next: `rollout advance --all` takes each rollout to its next stage once its checks pass "
+        out.print(_text("next: `rollout advance --all` takes each rollout to its next stage once its checks pass "
                        "(`rollout status` shows where each step is)", style="green"))
     elif not result.waiting:
-        out.print(Text(f"every requested step is done in {env}" + ("" if result.finished else ": nothing to do"),
+        out.print(_text(f"every requested step is done in {env}" + ("" if result.finished else ": nothing to do"),
                        style="green"))
 
 
@@ -257,8 +289,8 @@ def init(opts: _Options, dsn_envs: tuple[str, ...]) -> None:
     --dsn-env) and its JSON Schema, in the plan's folder. Never overwrites a file."""
     folder = os.path.dirname(os.path.abspath(opts.plan_path))
     for path in api.init(folder, dsn_envs):
-        out.print(Text(f"wrote {os.path.relpath(path)}"))
-    out.print(Text("next: `rollout check`, then add a step (docs/your-first-plan.md)", style="green"))
+        out.print(_text(f"wrote {os.path.relpath(path)}"))
+    out.print(_text("next: `rollout check`, then add a step (docs/your-first-plan.md)", style="green"))
 
 
 @cli.command()
@@ -269,13 +301,13 @@ def eject(opts: _Options, step: str) -> None:
     plan then names the files. Applied migrations stay applied: the files keep their ids."""
     result = api.eject(opts.plan, step)
     for name in result.files:
-        out.print(Text(f"wrote {name}"))
+        out.print(_text(f"wrote {name}"))
     folders = ", ".join(f"{phase}: {folder}" for phase, folder in result.folders.items())
-    out.print(Text(f"{opts.plan.path}: step {step} now names {folders}; its operations are gone", style="green"))
+    out.print(_text(f"{opts.plan.path}: step {step} now names {folders}; its operations are gone", style="green"))
 
 
 @cli.command("plan")
-@click.argument("step", required=False)
+@click.argument("step", required=False, callback=_step_argument)
 @click.option("--rollback", "rollback", is_flag=True,
               help="Preview `rollout rollback STEP` instead: its rollback files, their locks and backups.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output, for CI (as --format json).")
@@ -300,7 +332,7 @@ def plan_command(opts: _Options, step: str | None, rollback: bool, as_json: bool
     if as_json or output == "json":
         click.echo(json.dumps(result.as_json(), indent=2, default=str))
     elif output == "markdown":
-        click.echo(report.markdown(result))
+        click.echo(visible(report.markdown(result)))
     else:
         _show_preview(result)
     if result.blocking:
@@ -308,30 +340,30 @@ def plan_command(opts: _Options, step: str | None, rollback: bool, as_json: bool
 
 
 def _show_preview(p) -> None:
-    out.print(Text(f"rollout plan for {p.env} ({p.database}, PostgreSQL {p.server_version})", style="bold"))
+    out.print(_text(f"rollout plan for {p.env} ({p.database}, PostgreSQL {p.server_version})", style="bold"))
     if p.bootstrap:
-        out.print(Text(f"  the database is empty: apply first runs the bootstrap {p.bootstrap}; the steps below are "
+        out.print(_text(f"  the database is empty: apply first runs the bootstrap {p.bootstrap}; the steps below are "
                        "previewed on a throwaway database made from it"))
     for step in p.steps:
         style = "green" if step.state == "done" else ("red" if step.blocking else "yellow")
         out.print()
-        out.print(Text(f"{step.id}", style="bold") + Text(f" [{step.state}] ", style=style) + Text(step.title))
+        out.print(_text(f"{step.id}", style="bold") + _text(f" [{step.state}] ", style=style) + _text(step.title))
         if step.state == "done" and p.direction.value == "apply":
             continue
         if step.description:
-            out.print(Text(f"  {step.description}", style="dim"))
+            out.print(_text(f"  {step.description}", style="dim"))
         for result, deferred in step.preconditions:
             mark = "✓" if result.ok else ("•" if deferred else "✗")
-            out.print(Text(f"  {mark} precondition {result.summary()}" + (f" ({deferred}: not blocking)" if
+            out.print(_text(f"  {mark} precondition {result.summary()}" + (f" ({deferred}: not blocking)" if
                                                                          deferred and not result.ok else "")))
         if step.note:
-            out.print(Text(f"  {step.note}", style="dim"))
+            out.print(_text(f"  {step.note}", style="dim"))
         for number, s in enumerate(step.statements, 1):
             e = s.effect
             origin = f" (generated from {s.migration.origin})" if s.migration.generated else ""
-            out.print(Text(f"  {number}. [{s.phase.value}{'' if s.direction.value == 'apply' else ', rollback'}] "
+            out.print(_text(f"  {number}. [{s.phase.value}{'' if s.direction.value == 'apply' else ', rollback'}] "
                            f"{s.file}:{e.line}{origin}", style="cyan"))
-            out.print(Text("     " + " ".join(e.sql.split())[:300]))
+            out.print(_text("     " + " ".join(e.sql.split())[:300]))
             locks = "; ".join(f"{r.lock.label} on {r.relation}" + (f" ({r.why})" if r.why else "") for r in e.locks)
             traits = [f"blocks {e.lock.blocks}" if e.lock else None, "assumed: not in rollout's table" if e.assumed
                       else None, "scans the table" if e.scans else None, "rewrites the table" if e.rewrites else None,
@@ -339,38 +371,38 @@ def _show_preview(p) -> None:
                       f"~{s.rows_touched:,} rows changed" if s.rows_touched is not None else None,
                       "outside a transaction" if not e.transactional else "in a transaction",
                       "no statement_timeout" if e.long_running_ok else None]
-            out.print(Text(f"     lock: {locks or 'no table lock'}; " + "; ".join(t for t in traits if t)))
+            out.print(_text(f"     lock: {locks or 'no table lock'}; " + "; ".join(t for t in traits if t)))
             if s.table:
-                out.print(Text(f"     {s.table.describe()}" + (f"; {s.estimate}" if s.estimate else "")))
+                out.print(_text(f"     {s.table.describe()}" + (f"; {s.estimate}" if s.estimate else "")))
             if s.backup:
-                out.print(Text(f"     backup: pg_dump of {e.table} to .rollout/backups/ first (unless --no-backup)"))
+                out.print(_text(f"     backup: pg_dump of {e.table} to .rollout/backups/ first (unless --no-backup)"))
             for note in e.notes:
-                out.print(Text(f"     note: {note}", style="dim"))
+                out.print(_text(f"     note: {note}", style="dim"))
         for b in step.backfills:
             batches = f"~{count(b.batches, 'batch', 'batches')}" if b.batches else "batches unknown"
             rows = f"~{b.rows:,} rows" if b.rows is not None else "rows unknown"
-            out.print(Text(f"  backfill {b.name} on {b.table}: {rows}, {batches}" +
+            out.print(_text(f"  backfill {b.name} on {b.table}: {rows}, {batches}" +
                            (f", {b.estimate}" if b.estimate else ""), style="cyan"))
-            out.print(Text(f"     {b.template}"))
+            out.print(_text(f"     {b.template}"))
         for f in step.findings:
             if f.allowed:
                 label, style = f"allowed {f.rule}", "green"
             else:
                 label, style = f"{f.level} {f.rule}", "red" if f.level == "error" else "yellow"
-            out.print(Text(f"  {'✗' if f.blocking else '!'} ", style=style) + Text(label, style=style) +
-                      Text(f" ({f.where}): {f.message}"))
+            out.print(_text(f"  {'✗' if f.blocking else '!'} ", style=style) + _text(label, style=style) +
+                      _text(f" ({f.where}): {f.message}"))
             if f.allowed:
-                out.print(Text(f"     accepted: {f.allowed}", style="green"))
+                out.print(_text(f"     accepted: {f.allowed}", style="green"))
             elif f.alternative:
-                out.print(Text("     safe alternative:\n       " + f.alternative.replace("\n", "\n       ")))
+                out.print(_text("     safe alternative:\n       " + f.alternative.replace("\n", "\n       ")))
     out.print()
     verdict = "blocked: fix or allow the findings marked ✗" if p.blocking else "nothing blocks"
     trace = "wrote nothing (no transaction id was assigned)" if p.wrote_nothing else "WROTE SOMETHING: report a bug"
-    out.print(Text(f"{verdict}; the preview took {p.seconds:.2f}s and {trace}.", style="red" if p.blocking else "green"))
+    out.print(_text(f"{verdict}; the preview took {p.seconds:.2f}s and {trace}.", style="red" if p.blocking else "green"))
 
 
 @cli.command()
-@click.argument("step", required=False)
+@click.argument("step", required=False, callback=_step_argument)
 @click.option("--all", "every", is_flag=True, help="Advance every rollout in progress (safe to repeat, e.g. from cron).")
 @click.option("--watch", is_flag=True, help="Keep advancing STEP until done; abort on the first failed check.")
 @click.option("--interval", default="10s", show_default=True, help="With --watch: time at each stage before its checks.")
@@ -387,12 +419,12 @@ def advance(opts: _Options, step: str | None, every: bool, watch: bool, interval
                           report=_reporter(opts))
     for r in results:
         if r.outcome == "advanced" and r.message.endswith("at 100%"):
-            out.print(Text(f"          next: `rollout apply {r.step_id}` (or one more advance) runs the contract "
+            out.print(_text(f"          next: `rollout apply {r.step_id}` (or one more advance) runs the contract "
                            "once the stage's checks pass", style="dim"))
         if r.outcome in ("advanced", "finalized"):
             continue  # its event line said it already
-        mark = Text("✗ ", style="red") if r.outcome == "refused" else Text("✓ ", style="green")
-        out.print(mark + Text(f"{r.step_id}: {r.outcome}: {r.message}"))
+        mark = _text("✗ ", style="red") if r.outcome == "refused" else _text("✓ ", style="green")
+        out.print(mark + _text(f"{r.step_id}: {r.outcome}: {r.message}"))
     if not results:
         out.print(f"no rollout in progress in {opts.env}")
     if any(r.outcome == "refused" for r in results):
@@ -429,7 +461,7 @@ def flags_list(opts: _Options, as_json: bool) -> None:
     table.add_column("description")
     for v in values:
         table.add_row(v.name, v.shown, v.source, f"{v.updated_at:%Y-%m-%d %H:%M:%S}" if v.updated_at else "",
-                      v.updated_by or "", Text(v.description))
+                      _text(v.updated_by or ""), _text(v.description))
     out.print(table)
 
 
@@ -474,7 +506,7 @@ def flags_history(opts: _Options, name: str, as_json: bool) -> None:
         table.add_column(column, no_wrap=True)
     table.add_column("reason")
     for c in changes:
-        table.add_row(f"{c.at:%Y-%m-%d %H:%M:%S}", c.actor, c.old or "", c.new, Text(c.reason or ""))
+        table.add_row(f"{c.at:%Y-%m-%d %H:%M:%S}", _text(c.actor), c.old or "", c.new, _text(c.reason or ""))
     out.print(table)
 
 
@@ -495,7 +527,7 @@ def rollback(opts: _Options, step: str, cascade: bool, yes: bool, no_backup: boo
 
 
 @cli.command()
-@click.argument("step", required=False)
+@click.argument("step", required=False, callback=_step_argument)
 @_actor_option
 @pass_options
 def verify(opts: _Options, step: str | None, actor: str) -> None:
@@ -521,6 +553,12 @@ def status(opts: _Options, as_json: bool) -> None:
         click.echo(json.dumps({"env": opts.env, "steps": [r.__dict__ for r in rows]}, indent=2))
         return
     out.print(status_table(rows, f"{opts.plan.path} in {opts.env}", out.width))
+    lost = [r.id for r in rows if r.state == "pending" and r.migrations_applied]
+    if lost:  # a rolled-back step has none applied: rollout's records of these were deleted or dropped
+        out.print(_text(f"✗ {', '.join(lost)}: pending in rollout's records, yet yoyo's log (_yoyo_migration) records "
+                       "migrations of theirs as applied: rollout's records of them were deleted by hand (or the rollout "
+                       "schema dropped). Commands that change this environment refuse until the rollout schema is "
+                       "restored from a backup", style="bold red"))
 
 
 def status_table(rows, title: str, width: int) -> Table:
@@ -528,6 +566,7 @@ def status_table(rows, title: str, width: int) -> Table:
     actor go (`rollout events` names them), dates lose their year and seconds, and the borders
     thin out, so step ids, states, dates and the note are never cut."""
     wide = width >= 160
+    title = _text(title)
     table = Table(title=title, title_justify="left") if wide else \
         Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1))
     columns = ("step", "priority", "state", "migrations", "updated", "by") if wide else \
@@ -537,21 +576,21 @@ def status_table(rows, title: str, width: int) -> Table:
     table.add_column("note", min_width=16, overflow="fold")
     colours = {"done": "green", "failed": "red", "pending": "dim"}
     for r in rows:
-        note = Text(f"{r.phase}: {r.error}" if r.error else (f"flag {r.flag}: {r.stage}" if r.stage else ""))
+        note = _text(f"{r.phase}: {r.error}" if r.error else (f"flag {r.flag}: {r.stage}" if r.stage else ""))
         if r.flag_mismatch:  # it names the stage itself, so it replaces the stage note
-            note = (Text(f"{r.phase}: {r.error}; ") if r.error else Text("")) + Text(f"✗ {r.flag_mismatch}",
+            note = (_text(f"{r.phase}: {r.error}; ") if r.error else _text("")) + _text(f"✗ {r.flag_mismatch}",
                                                                                       style="bold red")
         updated = (r.updated_at or "")[:19].replace("T", " ")
         cells = [r.id, r.priority] if wide else [r.id]
-        cells += [Text(r.state, style=colours.get(r.state, "yellow")), f"{r.migrations_applied}/{r.migrations_total}"]
-        cells += [updated, r.updated_by or "", note] if wide else [updated[5:16], note]
+        cells += [_text(r.state, style=colours.get(r.state, "yellow")), f"{r.migrations_applied}/{r.migrations_total}"]
+        cells += [updated, _text(r.updated_by or ""), note] if wide else [updated[5:16], note]
         table.add_row(*cells)
     return table
 
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 1_000_000),
+@click.option("--limit", default=50, show_default=True, type=_Count(1, 1_000_000),
               help="How many of the latest events.")
 @pass_options
 def events(opts: _Options, as_json: bool, limit: int) -> None:
@@ -565,8 +604,8 @@ def events(opts: _Options, as_json: bool, limit: int) -> None:
         table.add_column(column, no_wrap=True)
     table.add_column("message")
     for e in rows:
-        table.add_row(f"{e.at:%Y-%m-%d %H:%M:%S}", e.actor, e.step_id or "", e.kind,
-                      Text("✓", style="green") if e.ok else Text("✗", style="red"), Text(e.message))
+        table.add_row(f"{e.at:%Y-%m-%d %H:%M:%S}", _text(e.actor), _text(e.step_id or ""), _text(e.kind),
+                      _text("✓", style="green") if e.ok else _text("✗", style="red"), _text(e.message))
     out.print(table)
 
 
@@ -576,7 +615,7 @@ def backfill() -> None:
 
 
 @backfill.command("status")
-@click.argument("step", required=False)
+@click.argument("step", required=False, callback=_step_argument)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @pass_options
 def backfill_status(opts: _Options, step: str | None, as_json: bool) -> None:
@@ -610,7 +649,7 @@ def backfill_table(rows, title: str, width: int) -> Table:
         if wide:
             cells += [f"{r.rows_changed:,}", f"{r.rows_failed:,}",
                       f"{r.rows_per_second:,.0f}/s" if r.rows_per_second else ""]
-        table.add_row(*cells, eta, *([Text(r.error or "")] if notes else []))
+        table.add_row(*cells, eta, *([_text(r.error or "")] if notes else []))
     return table
 
 
@@ -703,7 +742,7 @@ def db_url(opts: _Options) -> None:
 
 
 @db.command("seed")
-@click.option("--rows", default=10_000, show_default=True, type=click.IntRange(1, 2_147_483_647),
+@click.option("--rows", default=10_000, show_default=True, type=_Count(1, 2_147_483_647),
               help="The size the seed file is asked for (it reads current_setting('rollout.seed_rows')).")
 @_actor_option
 @pass_options
@@ -717,7 +756,7 @@ def db_seed(opts: _Options, rows: int, actor: str) -> None:
 @pass_options
 def db_reset(opts: _Options, yes: bool) -> None:
     """Drop the environment's embedded database; the next command bootstraps it again."""
-    if opts.dsn:
+    if opts.dsn is not None:
         raise UsageError("`db reset` drops only an environment's embedded database and never a database named by "
                          "--dsn; drop that one with your own tools")
     api.embedded_environment(opts.plan, opts.env)

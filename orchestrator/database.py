@@ -71,6 +71,9 @@ def mask(conninfo: str) -> str:
 def resolve_target(plan: Plan, env_name: str, dsn: str | None = None, *, start: bool = True) -> Target:
     """The database of `env_name`: --dsn when given, else the embedded server or $dsn_env."""
     env = plan.environment(env_name)
+    if dsn is not None and not dsn.strip():  # `--dsn "$UNSET"`: never fall back to another database
+        raise UsageError(f"--dsn is empty; name the database (postgresql://USER:PASSWORD@HOST:PORT/DBNAME), or leave "
+                         f"--dsn out to use environment {env_name!r}'s own")
     if dsn:
         return Target(env_name, dsn, embedded=False)
     if env.database == "embedded":
@@ -95,7 +98,7 @@ def connect(target: Target, purpose: str = "rollout") -> psycopg.Connection:
             target.conninfo, autocommit=True, connect_timeout=10, application_name=f"{purpose} [{target.env}]"[:63]
         )
     except psycopg.Error as exc:
-        reason = target.scrub(str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__)
+        reason = " ".join(target.scrub(str(exc)).split()) or type(exc).__name__  # every line: the first says why
         raise DatabaseUnavailable(
             f"cannot connect to environment {target.env!r} at {target.display}: {reason}. "
             "Check that the server is up and the DSN (user, password, host, database) is right."

@@ -82,7 +82,7 @@ def expected_percent(current: state.StepState, stages: StagedRollout) -> int:
 
 def parse_value(text: str) -> tuple[bool, int]:
     """'on', 'off' or a percentage 0-100 (with or without %) as (enabled, percent)."""
-    word = text.strip().lower().rstrip("%")
+    word = text.strip().lower().removesuffix("%")  # one sign: '50%%' is not a value
     if word in ("on", "true"):
         return True, 100
     if word in ("off", "false"):

@@ -8,11 +8,13 @@ schema cannot express (ids, dependencies, files, migrations) run over the valida
 from __future__ import annotations
 
 import difflib
+import glob
 import os
 import stat
 from dataclasses import dataclass, field
 from functools import lru_cache
 
+import pglast
 import yaml
 from pydantic import ValidationError
 from yoyo.exceptions import BadMigration
@@ -58,7 +60,10 @@ class _Document:
 def _dotted(path: Path) -> str:
     out = ""
     for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+        if isinstance(part, int) and not isinstance(part, bool):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
     return out
 
 
@@ -67,6 +72,10 @@ def load_plan(path: str) -> Plan:
     doc = _Document(path)
     data = _read_yaml(path, doc)
     if doc.problems:
+        raise PlanError(doc.problems)
+    version = data.get("version") if isinstance(data, dict) else None
+    if isinstance(version, (bool, float)):  # pydantic's Literal[1] takes true and 1.0 for 1
+        doc.at(("version",), f"the format version is the integer 1 (got {version!r})")
         raise PlanError(doc.problems)
     try:
         model = PlanModel.model_validate(data)
@@ -86,6 +95,9 @@ def load_plan(path: str) -> Plan:
 
 
 def _read_yaml(path: str, doc: _Document) -> object:
+    if not path.strip():
+        doc.problems.append("--plan (or ROLLOUT_PLAN) is empty; name the plan file, e.g. rollout.yaml")
+        return None
     if os.path.exists(path) and (problem := _unreadable(path)) is not None:
         doc.problems.append(f"{path}: cannot read the plan: {problem}")
         return None
@@ -143,7 +155,13 @@ def _index(node: yaml.Node, path: Path, doc: _Document, count: list[int]) -> Non
     if isinstance(node, yaml.MappingNode):
         seen: dict[str, yaml.Mark] = {}
         for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):  # `? [a, b]`: a list or a mapping as a key
+                doc.values.setdefault(path + ("?",), key_node.start_mark)
+                doc.at(path + ("?",), "a key must be a plain name, not a list or a mapping")
+                continue
             key = key_node.value
+            if key_node.tag.endswith(":bool"):  # `on:` is the key True once constructed: locate it as such
+                doc.keys[path + (key.lower() in ("yes", "true", "on"),)] = key_node.start_mark
             if key in seen:
                 first = seen[key]
                 doc.keys[path + (key,)] = key_node.start_mark
@@ -208,12 +226,21 @@ def _report_validation_error(error: dict, doc: _Document) -> None:
         doc.at(loc, f"{value!r} is not a valid name: use {rule}")
     elif kind == "value_error":
         doc.at(loc, error["msg"].removeprefix("Value error, "))
+    elif isinstance(value, bool) and kind in ("string_type", "literal_error", "enum"):
+        # YAML 1.1 reads an unquoted yes/no/on/off/true/false as a boolean
+        key = bool(loc) and loc[-1] == "[key]"
+        what, where = ("a key", loc[:-2] + (value,)) if key else ("this value", loc)  # pydantic writes True as 1
+        doc.at(where, f"{what} reads as the YAML boolean {str(value).lower()} (YAML takes an unquoted yes, no, on, "
+               f"off, true or false for one); quote it if you mean the word, e.g. 'on'", key=key)
     elif kind == "union_tag_invalid":
         tags = sorted(error.get("ctx", {}).get("expected_tags", "").replace("'", "").split(", "))
         tag = str(error.get("ctx", {}).get("tag"))
         guess = difflib.get_close_matches(tag, tags, n=1)
         doc.at(loc + ("op",), f"unknown operation {tag!r}; " + (f"did you mean {guess[0]!r}?" if guess else
                                                                   f"operations are: {', '.join(tags)}"))
+    elif not loc:  # the whole document: maybe not a plan at all (--plan naming another file), so never quoted
+        doc.at(loc, f"input should be a valid dictionary: the plan is a YAML {type(value).__name__}, not a mapping "
+               "of keys (version, environments, steps, ...); is --plan naming the right file?")
     else:
         doc.at(loc, f"{error['msg'].lower()} (got {_show(value)})")
 
@@ -332,10 +359,15 @@ def _read_text(full: str, relative: str, where: Path, doc: _Document) -> str | N
         doc.at(where, f"{relative!r} starts with a UTF-8 byte-order mark; save it without one")
         return None
     try:
-        return raw.decode("utf-8")
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         doc.at(where, f"{relative!r} is not UTF-8 text (byte {exc.start}); save it as UTF-8")
         return None
+    if "\x00" in text:  # libpq ends a query at a NUL: what follows it would silently not run
+        doc.at(where, f"{relative!r} holds a NUL byte (byte {raw.index(0)}); PostgreSQL would run only the SQL before "
+               "it. Remove it")
+        return None
+    return text
 
 
 def _unreadable(full: str) -> str | None:
@@ -359,8 +391,9 @@ def _resolve_check_files(model: PlanModel, base: str, doc: _Document) -> PlanMod
             if check.file is not None:
                 full = _resolve(base, check.file, where + (n, "file"), doc)
                 text = _read_text(full, check.file, where + (n, "file"), doc) if full else None
-                if text is not None and not text.strip():
-                    doc.at(where + (n, "file"), f"{check.file!r} is empty; a check is a query returning the violating rows")
+                if text is not None and not _holds_sql(text):
+                    doc.at(where + (n, "file"), f"{check.file!r} is empty (or comments only); a check is a query "
+                           "returning the violating rows")
                 check = check.model_copy(update={"sql": text})
             out.append(check)
         return tuple(out)
@@ -382,8 +415,19 @@ def _check_environment_files(model: PlanModel, base: str, doc: _Document) -> Non
             if relative is not None:
                 where = ("environments", name, key)
                 full = _resolve(base, relative, where, doc)
-                if full:
-                    _read_text(full, relative, where, doc)
+                text = _read_text(full, relative, where, doc) if full else None
+                if text is not None and not _holds_sql(text):
+                    doc.at(where, f"{relative!r} holds no SQL statement (it is empty, or comments only); "
+                           f"write the {'schema' if key == 'bootstrap' else 'sample data'} it should create, or remove "
+                           f"'{key}:'")
+
+
+def _holds_sql(text: str) -> bool:
+    """Whether the file has a statement (text PostgreSQL's parser cannot read is left to PostgreSQL)."""
+    try:
+        return bool(pglast.split(text, with_parser=True, only_slices=True))
+    except pglast.parser.ParseError:
+        return True
 
 
 def _read_all_migrations(model: PlanModel, base: str, doc: _Document) -> dict[tuple[str, str], tuple[Migration, ...]]:
@@ -440,7 +484,8 @@ def _read_migration_folder(base: str, folder: str, relative: str, where: Path, d
     if bad_directive:
         return ()
     try:
-        found = [m for m in topological_sort(read_migrations(folder)) if m.path.endswith(".sql")]
+        # yoyo globs the folder: a '[' in its path would be a pattern, and match nothing
+        found = [m for m in topological_sort(read_migrations(glob.escape(folder))) if m.path.endswith(".sql")]
     except CycleError:
         doc.at(where, f"the '-- depends:' directives in {relative!r} form a cycle; a migration cannot wait for itself")
         return ()
@@ -460,7 +505,9 @@ def _read_migration_folder(base: str, folder: str, relative: str, where: Path, d
         directives, _, statements = read_sql_migration(m.path)
         _, _, rollback = read_sql_migration(rollback_path)
         transactional = directives.get("transactional", "true").strip().lower() == "true"
-        if not statements and not rollback:  # (a migration may act on rollback alone)
+        text, rollback_text = _file_text(m.path), _file_text(rollback_path)
+        # (a migration may act on rollback alone); yoyo counts a lone /* comment */ or ';' as a statement
+        if not _holds_sql(text) and not _holds_sql(rollback_text):
             doc.at(where, f"{relative}/{name} holds no SQL statement, and neither does its rollback")
             continue
         migration = Migration(
@@ -469,9 +516,9 @@ def _read_migration_folder(base: str, folder: str, relative: str, where: Path, d
             statements=tuple(s.strip() for s in statements),
             rollback=tuple(s.strip() for s in rollback),
             transactional=transactional,
-            text=_file_text(m.path),
+            text=text,
             rollback_path=rollback_path,
-            rollback_text=_file_text(rollback_path),
+            rollback_text=rollback_text,
         )
         for problem in _transaction_problems(migration, relative):
             doc.at(where, problem)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, Strict, StringConstraints, WithJsonSchema, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, field_validator, Strict, StringConstraints, WithJsonSchema, model_validator
 
 NAME_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
 NAME_RULE = "lowercase letters, digits and '_', starting with a letter, at most 63 characters"
@@ -84,6 +84,16 @@ class Timeouts(_Model):
     retry_budget: Duration = Field(
         60_000, description="total time to keep retrying lock timeouts, with jittered backoff (default 60s)"
     )
+
+    @field_validator("lock", "statement")
+    @classmethod
+    def _never_unbounded(cls, value: int, info) -> int:
+        # 0 is how PostgreSQL spells "no timeout": a migration would wait for its lock, and every query of
+        # the application's behind it, for as long as the lock's holder keeps it
+        if value == 0:
+            raise ValueError(f"0 turns PostgreSQL's {info.field_name}_timeout off, so nothing would bound the wait; "
+                             f"give a duration, e.g. {'200ms' if info.field_name == 'lock' else '10min'}")
+        return value
 
 
 class Environment(_Model):

@@ -77,6 +77,8 @@ def _apply_step(session: Session, step: Step) -> str:
         session.transition(step.id, MIGRATING, f"{held}; migrating")
     elif current.state == FAILED:
         resume = FINALIZING if current.phase == "finalize" else MIGRATING
+        if resume == FINALIZING:
+            _require_flag_on(session, step)
         session.transition(step.id, resume, f"resuming after the failure in {current.phase}")
     elif current.state in (MIGRATING, FINALIZING):
         session.record("resume", f"continuing {current.state}, where an earlier run stopped", step_id=step.id)
@@ -108,6 +110,7 @@ def _apply_step(session: Session, step: Step) -> str:
         elif now == ROLLING_OUT:
             current = session.state_of(step.id)
             stages = session.plan.stages(step)
+            state.checked_stage(step.id, current, len(stages.stages))
             if current.stage != len(stages.stages) - 1:
                 at = f"{stages.stages[current.stage]}%" if current.stage is not None else "not started"
                 session.report(session.event("wait", f"rolling out flag {step.flag} ({at}): "
@@ -123,11 +126,25 @@ def _apply_step(session: Session, step: Step) -> str:
                                          step_id=step.id, ok=False))
             return "aborted"
         elif now == FINALIZING:
+            _require_flag_on(session, step)
             _run_migrations(session, step, "finalize", "apply")
             session.transition(step.id, DONE, "finalized; done")
         else:
             raise state.InvalidTransition(f"step {step.id!r} is {now}, which apply cannot continue from")
     return "finished"
+
+
+def _require_flag_on(session: Session, step: Step) -> None:
+    """A flagged step's contract runs only with its flag on: finishing an interrupted contract, or one
+    a hand edit started, must not take the old shape away from subjects the flag still sends to it."""
+    if step.flag is None:
+        return
+    value = flags.read(session.conn, session.plan, session.env)[step.flag]
+    if not (value.enabled and value.percent >= 100):
+        raise StepFailed(f"step {step.id!r} would go on with its contract (the finalize migrations), but flag "
+                         f"{step.flag} is {value.shown}: the contract would take away the shape the application uses "
+                         f"when the flag is off. `rollout flags set {step.flag} on` once 100% is safe, then run the same "
+                         f"command again; or `rollout rollback {step.id}`")
 
 
 def _contract(session: Session, step: Step) -> None:
@@ -147,6 +164,12 @@ class _Blocker:
 def _stage_blocker(session: Session, step: Step, current: state.StepState) -> _Blocker | None:
     """Why the rollout may not leave its current stage yet: the hold time, or a failing check."""
     stages = session.plan.stages(step)
+    if current.stage == len(stages.stages) - 1:
+        value = flags.read(session.conn, session.plan, session.env)[step.flag]
+        if not (value.enabled and value.percent >= 100):  # set back by hand, or the stage edited by hand
+            return _Blocker(f"flag {step.flag} is {value.shown}, not on, while the rollout records its last stage "
+                            f"(100%): the contract would take away the shape the application still uses when it is "
+                            f"off. `rollout flags set {step.flag} on` once 100% is safe, or `rollout abort {step.id}`")
     held = session.conn.execute("SELECT extract(epoch FROM clock_timestamp() - stage_since) FROM rollout.steps "
                                 "WHERE env = %s AND step_id = %s", (session.env, step.id)).fetchone()[0]
     left = stages.hold / 1000 - float(held or 0)

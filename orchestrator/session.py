@@ -15,7 +15,7 @@ from . import flags, state
 from .database import Target, connect, resolve_target
 from .errors import ConnectionLost, RolloutError
 from .locks import acquire_env_lock, env_lock_key
-from .migrations import yoyo_backend
+from .migrations import applied_hashes, yoyo_backend
 from .plan import Plan
 from .state import Event
 
@@ -51,7 +51,11 @@ class Session:
         return self._backend
 
     def states(self) -> dict[str, state.StepState]:
-        return state.step_states(self.conn, self.env)
+        """The plan's steps' records, each checked: a state edited by hand is refused, never acted on."""
+        found = state.step_states(self.conn, self.env)
+        for step in self.plan.steps:
+            state.checked_state(found[step.id])
+        return found
 
     def state_of(self, step_id: str) -> state.StepState:
         return self.states()[step_id]
@@ -90,6 +94,7 @@ def open_session(plan: Plan, env: str, *, dsn: str | None, actor: str, command: 
     try:
         if lock:
             acquire_env_lock(conn, env)
+            _refuse_lost_records(conn, plan, env)
             state.ensure_schema(conn)
             run_id, stale = state.begin_run(conn, env, command, actor)
         else:
@@ -119,12 +124,35 @@ def open_session(plan: Plan, env: str, *, dsn: str | None, actor: str, command: 
             raise
         raise ConnectionLost(
             f"lost the connection to environment {env!r} at {target.display} "
-            f"({target.scrub(' '.join(str(exc).split()))}); everything committed before it is kept. "
+            f"({' '.join(target.scrub(str(exc)).split())}); everything committed before it is kept. "
             "Run the same command again to continue") from None
     finally:
         if not conn.closed and not conn.broken and "session" in locals() and session.run_id is not None:
             state.finish_run(conn, session.run_id, outcome)
         conn.close()
+
+
+def _refuse_lost_records(conn: psycopg.Connection, plan: Plan, env: str) -> None:
+    """Refuse to act when yoyo's log records migrations of a step that rollout's records call pending
+    (its row deleted, or the rollout schema dropped): how far the step got (done, rolling out, its
+    contract run) and its flag's value are lost, and walking it again could finalize or flip it."""
+    applied = applied_hashes(conn)
+    if not applied:
+        return
+    states = state.step_states(conn, env)
+    lost = {step.id: [m.id for _, m in plan.step_migrations(step) if m.hash in applied] for step in plan.steps
+            if states[step.id].state == state.PENDING}
+    lost = {step_id: ids for step_id, ids in lost.items() if ids}
+    if not lost:
+        return
+    where = ("the rollout schema is missing from this database" if not state.schema_exists(conn)
+             else f"rollout.steps has no record of them in environment {env!r}")
+    named = "; ".join(f"{step_id} ({', '.join(ids[:3])}{', ...' if len(ids) > 3 else ''})" for step_id, ids in lost.items())
+    raise state.InvalidTransition(
+        f"yoyo's log (_yoyo_migration) records migrations of steps rollout's records call pending: {named}; "
+        f"{where}. rollout's records were deleted or dropped by hand, and rollout will not guess how far those steps "
+        "got (their contract, their flag). Restore the rollout schema from a backup (pg_dump --schema=rollout), then "
+        "run the command again")
 
 
 def _ensure_schema_briefly(conn: psycopg.Connection, env: str) -> None:

@@ -216,6 +216,17 @@ class InvalidTransition(RolloutError):
     """A move the state machine forbids: a bug, or a state changed by hand."""
 
 
+def checked_state(current: "StepState") -> "StepState":
+    """The step's record, refused when its state is none of the state machine's (a hand edit by a
+    role that could disable the guard trigger): no command may act on a state it does not know."""
+    if current.state not in TRANSITIONS:
+        raise InvalidTransition(
+            f"step {current.step_id!r} records the state {current.state!r}, which is not one of rollout's: "
+            f"rollout.steps was edited by hand. Put back the state its last transition names (`rollout events` shows "
+            f"it), as the superuser who edited it, then run the command again")
+    return current
+
+
 def checked_stage(step_id: str, current: "StepState", stage_count: int) -> int | None:
     """The step's recorded rollout stage, refused when it is not one of its rollout's stages
     (a hand edit by a role that could disable the guard trigger): advance would otherwise run
@@ -268,15 +279,44 @@ def schema_exists(conn: psycopg.Connection) -> bool:
     return conn.execute("SELECT to_regclass('rollout.steps') IS NOT NULL").fetchone()[0]
 
 
+_TABLES = ("meta", "transitions", "steps", "runs", "events", "backfills", "flags", "flag_history", "backfill_errors")
+
+
+def _missing_tables(conn: psycopg.Connection) -> list[str]:
+    present = conn.execute("SELECT coalesce(array_agg(t), '{}') FROM unnest(%s::text[]) AS t "
+                           "WHERE to_regclass('rollout.' || t) IS NOT NULL", (list(_TABLES),)).fetchone()[0]
+    return [t for t in _TABLES if t not in present]
+
+
+def _schema_version(conn: psycopg.Connection) -> int | None:
+    """The version rollout.meta records (None when it records none), refused when it is not a number."""
+    row = conn.execute("SELECT value FROM rollout.meta WHERE key = 'schema_version'").fetchone()
+    if row is None:
+        return None
+    if not isinstance(row[0], int) or isinstance(row[0], bool):
+        raise InvalidTransition(
+            f"rollout.meta records the schema version {row[0]!r}, not a version number: it was edited by hand. "
+            f"Put back the version: UPDATE rollout.meta SET value = '{SCHEMA_VERSION}' WHERE key = 'schema_version' "
+            "(the next command checks the schema and completes it)")
+    return row[0]
+
+
 def ensure_schema(conn: psycopg.Connection) -> None:
     """Create or check the state schema. Call with the environment lock held."""
     if schema_exists(conn):
-        version = conn.execute("SELECT (value #>> '{}')::int FROM rollout.meta WHERE key = 'schema_version'").fetchone()
-        if version and version[0] > SCHEMA_VERSION:
+        missing = _missing_tables(conn)
+        version = _schema_version(conn) if "meta" not in missing else None
+        if version is not None and version > SCHEMA_VERSION:
             raise RolloutError(
-                f"this database's rollout schema is version {version[0]}, newer than this rollout "
+                f"this database's rollout schema is version {version}, newer than this rollout "
                 f"({SCHEMA_VERSION}); upgrade rollout")
-        if version and version[0] == SCHEMA_VERSION and _intact(conn):
+        if "flags" in missing and (version is None or version == SCHEMA_VERSION):
+            # recreated, it would hold the plan's defaults: a done step's flag could go off under the application
+            raise InvalidTransition(
+                "rollout.flags is missing from this database's rollout schema (dropped by hand): the flags' values "
+                "here are lost, and rollout will not guess them. Restore the rollout schema from a backup "
+                "(pg_dump --schema=rollout), then run the command again")
+        if version == SCHEMA_VERSION and not missing and _intact(conn):
             return  # older versions, and a schema changed by hand, re-run the DDL below: it is idempotent
     with conn.transaction():
         conn.execute(_SCHEMA_SQL)
@@ -303,11 +343,17 @@ def _intact(conn: psycopg.Connection) -> bool:
 
 
 def ensure_schema_current(conn: psycopg.Connection) -> None:
-    """For commands that run without the environment lock: refuse an out-of-date state schema."""
-    version = conn.execute("SELECT (value #>> '{}')::int FROM rollout.meta WHERE key = 'schema_version'").fetchone()
-    if not version or version[0] != SCHEMA_VERSION:
-        raise RolloutError(f"this database's rollout schema is version {version[0] if version else '?'}, this rollout "
-                           f"expects {SCHEMA_VERSION}; run any command that takes the lock (`rollout apply`) to upgrade it")
+    """For commands that run without the environment lock: refuse an out-of-date or incomplete state schema."""
+    missing = _missing_tables(conn)
+    version = _schema_version(conn) if "meta" not in missing else None
+    if version == SCHEMA_VERSION and missing:
+        raise RolloutError(f"this database's rollout schema lacks {', '.join('rollout.' + t for t in missing)} (dropped "
+                           "by hand); run a command that takes the lock (`rollout apply`): it puts back what it can, and "
+                           "says what it cannot")
+    if version != SCHEMA_VERSION:
+        raise RolloutError(f"this database's rollout schema is version {version if version is not None else '?'}, "
+                           f"this rollout expects {SCHEMA_VERSION}; run any command that takes the lock (`rollout "
+                           "apply`) to upgrade it")
 
 
 def get_meta(conn: psycopg.Connection, key: str) -> object | None:
@@ -334,6 +380,7 @@ def step_states(conn: psycopg.Connection, env: str) -> States:
 
 
 def check_transition(step_id: str, current: str, new: str) -> None:
+    checked_state(StepState(step_id, current))
     if new not in TRANSITIONS[current]:
         allowed = ", ".join(sorted(TRANSITIONS[current])) or "none"
         raise InvalidTransition(f"step {step_id!r} cannot move from {current} to {new} (from {current}: {allowed})")
