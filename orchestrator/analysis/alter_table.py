@@ -38,6 +38,8 @@ class Sub:
 
 
 _TRIGGERS = Sub("ENABLE/DISABLE TRIGGER", _SRE)
+_TRIGGER = Sub("ENABLE/DISABLE TRIGGER", _SRE, recurses=False)  # one trigger: its copies are asked for
+_ONE_TRIGGER = {AT.AT_EnableTrig, AT.AT_EnableAlwaysTrig, AT.AT_EnableReplicaTrig, AT.AT_DisableTrig}
 _RULES = Sub("ENABLE/DISABLE RULE", _AE)
 _RLS = Sub("ROW LEVEL SECURITY", _AE, recurses=False)
 SUBCOMMANDS: dict[AT, Sub] = {
@@ -71,8 +73,8 @@ SUBCOMMANDS: dict[AT, Sub] = {
     AT.AT_SetAccessMethod: Sub("SET ACCESS METHOD", _AE, recurses=False, scans=True, rewrites=True),
     AT.AT_SetTableSpace: Sub("SET TABLESPACE", _AE, recurses=False, scans=True, rewrites=True),
     AT.AT_ReplaceRelOptions: Sub("CREATE OR REPLACE VIEW", _AE),
-    AT.AT_EnableTrig: _TRIGGERS, AT.AT_EnableAlwaysTrig: _TRIGGERS, AT.AT_EnableReplicaTrig: _TRIGGERS,
-    AT.AT_DisableTrig: _TRIGGERS, AT.AT_EnableTrigAll: _TRIGGERS, AT.AT_DisableTrigAll: _TRIGGERS,
+    AT.AT_EnableTrig: _TRIGGER, AT.AT_EnableAlwaysTrig: _TRIGGER, AT.AT_EnableReplicaTrig: _TRIGGER,
+    AT.AT_DisableTrig: _TRIGGER, AT.AT_EnableTrigAll: _TRIGGERS, AT.AT_DisableTrigAll: _TRIGGERS,
     AT.AT_EnableTrigUser: _TRIGGERS, AT.AT_DisableTrigUser: _TRIGGERS,
     AT.AT_EnableRule: _RULES, AT.AT_EnableAlwaysRule: _RULES, AT.AT_EnableReplicaRule: _RULES,
     AT.AT_DisableRule: _RULES,
@@ -165,6 +167,8 @@ def analyze(node, text: str) -> Effect:
             facts.effect["sets_not_null"].append((facts.target, cmd.name))
         if cmd.subtype == AT.AT_ValidateConstraint:
             facts.effect["validates"].append(cmd.name)
+        if cmd.subtype == AT.AT_DropConstraint and not facts.inh:  # ONLY: the children keep it as their own
+            facts.expand.append(Expand("children", facts.target, _AE))
         if cmd.subtype == AT.AT_DropConstraint:
             facts.expand += [Expand("constraint_other_table", facts.target, _AE, (cmd.name,)),
                              Expand("constraint_index", facts.target, _AE, (cmd.name,))]
@@ -184,6 +188,10 @@ def analyze(node, text: str) -> Effect:
             facts.expand.append(Expand("sibling_index", facts.target, _SUE, (cmd.name,)))
         if cmd.subtype == AT.AT_ReplicaIdentity and getattr(cmd.def_, "name", None):
             facts.expand.append(Expand("sibling_index", facts.target, _S, (cmd.def_.name,)))
+        if cmd.subtype in (AT.AT_SetLogged, AT.AT_SetUnLogged):  # its own sequences follow
+            facts.expand.append(Expand("owned_sequences", facts.target, _AE))
+        if cmd.subtype in _ONE_TRIGGER and cmd.name:  # a row trigger's copies on the partitions
+            facts.expand.append(Expand("trigger_clones", facts.target, _SRE, (cmd.name,)))
         if cmd.subtype == AT.AT_ChangeOwner:  # the table's own sequences change owner with it
             facts.expand.append(Expand("owned_sequences", facts.target, _AE))
         if cmd.subtype == AT.AT_DropColumn:
@@ -265,14 +273,15 @@ def _add_constraint(facts: _Facts, cmd) -> None:
                                "then VALIDATE")
     elif kind in (C.CONSTR_UNIQUE, C.CONSTR_PRIMARY, C.CONSTR_EXCLUSION):
         builds = not constraint.indexname
-        # a partitioned table's partitions build their share of the index under SHARE; since
-        # PostgreSQL 16 they are locked ACCESS EXCLUSIVE like their parent
+        # a primary key sets NOT NULL on the children too (ACCESS EXCLUSIVE); a unique key's index is
+        # built on each partition under SHARE, and since PostgreSQL 16 they are locked like their parent
         facts.take(Sub(label + (" USING INDEX" if not builds else ""), _AE, scans=builds or kind == C.CONSTR_PRIMARY),
-                   recurses=False)
-        if facts.inh:
-            facts.expand += [Expand("children", facts.target, _S), Expand("children", facts.target, _AE, since=16)]
-        if not builds:
-            facts.expand.append(Expand("sibling_index", facts.target, _SUE, (constraint.indexname,)))
+                   recurses=kind == C.CONSTR_PRIMARY)
+        if facts.inh and kind != C.CONSTR_PRIMARY:
+            facts.expand += [Expand("partitions", facts.target, _S), Expand("partitions", facts.target, _AE, since=16)]
+        if not builds:  # the index is renamed to the constraint's name (SHARE UPDATE EXCLUSIVE), or just read
+            renamed = constraint.conname not in (None, constraint.indexname)
+            facts.expand.append(Expand("sibling_index", facts.target, _SUE if renamed else _A, (constraint.indexname,)))
         if builds:
             facts.notes.append("builds its index under ACCESS EXCLUSIVE: build a unique index CONCURRENTLY first, "
                                "then ADD ... USING INDEX")
@@ -327,7 +336,10 @@ def _attach(facts: _Facts, cmd) -> None:
         return
     facts.take(SUBCOMMANDS[AT.AT_AttachPartition], recurses=False)
     facts.other(partition, _AE, "attached partition")
-    facts.expand += [Expand("default_partition", facts.target, _AE), *partition_keys(facts.target, _SRE)]
+    facts.expand += [Expand("default_partition", facts.target, _AE), *partition_keys(facts.target, _SRE),
+                     Expand("children", partition, _AE), Expand("ancestors", facts.target, _A),
+                     # a key of its own that matches the parent's is merged: its triggers go
+                     Expand("foreign_keys_out_all", partition, _AE)]
     facts.flags["scans"] = True
     facts.notes.append("scans the new partition to check its rows fit the bounds, unless a validated CHECK "
                        "constraint already proves it")
@@ -341,7 +353,8 @@ def _detach(facts: _Facts, cmd) -> None:
     facts.other(relation(cmd.def_.name), _AE, "detached partition")
     if concurrent:
         facts.transactional = False
-    facts.expand += [Expand("default_partition", facts.target, lock), *partition_keys(facts.target, _AE)]
+    facts.expand += [Expand("default_partition", facts.target, lock), *partition_keys(facts.target, _AE),
+                     Expand("children", relation(cmd.def_.name), _AE)]
 
 
 def _finalize(facts: _Facts, cmd) -> None:
@@ -353,7 +366,7 @@ def partition_keys(parent: str, referencing: Lock) -> list[Expand]:
     """A partition gets its own share of its parent's foreign keys: triggers change on the tables
     the parent's keys reference (SHARE ROW EXCLUSIVE) and on the tables whose keys reference the
     parent (`referencing`: ACCESS EXCLUSIVE when a detach takes the share away)."""
-    return [Expand("foreign_keys_out_all", parent, _SRE), Expand("foreign_keys_in_direct", parent, referencing)]
+    return [Expand("foreign_keys_out_any", parent, _SRE), Expand("foreign_keys_in_direct", parent, referencing)]
 
 
 def _add_inherit(facts: _Facts, cmd) -> None:

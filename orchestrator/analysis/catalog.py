@@ -15,11 +15,12 @@ from collections.abc import Callable
 
 import psycopg
 from pglast import parse_sql
+from psycopg import sql
 from pglast.parser import ParseError
 
 from .effect import Effect, RelationLock
 from .expand import Expand
-from .statements import analyze_node, plpgsql_statements
+from .statements import _flatten, analyze_node, plpgsql_statements
 from .lockmode import Lock
 from .names import quote_ident
 
@@ -75,6 +76,12 @@ class Catalog:
     def resolve(self, effect: Effect) -> Effect:
         """The effect with its locks completed and named by the catalog, and its rewrites judged."""
         conn = self.conn
+        if effect.inserted and not self._evaluable(effect.inserted[2]):
+            effect = effect.with_(inserted=None)
+        if effect.on_conflict and effect.inserted and effect.table and self._conflicts(effect):
+            effect = effect.with_(expand=_conflicted(effect.expand), notes=effect.notes + (
+                "every row it inserts conflicts with a row there now: nothing is inserted (no key is checked and "
+                "no AFTER INSERT trigger fires), as long as those rows stay",))
         locks = [RelationLock(self.canonical(r.relation), r.lock, r.why) for r in effect.locks
                  if r.since <= self.major and (r.only_if is None or _exists(conn, self.oid(r.relation), *r.only_if))]
         changes: dict = {}
@@ -91,15 +98,21 @@ class Catalog:
                 if _relkind(conn, subject) in ("p", "I"):
                     changes["transactional"] = False
                 continue
+            if question.what == "view_tables" and question.columns and _instead(conn, subject, question.columns):
+                # the view's INSTEAD OF trigger or DO INSTEAD rule does the write: the tables behind it
+                # are only read, for the rows an UPDATE or DELETE finds
+                if question.columns == ("INSERT",):
+                    continue
+                question = Expand(question.what, question.relation, Lock.ACCESS_SHARE)
             for oid in self._through_views(subject, question):
                 for name, lock, why in QUESTIONS[question.what](conn, oid, question):
                     locks.append(RelationLock(name, lock, why))
                 if question.what in _CASCADING:  # the rows the key's action changes fire their triggers
                     locks += self._cascades(oid, question)
         if effect.planned:
-            locks = self._unpruned(effect.sql, locks)
+            locks = self._unpruned(effect, locks)
         if effect.inserted and effect.table:
-            locks = self._routed(effect.table, *effect.inserted, locks)
+            locks = self._routed(effect.table, *effect.inserted[:2], locks)
         merged: dict[str, RelationLock] = {}
         for r in locks:  # one entry per relation, with the mode that blocks all its modes block
             if r.relation in merged:
@@ -130,16 +143,17 @@ class Catalog:
         return effect.with_(**changes)
 
 
-    def _unpruned(self, statement: str, locks: list[RelationLock]) -> list[RelationLock]:
+    def _unpruned(self, effect: Effect, locks: list[RelationLock]) -> list[RelationLock]:
         """The planner leaves out the partitions a query's constant conditions exclude, and
         PostgreSQL never locks them: its own plan (EXPLAIN, which runs nothing) says which leaf
         partitions remain. A plan that prunes when it runs ("Subplans Removed") keeps them all."""
-        leaves = {r.relation for r in locks if r.why in _PRUNABLE and _relkind_name(self.conn, r.relation) == "r"}
-        if not leaves:
+        partitions = {r.relation: kind for r in locks if r.why in _PRUNABLE
+                      and (kind := _relkind_name(self.conn, r.relation)) in ("r", "p")}
+        if not partitions or (effect.columns and self._moves_rows(effect)):
             return locks
         try:
             with self.conn.transaction():  # a savepoint: a statement the catalog cannot plan yet ends nothing
-                plan = self.conn.execute(b"EXPLAIN (VERBOSE, FORMAT JSON) " + statement.encode()).fetchone()[0]
+                plan = self.conn.execute(b"EXPLAIN (VERBOSE, FORMAT JSON) " + effect.sql.encode()).fetchone()[0]
         except psycopg.Error:
             return locks
         scanned: set[str] = set()
@@ -159,53 +173,156 @@ class Catalog:
         walk(plan if not isinstance(plan, str) else json.loads(plan))
         if runtime[0]:
             return locks
-        return [r for r in locks if r.relation not in leaves or r.relation in scanned]
+        return self._keep(locks, partitions, scanned)
+
+    def _keep(self, locks: list[RelationLock], partitions: dict[str, str], reached: set[str]) -> list[RelationLock]:
+        """The locks without the partitions nothing reaches: a leaf not in `reached`, a partitioned
+        partition none of whose leaves is."""
+        kept = set(reached)
+        for leaf in reached:
+            kept.update(row[0] for row in self.conn.execute(
+                "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) FROM pg_partition_ancestors(to_regclass(%s)) "
+                "AS a JOIN pg_class AS c ON c.oid = a.relid JOIN pg_namespace AS n ON n.oid = c.relnamespace", (leaf,)))
+        return [r for r in locks if r.relation not in partitions or r.relation in kept]
+
+    def _moves_rows(self, effect: Effect) -> bool:
+        """Whether an UPDATE sets a partition key of its table (at any level): rows may move anywhere."""
+        oid = self.oid(effect.table) if effect.table else None
+        return oid is None or self.conn.execute("""
+            SELECT EXISTS (SELECT 1 FROM pg_partition_tree(%s) AS t JOIN pg_partitioned_table AS pt ON pt.partrelid = t.relid,
+                                  unnest(pt.partattrs::int2[]) AS k(attnum)
+                             JOIN pg_attribute AS a ON a.attnum = k.attnum
+                            WHERE a.attrelid = pt.partrelid AND a.attname = ANY (%s))""",
+                                                (oid, list(effect.columns))).fetchone()[0]
 
     def _routed(self, table: str, columns: tuple, rows: tuple, locks: list[RelationLock]) -> list[RelationLock]:
         """An INSERT locks only the partitions its rows go to: each leaf partition's constraint
-        (pg_get_partition_constraintdef) is evaluated on the constant rows, by PostgreSQL."""
-        leaves = [r for r in locks if r.why == "partition or child" and _relkind_name(self.conn, r.relation) == "r"]
+        (pg_get_partition_constraintdef) is evaluated by PostgreSQL on the rows' partition keys,
+        when those are constants (a value left out, None, is not)."""
+        partitions = {r.relation: kind for r in locks if r.why in _PRUNABLE
+                      and (kind := _relkind_name(self.conn, r.relation)) in ("r", "p")}
         oid = self.oid(table)
-        if not leaves or oid is None:
+        if not partitions or oid is None:
             return locks
+        if _relkind(self.conn, oid) == "v":  # through an updatable view: its one table behind it, by column name
+            behind = [self.oid(name) for name, _, _ in _view_tables(self.conn, oid, Expand("", table, Lock.ACCESS_SHARE))
+                      if _relkind(self.conn, self.oid(name)) == "p" and _relkind_name(self.conn, name) is None]
+            if len(behind) != 1 or columns is None:
+                return locks
+            oid = behind[0]
         ordered = self.conn.execute("SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = %s "
                                     "AND attnum > 0 AND NOT attisdropped ORDER BY attnum", (oid,)).fetchall()
         types = dict(ordered)
         columns = columns or tuple(name for name, _ in ordered[:len(rows[0])])
-        if any(c not in types for c in columns) or any(len(row) != len(columns) for row in rows):
+        keys = [row[0] for row in self.conn.execute("""
+            SELECT DISTINCT a.attname FROM pg_partition_tree(%s) AS t JOIN pg_partitioned_table AS pt ON pt.partrelid = t.relid,
+                   unnest(pt.partattrs::int2[]) AS k(attnum) JOIN pg_attribute AS a ON a.attnum = k.attnum
+             WHERE a.attrelid = pt.partrelid""", (oid,))]
+        given = [dict(zip(columns, row)) for row in rows]
+        if not keys or any(len(row) != len(columns) for row in rows) or any(
+                k not in types or row.get(k) is None for k in keys for row in given):
             return locks
         values = " UNION ALL ".join(
-            "SELECT " + ", ".join(f"CAST({v} AS {types[c]}) AS {quote_ident(c)}" for c, v in zip(columns, row))
-            for row in rows)
-        unreached = set()
+            "SELECT " + ", ".join(f"CAST({row[k]} AS {types[k]}) AS {quote_ident(k)}" for k in keys) for row in given)
+        reached = set()
         try:
             with self.conn.transaction():  # a savepoint: a value that does not fit ends nothing
-                for leaf in leaves:
+                for leaf in (name for name, kind in partitions.items() if kind == "r"):
                     check = self.conn.execute("SELECT pg_get_partition_constraintdef(to_regclass(%s))",
-                                              (leaf.relation,)).fetchone()[0]
-                    if check and not self.conn.execute(
+                                              (leaf,)).fetchone()[0]
+                    if not check or self.conn.execute(
                             f"SELECT coalesce(bool_or({check}), false) FROM ({values}) AS v").fetchone()[0]:
-                        unreached.add(leaf.relation)
+                        reached.add(leaf)
         except psycopg.Error:
             return locks
-        return [r for r in locks if r.relation not in unreached]
+        return self._keep(locks, partitions, reached)
+
+    def _evaluable(self, functions: tuple[str, ...]) -> bool:
+        """Whether values that call these functions can be computed in a preview: only PostgreSQL's
+        own immutable functions (nothing of the user's runs, nothing reads or writes)."""
+        if not functions:
+            return True
+        return self.conn.execute("""
+            SELECT bool_and(EXISTS (SELECT 1 FROM pg_proc WHERE proname = f
+                                      AND pronamespace = 'pg_catalog'::regnamespace AND provolatile = 'i')
+                            AND NOT EXISTS (SELECT 1 FROM pg_proc WHERE proname = f
+                                              AND pronamespace <> 'pg_catalog'::regnamespace))
+              FROM unnest(%s::text[]) AS f""", (list(functions),)).fetchone()[0]
+
+    def _conflicts(self, effect: Effect) -> bool:
+        """Whether every constant row of an INSERT ... ON CONFLICT meets a row that is there now,
+        asked of the table (a NULL never conflicts)."""
+        oid = self.oid(effect.table)
+        if oid is None:
+            return False
+        try:
+            with self.conn.transaction():  # a savepoint: a value that does not fit ends nothing
+                return self._all_conflict(oid, effect)
+        except psycopg.Error:
+            return False
+
+    def _all_conflict(self, oid: int, effect: Effect) -> bool:
+        kind, names = effect.on_conflict
+        if kind == "constraint":  # a unique key's columns by =, an exclusion constraint's by its operators
+            arbiters = self.conn.execute("""
+                SELECT array_agg(a.attname::text ORDER BY k.n),
+                       array_agg(coalesce(c.conexclop[k.n]::regoperator::text, '=') ORDER BY k.n)
+                  FROM pg_constraint AS c CROSS JOIN LATERAL unnest(c.conkey) WITH ORDINALITY AS k(attnum, n)
+                  JOIN pg_attribute AS a ON a.attrelid = c.conrelid AND a.attnum = k.attnum
+                 WHERE c.conrelid = %s AND c.conname = %s AND c.contype IN ('p', 'u', 'x') GROUP BY c.oid""",
+                                         (oid, names[0])).fetchall()
+        elif kind == "any":  # every unique index on plain columns (one with expressions or a predicate: give up)
+            if self.conn.execute("SELECT EXISTS (SELECT 1 FROM pg_index WHERE indrelid = %s AND indisunique AND "
+                                 "(indexprs IS NOT NULL OR indpred IS NOT NULL))", (oid,)).fetchone()[0]:
+                return False
+            arbiters = self.conn.execute("""
+                SELECT array_agg(a.attname::text), array_agg('='::text) FROM pg_index AS x
+                  JOIN pg_attribute AS a ON a.attrelid = x.indrelid AND a.attnum = ANY (x.indkey)
+                 WHERE x.indrelid = %s AND x.indisunique GROUP BY x.indexrelid""", (oid,)).fetchall()
+        else:
+            arbiters = [(list(names), ["="] * len(names))]
+        columns, rows, _ = effect.inserted
+        ordered = [r[0] for r in self.conn.execute("SELECT attname FROM pg_attribute WHERE attrelid = %s AND attnum > 0 "
+                                                   "AND NOT attisdropped ORDER BY attnum", (oid,))]
+        columns = columns or tuple(ordered[:len(rows[0])])
+        if not arbiters or any(len(row) != len(columns) for row in rows):
+            return False
+        for row in rows:
+            values = dict(zip(columns, row))
+            found = False
+            for keys, operators in arbiters:
+                if any(values.get(k) is None or values[k].upper() == "NULL" for k in keys):
+                    continue
+                test = sql.SQL(" AND ").join(
+                    sql.SQL("{} OPERATOR({}) {}").format(sql.Identifier(k), sql.SQL(_operator(op)), sql.SQL(values[k]))
+                    for k, op in zip(keys, operators))
+                if self.conn.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {} WHERE {})").format(
+                        sql.SQL(self.canonical(effect.table)), test)).fetchone()[0]:
+                    found = True
+                    break
+            if not found:
+                return False
+        return True
 
     def _through_views(self, subject, question) -> list:
         """A write through an automatically updatable view is a write to the table behind it:
         the table's keys, defaults and partitions answer for it."""
-        if question.what not in _THROUGH_VIEWS or _relkind(self.conn, subject) != "v":
+        if question.what not in _THROUGH_VIEWS or _relkind(self.conn, subject) != "v" or _instead(
+                self.conn, subject, ("INSERT", "UPDATE", "DELETE")):
             return [subject]
         return [subject] + [self.oid(name) for name, _, _ in _view_tables(self.conn, subject, question)
                             if _relkind(self.conn, self.oid(name)) in ("r", "p")]
 
     def _cascades(self, oid, question) -> list[RelationLock]:
-        """The triggers that fire on the tables a foreign key's ON DELETE / ON UPDATE action changes."""
+        """The triggers that fire on the tables a foreign key's ON DELETE / ON UPDATE action changes
+        (a key set to NULL or its default, or cascaded, is an UPDATE of the key's columns)."""
         event = "DELETE" if question.what == "foreign_keys_in_delete" else "UPDATE"
         found = []
-        for table, acts in _acting_keys(self.conn, oid, question, event):
+        for table, acts, _, columns in _reached(self.conn, oid, question.columns, event):
             if acts:
-                found += self._bodies(Expand("triggers", table, Lock.ROW_EXCLUSIVE, ("UPDATE",) if acts == "n"
-                                             else (event,)))
+                updates = acts != "c" or event == "UPDATE"
+                found += self._bodies(Expand("triggers", table, Lock.ROW_EXCLUSIVE, ("UPDATE",) if updates else (event,),
+                                             set_columns=columns if updates else None))
         return found
 
     def _bodies(self, question) -> list[RelationLock]:
@@ -218,12 +335,13 @@ class Catalog:
         inner._relations = self._relations
         found = []
         for source, language, why in _BODY_QUERIES[question.what](self, question):
-            if language == "rule":  # the rule's actions run with the statement
+            if language in ("rule", "sql standard"):  # a rule's actions; a BEGIN ATOMIC or RETURN body
                 try:
-                    actions = parse_sql(source)[0].stmt.actions or ()
-                except Exception:  # noqa: BLE001 - a rule PostgreSQL printed is readable; be safe anyway
+                    node = parse_sql(source)[0].stmt
+                    actions = node.actions if language == "rule" else _flatten(node.sql_body)
+                except Exception:  # noqa: BLE001 - what PostgreSQL printed is readable; be safe anyway
                     actions = ()
-                for action in actions:
+                for action in actions or ():
                     found += [RelationLock(r.relation, r.lock, why)
                               for r in inner.resolve(analyze_node(action, "")).locks]
                 continue
@@ -238,6 +356,29 @@ class Catalog:
                 for effect in analyze_text(text):
                     found += [RelationLock(r.relation, r.lock, why) for r in inner.resolve(effect).locks]
         return found
+
+
+def _operator(regoperator: str) -> str:
+    """`schema.op` (what OPERATOR() takes) from a regoperator's text, `op(left,right)`."""
+    name = regoperator.split("(")[0]
+    return name if "." in name else f"pg_catalog.{name}"
+
+
+def _conflicted(expand: tuple[Expand, ...]) -> tuple[Expand, ...]:
+    """An INSERT's questions when none of its rows is inserted: no key to check, only BEFORE INSERT
+    triggers fire (ON CONFLICT DO UPDATE's own UPDATE questions stay)."""
+    kept = []
+    for e in expand:
+        if e.what == "foreign_keys_out_inserted":
+            continue
+        if e.what == "triggers" and "INSERT" in (e.columns or ()):
+            kept.append(Expand(e.what, e.relation, e.lock, ("INSERT",), before_only=True))
+            rest = tuple(x for x in e.columns if x != "INSERT")
+            if rest:
+                kept.append(Expand(e.what, e.relation, e.lock, rest, set_columns=e.set_columns))
+            continue
+        kept.append(e)
+    return tuple(kept)
 
 
 def resolve(conn: psycopg.Connection, effect: Effect) -> Effect:
@@ -298,36 +439,122 @@ def _foreign_keys_in(conn, oid, q):
     key's ON DELETE / ON UPDATE action (ROW EXCLUSIVE), and through ON DELETE CASCADE the tables
     that reference those; a partitioned table with its partitions."""
     return [(name, Lock.ROW_EXCLUSIVE if action else q.lock, why)
-            for name, action, why in _reached(conn, oid, q.columns, _EVENT[q.what])]
+            for name, action, why, _ in _reached(conn, oid, q.columns, _EVENT[q.what])]
 
 
 _EVENT = {"foreign_keys_in_delete": "DELETE", "foreign_keys_in_update": "UPDATE"}
 _CASCADING = set(_EVENT)
 
 
-def _reached(conn, oid, columns, event: str) -> list[tuple[str, str, str]]:
-    """(table, the action its key takes on `event`: c, n, d or '' for a check, why) for every
-    table a DELETE or UPDATE of `oid`'s rows reaches through foreign keys."""
+def _reached(conn, oid, columns, event: str) -> list[tuple[str, str, str, tuple]]:
+    """(table, the action its key takes on `event`: c, n, d or '' for a check, why, the key's
+    columns) for every
+    table a DELETE or UPDATE of `oid`'s rows reaches through foreign keys (ON ... CASCADE goes on:
+    a cascaded DELETE deletes, a cascaded UPDATE updates the key's own columns)."""
     action = "confdeltype" if event == "DELETE" else "confupdtype"
     found, seen, todo = [], {oid}, [(oid, columns)]
     while todo:
         current, cols = todo.pop()
         rows = conn.execute(f"""
             SELECT fk.conrelid, quote_ident(n.nspname) || '.' || quote_ident(c.relname),
-                   string_agg(DISTINCT CASE WHEN fk.act IN ('c', 'n', 'd') THEN fk.act::text END, '')
-              FROM (SELECT conrelid, confrelid AS rel, confkey AS keys, {action} AS act FROM pg_constraint
+                   string_agg(DISTINCT CASE WHEN fk.act IN ('c', 'n', 'd') THEN fk.act::text END, ''),
+                   array_agg(DISTINCT a.attname::text) FILTER (WHERE fk.act IN ('c', 'n', 'd'))
+              FROM (SELECT conrelid, confrelid AS rel, confkey AS keys, conkey, {action} AS act FROM pg_constraint
                      WHERE contype = 'f' AND confrelid = %(oid)s AND conparentid = 0) AS fk
               JOIN pg_class AS c ON c.oid = fk.conrelid JOIN pg_namespace AS n ON n.oid = c.relnamespace
+              LEFT JOIN pg_attribute AS a ON a.attrelid = fk.conrelid AND a.attnum = ANY (fk.conkey)
              WHERE {_keys_touch(cols)} GROUP BY 1, 2""",
                             {"oid": current, "cols": list(cols) if cols is not None else None}).fetchall()
-        for table, name, acts in rows:
+        for table, name, acts, cascaded in rows:
             why = "references it" if current == oid else "reached through a foreign key's action"
-            found.append((name, acts or "", why))
-            found += [(part, acts or "", why) for part, _, _ in _partition_tree(conn, table, Lock.ACCESS_SHARE)]
-            if event == "DELETE" and "c" in (acts or "") and table not in seen:
+            keys = tuple(cascaded or ())
+            found.append((name, acts or "", why, keys))
+            found += [(part, acts or "", why, keys) for part, _, _ in _partition_tree(conn, table, Lock.ACCESS_SHARE)]
+            if "c" in (acts or "") and table not in seen:
                 seen.add(table)
-                todo.append((table, None))
+                todo.append((table, None if event == "DELETE" else keys))
     return found
+
+
+def _trigger_clones(conn, oid, q):
+    """The partitions holding a copy of the named trigger (a row trigger of a partitioned table)."""
+    return _names(conn, """
+        WITH RECURSIVE clones(oid, tgrelid) AS (
+            SELECT oid, tgrelid FROM pg_trigger WHERE tgrelid = %s AND tgname = %s
+            UNION SELECT t.oid, t.tgrelid FROM pg_trigger AS t JOIN clones ON t.tgparentid = clones.oid)
+        SELECT tgrelid FROM clones WHERE tgrelid <> %s""", (oid, (q.columns or ("",))[0], oid), q.lock,
+                  "a partition's copy of the trigger")
+
+
+def _leaves(conn, oid, q):
+    """The partitions and children that hold rows (what ANALYZE samples)."""
+    return [(name, lock, why) for name, lock, why in _children(conn, oid, q)
+            if _relkind_name(conn, name) in (None, "r", "m", "f")]
+
+
+def _ancestors(conn, oid, q):
+    """A partition's parents up to the root: a row written to a partition directly is checked
+    against the partition constraint they define."""
+    return _names(conn, "SELECT relid FROM pg_partition_ancestors(%s) WHERE relid <> %s", (oid, oid), q.lock,
+                  "an ancestor of the partition")
+
+
+def _foreign_keys_out_any(conn, oid, q):
+    """The tables its foreign keys reference, its own and those it has from its parents."""
+    return _names(conn, "SELECT confrelid FROM pg_constraint WHERE contype = 'f' AND conrelid = %s AND confrelid <> %s",
+                  (oid, oid), q.lock, "its foreign key's trigger changes")
+
+
+def _clustered_tables(conn, name, q):
+    """What CLUSTER with no table reclusters: every table of the user's with a clustered index."""
+    return _names(conn, """
+        SELECT i.indrelid FROM pg_index AS i JOIN pg_class AS c ON c.oid = i.indrelid
+         WHERE i.indisclustered AND pg_has_role(c.relowner, 'USAGE')""", (), q.lock, "has a clustered index")
+
+
+def _cascade_objects(conn, objects: list[tuple[str, int]], q):
+    """What DROP ... CASCADE of these objects ((catalog, oid): relations, types, functions) takes
+    with it: the relations themselves, what depends on them, and the tables their keys reference."""
+    found = []
+    for catalog, oid in objects:
+        if catalog == "pg_class":
+            found += _names(conn, "SELECT %s::oid", (oid,), q.lock, "dropped (CASCADE)")
+            found += _dependents(conn, oid, q) + _foreign_keys_out_all(conn, oid, q)
+        elif catalog == "pg_type":
+            found += _type_users(conn, conn.execute("SELECT format_type(%s, NULL)", (oid,)).fetchone()[0], q)
+        elif catalog == "pg_proc":
+            found += _function_dependents(conn, conn.execute("SELECT proname FROM pg_proc WHERE oid = %s",
+                                                             (oid,)).fetchone()[0], q)
+        elif catalog == "pg_namespace":
+            found += _schema_cascade(conn, conn.execute("SELECT nspname FROM pg_namespace WHERE oid = %s",
+                                                        (oid,)).fetchone()[0], q)
+    return found
+
+
+def _owned_by_role_cascade(conn, name, q):
+    """DROP OWNED BY ... CASCADE: the role's schemas, relations, types and functions, and what depends
+    on them."""
+    return _cascade_objects(conn, conn.execute("""
+        SELECT d.classid::regclass::text, d.objid FROM pg_shdepend AS d
+         WHERE d.refobjid = (SELECT oid FROM pg_roles WHERE rolname = %s) AND d.deptype = 'o'
+           AND d.dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+           AND d.classid IN ('pg_class'::regclass, 'pg_type'::regclass, 'pg_proc'::regclass,
+                             'pg_namespace'::regclass)""", (name,)).fetchall(), q)
+
+
+def _schema_cascade(conn, name, q):
+    """DROP SCHEMA ... CASCADE: the schema's relations, types and functions, and what depends on them
+    elsewhere."""
+    return _cascade_objects(conn, conn.execute("""
+        SELECT 'pg_class', c.oid FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace
+         WHERE n.nspname = %(name)s AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
+        UNION ALL
+        SELECT 'pg_type', t.oid FROM pg_type AS t JOIN pg_namespace AS n ON n.oid = t.typnamespace
+         WHERE n.nspname = %(name)s AND t.typtype IN ('e', 'd', 'c', 'r') AND t.typelem = 0
+           AND (t.typrelid = 0 OR (SELECT relkind FROM pg_class WHERE oid = t.typrelid) = 'c')
+        UNION ALL
+        SELECT 'pg_proc', p.oid FROM pg_proc AS p JOIN pg_namespace AS n ON n.oid = p.pronamespace
+         WHERE n.nspname = %(name)s""", {"name": name}).fetchall(), q)
 
 
 def _partition_tree(conn, oid, lock: Lock):
@@ -338,16 +565,13 @@ def _partition_tree(conn, oid, lock: Lock):
 def _foreign_keys_out_moving(conn, oid, q):
     """An UPDATE of a partition key moves rows to another partition: every key is checked."""
     if q.columns is not None and conn.execute("""
-            SELECT EXISTS (SELECT 1 FROM pg_partitioned_table AS pt, unnest(pt.partattrs::int2[]) AS k(attnum)
+            SELECT EXISTS (SELECT 1 FROM pg_partition_tree(%s) AS t JOIN pg_partitioned_table AS pt ON pt.partrelid = t.relid,
+                                  unnest(pt.partattrs::int2[]) AS k(attnum)
                              JOIN pg_attribute AS a ON a.attnum = k.attnum
-                            WHERE pt.partrelid = %s AND a.attrelid = pt.partrelid AND a.attname = ANY (%s))""",
+                            WHERE a.attrelid = pt.partrelid AND a.attname = ANY (%s))""",
                                               (oid, list(q.columns))).fetchone()[0]:
         q = Expand(q.what, q.relation, q.lock)
     return _foreign_keys_out(conn, oid, q)
-
-
-def _acting_keys(conn, oid, question, event: str) -> list[tuple[str, str]]:
-    return [(name, action) for name, action, _ in _reached(conn, oid, question.columns, event)]
 
 
 def _foreign_keys_out_all(conn, oid, q):
@@ -377,7 +601,9 @@ def _attrdef_sequences(conn, oid, q):
     return _names(conn, """
         SELECT d.refobjid FROM pg_attrdef AS ad JOIN pg_depend AS d ON d.classid = 'pg_attrdef'::regclass
            AND d.objid = ad.oid AND d.refclassid = 'pg_class'::regclass
-         WHERE ad.adrelid = %(oid)s AND d.refobjid <> %(oid)s""", {"oid": oid}, q.lock, "column default's sequence")
+         WHERE ad.adrelid = %(oid)s AND d.refobjid <> %(oid)s
+           AND (SELECT relkind FROM pg_class WHERE oid = d.refobjid) = 'S'""", {"oid": oid}, q.lock,
+                  "column default's sequence")
 
 
 def _foreign_keys_out_inserted(conn, oid, q):
@@ -402,6 +628,7 @@ def _default_sequences(conn, oid, q, which: str):
           JOIN pg_attribute AS a ON a.attrelid = ad.adrelid AND a.attnum = ad.adnum
           JOIN pg_depend AS d ON d.classid = 'pg_attrdef'::regclass AND d.objid = ad.oid
          WHERE ad.adrelid = %(oid)s AND d.refclassid = 'pg_class'::regclass AND d.refobjid <> %(oid)s AND {which}
+           AND (SELECT relkind FROM pg_class WHERE oid = d.refobjid) = 'S'
         UNION
         SELECT d.objid FROM pg_depend AS d
           JOIN pg_attribute AS a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
@@ -446,11 +673,16 @@ def _dependents(conn, oid, q):
         WITH RECURSIVE views(oid) AS (
             SELECT %(oid)s::oid
             UNION
+            SELECT d.objid FROM pg_depend AS d WHERE d.classid = 'pg_class'::regclass AND d.refobjid = %(oid)s
+               AND d.deptype IN ('a', 'i') AND (SELECT relkind FROM pg_class WHERE oid = d.objid) = 'S'
+            UNION
             SELECT r.ev_class FROM views
               JOIN pg_depend AS d ON d.refobjid = views.oid AND d.refclassid = 'pg_class'::regclass
                                   AND d.classid = 'pg_rewrite'::regclass
               JOIN pg_rewrite AS r ON r.oid = d.objid WHERE r.ev_class <> views.oid)
         SELECT oid FROM views WHERE oid <> %(oid)s
+        UNION
+        SELECT t.relid FROM pg_partition_tree(%(oid)s) AS t WHERE t.relid <> %(oid)s
         UNION
         SELECT fk.conrelid FROM views JOIN pg_constraint AS fk ON fk.contype = 'f' AND fk.confrelid = views.oid
          WHERE fk.conrelid <> %(oid)s
@@ -674,22 +906,41 @@ def _matview_tables(conn, oid, q):
     return _view_tables(conn, oid, q, kinds=("m",))
 
 
-def _index_partitions(conn, oid, q):
-    """A partitioned index's partitions, and their tables."""
+def _index_partitions(conn, oid, q, kinds=("i", "I")):
+    """A partitioned index's partitions (`kinds` i: only those that hold data), and their tables."""
     return _names(conn, """
         WITH RECURSIVE tree(oid) AS (SELECT inhrelid FROM pg_inherits WHERE inhparent = %s
-                                     UNION SELECT i.inhrelid FROM pg_inherits AS i JOIN tree ON i.inhparent = tree.oid)
-        SELECT oid FROM tree UNION SELECT x.indrelid FROM tree JOIN pg_index AS x ON x.indexrelid = tree.oid""",
-                  (oid,), q.lock, "a partition of the index")
+                                     UNION SELECT i.inhrelid FROM pg_inherits AS i JOIN tree ON i.inhparent = tree.oid),
+        kept AS (SELECT tree.oid FROM tree JOIN pg_class AS c ON c.oid = tree.oid WHERE c.relkind = ANY (%s))
+        SELECT oid FROM kept UNION SELECT x.indrelid FROM kept JOIN pg_index AS x ON x.indexrelid = kept.oid""",
+                  (oid, list(kinds)), q.lock, "a partition of the index")
+
+
+def _index_leaves(conn, oid, q):
+    """What REINDEX of a partitioned index rebuilds: the partitions that hold data (the levels
+    between are left alone)."""
+    return _index_partitions(conn, oid, q, kinds=("i",))
 
 
 _PRUNABLE = {"partition or child", "behind the view"}
 
 
 def _relkind_name(conn, name: str) -> str | None:
+    """The relkind of a partition (None for a relation that is not one)."""
     row = conn.execute("SELECT c.relkind FROM pg_class AS c WHERE c.oid = to_regclass(%s) AND c.relispartition",
                        (name,)).fetchone()
     return row[0] if row else None
+
+
+def _instead(conn, oid: int, events) -> bool:
+    """Whether a view does writes of these events itself: an INSTEAD OF trigger or a DO INSTEAD rule."""
+    return conn.execute("""
+        SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = %(oid)s AND (tgtype & 64) <> 0
+                          AND (tgtype & %(bits)s) <> 0 AND tgenabled <> 'D')
+            OR EXISTS (SELECT 1 FROM pg_rewrite WHERE ev_class = %(oid)s AND is_instead AND rulename <> '_RETURN'
+                          AND ev_type = ANY (%(types)s))""",
+                        {"oid": oid, "bits": sum(_EVENT_BITS[e] for e in events),
+                         "types": [_RULE_EVENTS[e] for e in events if e in _RULE_EVENTS]}).fetchone()[0]
 
 
 def _relkind(conn, oid: int) -> str | None:
@@ -743,21 +994,34 @@ def _trigger_bodies(catalog: Catalog, q) -> list[tuple[str, str, str]]:
     oid = catalog.oid(q.relation)
     if oid is None:
         return []
-    bits = sum(_EVENT_BITS[e] for e in q.columns or ())
+    events = q.columns or ()
+    others = sum(_EVENT_BITS[e] for e in events if e != "UPDATE")
     # a write through a view fires the view's INSTEAD OF triggers, or those of the table behind it
-    targets = [oid] + [catalog.oid(name) for name, _, _ in _view_tables(catalog.conn, oid, q)]
+    targets = [oid] + ([] if _instead(catalog.conn, oid, events) else
+                       [catalog.oid(name) for name, _, _ in _view_tables(catalog.conn, oid, q)])
+    # an UPDATE OF trigger fires only when the UPDATE sets one of its columns
     rows = catalog.conn.execute("""
         SELECT p.prosrc, l.lanname, t.tgname FROM pg_trigger AS t JOIN pg_proc AS p ON p.oid = t.tgfoid
           JOIN pg_language AS l ON l.oid = p.prolang
-         WHERE t.tgrelid = ANY (%s) AND NOT t.tgisinternal AND t.tgenabled <> 'D' AND (t.tgtype & %s) <> 0""",
-                                (targets, bits)).fetchall()
+         WHERE t.tgrelid = ANY (%(targets)s) AND NOT t.tgisinternal AND t.tgenabled <> 'D'
+           AND (NOT %(before)s OR (t.tgtype & 2) <> 0)
+           AND ((t.tgtype & %(others)s) <> 0
+                OR (%(update)s AND (t.tgtype & 16) <> 0
+                    AND (%(set)s::text[] IS NULL OR cardinality(t.tgattr) = 0 OR EXISTS (
+                         SELECT 1 FROM pg_attribute AS a WHERE a.attrelid = t.tgrelid AND a.attnum = ANY (t.tgattr)
+                            AND a.attname = ANY (%(set)s::text[])))))""",
+                                {"targets": targets, "others": others, "update": "UPDATE" in events,
+                                 "before": q.before_only,
+                                 "set": list(q.set_columns) if q.set_columns is not None else None}).fetchall()
     return [(src, language, f"trigger {name}") for src, language, name in rows]
 
 
 def _function_bodies(catalog: Catalog, q) -> list[tuple[str, str, str]]:
     parts = q.relation.split(".")
     rows = catalog.conn.execute("""
-        SELECT p.prosrc, l.lanname, p.proname FROM pg_proc AS p JOIN pg_language AS l ON l.oid = p.prolang
+        SELECT CASE WHEN p.prosqlbody IS NULL THEN p.prosrc ELSE pg_get_functiondef(p.oid) END,
+               CASE WHEN p.prosqlbody IS NULL THEN l.lanname ELSE 'sql standard' END, p.proname
+          FROM pg_proc AS p JOIN pg_language AS l ON l.oid = p.prolang
           JOIN pg_namespace AS n ON n.oid = p.pronamespace
          WHERE p.proname = %s AND l.lanname IN ('sql', 'plpgsql')
            AND n.nspname NOT IN ('pg_catalog', 'information_schema')
@@ -795,7 +1059,9 @@ QUESTIONS: dict[str, Callable] = {
     "foreign_keys_out_moving": _foreign_keys_out_moving, "foreign_keys_out_all": _foreign_keys_out_all,
     "column_default_sequences": _column_default_sequences, "attrdef_sequences": _attrdef_sequences,
     "foreign_keys_out_inserted": _foreign_keys_out_inserted, "type_data_users": _type_data_users,
-    "publication_tables": _publication_tables, "sibling_index": _sibling_index(("i", "I")),
+    "publication_tables": _publication_tables, "trigger_clones": _trigger_clones, "ancestors": _ancestors, "leaves": _leaves,
+    "foreign_keys_out_any": _foreign_keys_out_any, "clustered_tables": _clustered_tables,
+    "owned_by_role_cascade": _owned_by_role_cascade, "schema_cascade": _schema_cascade, "sibling_index": _sibling_index(("i", "I")),
     "sibling_plain_index": _sibling_index(("i",)), "partition_tree": lambda conn, oid, q: _partition_tree(conn, oid, q.lock),
     "foreign_keys_in_all": _foreign_keys_in_all, "column_sequences": _column_sequences,
     "owned_sequences": _owned_sequences, "default_partition": _default_partition, "index_table": _index_table,
@@ -807,11 +1073,12 @@ QUESTIONS: dict[str, Callable] = {
     "constraint_index": _constraint_index, "constraint_referencing": _constraint_referencing,
     "typed_tables": _typed_tables, "type_relation": _type_relation, "schema_tables": _schema_tables,
     "all_tables": _all_tables, "owned_by_role": _owned_by_role, "serial_sequence": _serial_sequence,
-    "matview_tables": _matview_tables, "index_partitions": _index_partitions,
+    "matview_tables": _matview_tables, "index_partitions": _index_partitions, "index_leaves": _index_leaves,
     "foreign_keys_in_direct": _foreign_keys_in_direct,
 }
 # Questions about objects that are not relations: they get the name, not an oid.
-_BY_NAME = {"function_dependents", "type_users", "type_data_users", "publication_tables", "schema_relations", "statistics_table", "type_relation",
+_BY_NAME = {"function_dependents", "type_users", "type_data_users", "publication_tables", "clustered_tables",
+            "owned_by_role_cascade", "schema_cascade", "schema_relations", "statistics_table", "type_relation",
             "schema_tables", "all_tables", "owned_by_role"}
 
 

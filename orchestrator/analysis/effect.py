@@ -42,6 +42,7 @@ class Effect:
     unbounded: bool = False  # DML with no WHERE: every row
     planned: bool = False  # SELECT, UPDATE, DELETE: the planner leaves out the partitions its conditions exclude
     inserted: tuple | None = None  # INSERT ... VALUES of constants: (columns, rows of SQL literals), for routing
+    on_conflict: tuple | None = None  # ON CONFLICT's arbiter: ("columns", names), ("constraint", (name,)) or ("any", ())
     assumed: bool = False  # not in the table of known statements: the strongest lock is assumed
     controls_transaction: bool = False  # BEGIN, COMMIT, ROLLBACK, SAVEPOINT
     columns: tuple[str, ...] = ()  # columns it adds, changes, drops or renames

@@ -15,3 +15,5 @@ class Expand:
     lock: Lock  # the lock the answers get
     columns: tuple[str, ...] | None = None  # narrows some questions (an UPDATE's SET columns)
     since: int = 0  # the first PostgreSQL major version where it happens
+    set_columns: tuple[str, ...] | None = None  # triggers: the columns an UPDATE sets (UPDATE OF triggers)
+    before_only: bool = False  # triggers: only BEFORE triggers fire (an INSERT whose row conflicts)

@@ -190,8 +190,9 @@ def _dml(kind: str):
         sequences, asked = sequence_calls(node)
         writes = _writes(kind, node)
         columns = writes.get("UPDATE") or () if kind == "UPDATE" else ()
-        expand = [Expand("partitions" if kind == "INSERT" else "children", target, _RE),
-                  Expand("view_tables", target, _RE), Expand("triggers", target, _RE, tuple(writes)),
+        expand = [*((Expand("partitions" if kind == "INSERT" else "children", target, _RE),) if node.relation.inh else ()),
+                  Expand("view_tables", target, _RE, tuple(writes)),
+                  Expand("triggers", target, _RE, tuple(writes), set_columns=writes.get("UPDATE")),
                   Expand("rules", target, _RE, tuple(writes)), *_read_expansions(reads), *asked, *_calls(node)]
         if "INSERT" in writes:  # keys on the columns it gives or defaults (a column left NULL is not checked)
             expand += [Expand("foreign_keys_out_inserted", target, _RS, writes["INSERT"]),
@@ -203,11 +204,14 @@ def _dml(kind: str):
             expand.append(Expand("foreign_keys_in_delete", target, _RS))
         conflict = getattr(node, "onConflictClause", None)
         if conflict is not None and conflict.infer is not None and conflict.infer.conname:
-            reads.append(RelationLock(conflict.infer.conname, _RE, "ON CONFLICT ON CONSTRAINT"))
+            expand.append(Expand("sibling_index", target, _RE, (conflict.infer.conname,)))
+        if kind in ("INSERT", "UPDATE"):  # a row written to a partition is checked against its ancestors' bounds
+            expand.append(Expand("ancestors", target, _A))
         unbounded = changes_rows and kind != "MERGE" and where is None
         notes = ("changes every row in one transaction: a backfill batches this",) if unbounded else ()
         effect = Effect(text, kind, locks=(RelationLock(target, _RE), *reads, *sequences), row_locks=changes_rows,
                         inserted=_constant_rows(node) if kind == "INSERT" else None,
+                        on_conflict=_arbiter(conflict) if kind == "INSERT" and conflict is not None else None,
                         changes_rows=changes_rows, unbounded=unbounded, scans=unbounded, columns=columns,
                         expand=tuple(expand), notes=notes, planned=kind in ("UPDATE", "DELETE"))
         return _with_modifying_ctes(effect, node)
@@ -215,23 +219,50 @@ def _dml(kind: str):
 
 
 def _constant_rows(node) -> tuple | None:
-    """(columns, rows) of an INSERT ... VALUES whose values are all constants, each value as SQL
-    (columns None: the table's, in order): enough to tell which partition each row goes to."""
+    """(columns, rows, functions) of an INSERT ... VALUES: each value that reads no column,
+    parameter or subquery as SQL, any other as None (columns None: the table's, in order), and
+    the functions those values call (the catalog evaluates them only if all are PostgreSQL's own
+    immutable ones): enough to tell which partition each row goes to and what it conflicts with."""
     query = node.selectStmt
     if query is None or not getattr(query, "valuesLists", None):
         return None
+    functions: list[str] = []
     rows = []
     for row in query.valuesLists:
-        if (node.cols and len(row) != len(node.cols)) or not all(_constant(v) for v in row):
-            return None
-        rows.append(tuple(RawStream()(v) for v in row))
-    return (tuple(c.name for c in node.cols) if node.cols else None), tuple(rows)
+        rows.append(tuple(RawStream()(v) if _constant(v, functions) else None for v in row))
+    return (tuple(c.name for c in node.cols) if node.cols else None), tuple(rows), tuple(dict.fromkeys(functions))
 
 
-def _constant(value) -> bool:
-    while type(value).__name__ == "TypeCast":
-        value = value.arg
-    return type(value).__name__ == "A_Const"
+def _constant(value, functions: list[str]) -> bool:
+    """Whether an expression reads nothing (no column, parameter or subquery); the functions it
+    calls are added to `functions`."""
+    found = {"reads": False}
+
+    class Reads(Visitor):
+        def visit_ColumnRef(self, ancestors, node):
+            found["reads"] = True
+
+        def visit_ParamRef(self, ancestors, node):
+            found["reads"] = True
+
+        def visit_SubLink(self, ancestors, node):
+            found["reads"] = True
+
+        def visit_FuncCall(self, ancestors, node):
+            functions.append(node.funcname[-1].sval)
+
+    Reads()(value)
+    return not found["reads"] and type(value).__name__ != "SetToDefault"
+
+
+def _arbiter(conflict) -> tuple | None:
+    """What an ON CONFLICT clause checks a new row against (None: an expression rollout does not read)."""
+    if conflict.infer is None:
+        return ("any", ())
+    if conflict.infer.conname:
+        return ("constraint", (conflict.infer.conname,))
+    names = tuple(e.name for e in conflict.infer.indexElems or ())
+    return ("columns", names) if names and all(names) else None
 
 
 def _with_modifying_ctes(effect: Effect, node) -> Effect:
@@ -337,7 +368,8 @@ def _drop(node, text: str) -> Effect:
     if what in RELATION_OBJECTS:
         names = [from_list(obj) for obj in node.objects]
         mode = _SUE if node.concurrent else _AE
-        locks = [RelationLock(n, mode) for n in names]
+        # DROP INDEX CONCURRENTLY ends with ACCESS EXCLUSIVE on the index, once no query can use it
+        locks = [RelationLock(n, _AE if what == OBJ.OBJECT_INDEX else mode) for n in names]
         if what == OBJ.OBJECT_INDEX:
             expand += [Expand("index_table", n, mode) for n in names]
             expand += [Expand("index_partitions", n, mode) for n in names]
@@ -360,8 +392,8 @@ def _drop(node, text: str) -> Effect:
             label = OBJ(what).name.removeprefix("OBJECT_").lower()
             locks.append(RelationLock(table, _AE, f"{label} {obj[-1].sval}",
                                       only_if=(label, obj[-1].sval) if node.missing_ok else None))
-            if what == OBJ.OBJECT_TRIGGER:  # a partitioned table's trigger goes from its partitions too
-                expand.append(Expand("partitions", table, _AE))
+            if what == OBJ.OBJECT_TRIGGER:  # a partitioned table's row trigger goes from its partitions too
+                expand.append(Expand("trigger_clones", table, _AE, (obj[-1].sval,)))
     elif what == OBJ.OBJECT_STATISTIC_EXT:
         expand = [Expand("statistics_table", from_list(obj), _SUE) for obj in node.objects]
     elif what in (OBJ.OBJECT_TYPE, OBJ.OBJECT_DOMAIN) and not cascade:
@@ -376,7 +408,7 @@ def _drop(node, text: str) -> Effect:
             effect = {"loses_data": True, "breaks_old_readers": True}
     elif what == OBJ.OBJECT_SCHEMA:
         if cascade:
-            expand = [Expand("schema_relations", obj.sval, _AE) for obj in node.objects]
+            expand = [Expand("schema_cascade", obj.sval, _AE) for obj in node.objects]
             effect = {"loses_data": True, "breaks_old_readers": True}
     return Effect(text, kind, locks=tuple(locks), expand=tuple(expand), **effect)
 
@@ -397,8 +429,8 @@ def _rename(node, text: str) -> Effect:
         expand.append(Expand("children", table, _AE))
     if what == OBJ.OBJECT_TABCONSTRAINT:
         expand.append(Expand("constraint_index", table, _SUE, (node.subname,)))
-    if what == OBJ.OBJECT_TRIGGER:  # a partitioned table's trigger is renamed on its partitions too
-        expand.append(Expand("partitions", table, _AE))
+    if what == OBJ.OBJECT_TRIGGER:  # a partitioned table's row trigger is renamed on its partitions too
+        expand.append(Expand("trigger_clones", table, _AE, (node.subname,)))
     breaks = what in (OBJ.OBJECT_TABLE, OBJ.OBJECT_COLUMN, OBJ.OBJECT_VIEW, OBJ.OBJECT_MATVIEW,
                       OBJ.OBJECT_FOREIGN_TABLE, OBJ.OBJECT_SEQUENCE)
     return Effect(text, f"RENAME {label}", locks=(RelationLock(table, _AE),), breaks_old_readers=breaks,
@@ -442,7 +474,7 @@ def _reindex(node, text: str) -> Effect:
     if kind == enums.ReindexObjectType.REINDEX_OBJECT_INDEX:
         name = relation(node.relation)
         locks = (RelationLock(name, index, only_if=("plain_index", name)),)
-        expand = (Expand("index_table", name, heap), Expand("index_partitions", name, heap),
+        expand = (Expand("index_table", name, heap), Expand("index_leaves", name, heap),
                   Expand("partitioned_not_transactional", name, heap))
     elif kind == enums.ReindexObjectType.REINDEX_OBJECT_TABLE:
         name = relation(node.relation)
@@ -469,19 +501,20 @@ def _vacuum(node, text: str) -> Effect:
     kind = ("VACUUM" + (" FULL" if full else "")) if node.is_vacuumcmd else "ANALYZE"
     notes = () if names else ("names no table: it works through every table of the database",)
     # partitions are processed with their table; inheritance children too since PostgreSQL 18, and
-    # ANALYZE reads a sample of the children's rows
-    expand = tuple(e for n in names for e in (
-        Expand("partitions", n, mode), Expand("children", n, mode, since=18),
-        *((Expand("children", n, _A),) if "analyze" in options or not node.is_vacuumcmd else ()))) \
-        or (Expand("all_tables", "", mode),)
+    # ANALYZE reads a sample of the children's rows (with ONLY, since 18, that sample is all)
+    analyzes = "analyze" in options or not node.is_vacuumcmd
+    expand = tuple(e for r in node.rels or () for n in (relation(r.relation),) for e in (
+        (Expand("partitions", n, mode), Expand("children", n, mode, since=18)) if r.relation.inh else ()) +
+        ((Expand("leaves", n, _A),) if analyzes else ())) or (() if names else (Expand("all_tables", "", mode),))
     return Effect(text, kind, locks=tuple(RelationLock(n, mode) for n in names), scans=True, rewrites=full,
                   transactional=not node.is_vacuumcmd, long_running_ok=not full, expand=expand, notes=notes)
 
 
 def _cluster(node, text: str) -> Effect:
     if node.relation is None:
-        return Effect(text, "CLUSTER", transactional=False, assumed=True,
-                      notes=("reclusters every table that has a clustered index, each under ACCESS EXCLUSIVE",))
+        return Effect(text, "CLUSTER", transactional=False, scans=True, rewrites=True,
+                      expand=(Expand("clustered_tables", "", _AE),),
+                      notes=("reclusters every table of yours that has a clustered index, each under ACCESS EXCLUSIVE",))
     table = relation(node.relation)
     named = (Expand("sibling_plain_index", table, _AE, (node.indexname,)),) if node.indexname else ()
     return Effect(text, "CLUSTER", locks=(RelationLock(table, _AE),), scans=True, rewrites=True,
@@ -536,7 +569,8 @@ def _publication(node, text: str) -> Effect:
 
 def _owned(node, text: str) -> Effect:
     return Effect(text, type(node).__name__.removesuffix("Stmt"), loses_data=type(node).__name__ == "DropOwnedStmt",
-                  expand=tuple(Expand("owned_by_role", r.rolename, _AE) for r in node.roles if r.rolename))
+                  expand=tuple(Expand("owned_by_role_cascade" if getattr(node, "behavior", None) == enums.DropBehavior.DROP_CASCADE
+                                      else "owned_by_role", r.rolename, _AE) for r in node.roles if r.rolename))
 
 
 # --- views, triggers, policies, rules -----------------------------------------------------
@@ -563,7 +597,8 @@ def _trigger(node, text: str) -> Effect:
     locks = [RelationLock(table, mode)]
     if node.constrrel is not None:
         locks.append(RelationLock(relation(node.constrrel), _A, "constraint trigger"))
-    return Effect(text, "CREATE TRIGGER", locks=tuple(locks), expand=(Expand("partitions", table, mode),))
+    copies = (Expand("partitions", table, mode),) if node.row else ()  # statement triggers stay on the parent
+    return Effect(text, "CREATE TRIGGER", locks=tuple(locks), expand=copies)
 
 
 # --- types, functions, sequences --------------------------------------------------------

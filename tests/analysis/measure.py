@@ -6,7 +6,8 @@ runs in a new session A, observed by a session B:
 
 - B records every relation outside the system schemas (qualified name, relkind, relfilenode)
   before the statement.
-- Transactional statements: A runs BEGIN; <statement>; while A's transaction is still open, B
+- Transactional statements: A runs BEGIN; <statement>; SET CONSTRAINTS ALL IMMEDIATE (the
+  deferred checks a commit would run); while A's transaction is still open, B
   reads A's relation locks from pg_locks (so the query that reads them adds none); A reads the
   relfilenodes and its own sequential-scan counts (pg_stat_xact_all_tables) again; ROLLBACK.
   Cases without a setup of their own share one database, which the rollback leaves as it was
@@ -274,6 +275,11 @@ def in_transaction(a: psycopg.Connection, b: psycopg.Connection, statement: str)
             if exc.sqlstate == NOT_IN_TRANSACTION:
                 raise
             return finding(before, relation_locks(b, a.info.backend_pid), None, error=error_text(exc))
+        try:  # what the commit would do: deferred constraint checks run now
+            with a.transaction():
+                a.execute("SET CONSTRAINTS ALL IMMEDIATE")
+        except psycopg.Error:
+            pass  # the commit would fail: the locks its checks took still count
         locks = relation_locks(b, a.info.backend_pid)
         return finding(before, locks, relations(a), scanned(counts, seq_scans(a, PENDING_SCANS)))
     finally:

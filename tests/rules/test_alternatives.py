@@ -16,6 +16,7 @@ import pglast
 import pytest
 
 from orchestrator.analysis import Lock, analyze
+from orchestrator.analysis.catalog import resolve
 
 from ..conftest import Rollout, write_plan
 
@@ -137,8 +138,11 @@ def test_the_safe_alternative_runs_and_avoids_the_lock_it_warns_about(case, tmp_
     table = db.execute("SELECT %s::regclass::oid", (case.table,)).fetchone()[0]  # followed through renames
     for statement, in_transaction in statements:
         if not in_transaction:  # CONCURRENTLY: autocommit, as its migration runs; its lock is the corpus's
-            assert not analyze(statement)[0].transactional
-            assert not analyze(statement)[0].lock.covers(warned)
+            effect = resolve(db, analyze(statement)[0])
+            name = db.execute("SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) FROM pg_class AS c "
+                              "JOIN pg_namespace AS n ON n.oid = c.relnamespace WHERE c.oid = %s", (table,)).fetchone()[0]
+            assert not effect.transactional
+            assert not (effect.lock_on(name) or Lock.ACCESS_SHARE).covers(warned)  # on the table
             db.execute(statement)
             continue
         lock, scans, rewrote = watched(db, statement, table)
