@@ -334,7 +334,7 @@ def reset(plan: Plan, env: str) -> None:
     """Drop the embedded environment's database; the next command starts from its bootstrap."""
     embedded_environment(plan, env)
     with connect(resolve_target(plan, env), "rollout db reset") as conn:
-        acquire_env_lock(conn, env)  # never drop a database another operator is working in
+        acquire_env_lock(conn, env).release()  # never drop a database another operator is working in
     drop_database(plan, env)
 
 

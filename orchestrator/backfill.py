@@ -393,15 +393,19 @@ class Engine:
         return int(min(self.job.max_batch, max(self.job.min_batch, size * factor)))
 
     def _ping_lock(self, force: bool = False) -> None:
-        """Every few seconds, check the connection that holds the environment lock is alive."""
+        """Every few seconds, check the connections that hold the environment lock and run the
+        backfill's bookkeeping are alive."""
         if not force and time.monotonic() - self._last_ping < LOCK_PING_SECONDS:
             return
         self._last_ping = time.monotonic()
+        what = f"backfill {self.job.name}"
+        if self.session.lock is not None:
+            self.session.lock.check(what)
         try:
             self.session.conn.execute("SELECT 1")
         except psycopg.Error:
-            raise ConnectionLost(f"backfill {self.job.name}: lost the connection holding the environment lock; "
-                             f"stopped at a committed checkpoint. Run the same command again to continue") from None
+            raise ConnectionLost(f"{what}: lost its connection to the database; stopped at a committed checkpoint. "
+                                 "Run the same command again to continue") from None
 
     def _share(self, covered: int) -> str:
         return f"{100 * covered / self.estimate:.0f}%" if self.estimate else "of an unknown total"

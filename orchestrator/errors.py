@@ -55,7 +55,7 @@ class ConnectionLost(StepFailed):
 
 
 class EnvironmentLocked(RolloutError):
-    """Another operator holds this environment's advisory lock."""
+    """Another operator holds this environment's lock."""
 
     exit_code = EXIT_LOCKED
 

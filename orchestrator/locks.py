@@ -1,9 +1,16 @@
 """Locks: one operator per environment, and statements that never wait long for a table lock.
 
-The environment lock is a session advisory lock: it dies with its connection, so a killed
-process can never leave it behind (a lock row would). DDL runs under a short lock_timeout and
-is retried with jittered exponential backoff, so a statement queued behind a long reader never
-stalls the application's own queries for longer than lock_timeout.
+The environment lock is `LOCK TABLE rollout."lock <env>" IN EXCLUSIVE MODE`, held in an open
+transaction by a connection of its own for as long as the command runs:
+- only a role that may write rollout's tables can take it (that mode needs UPDATE, DELETE or
+  TRUNCATE on the table, which only its owner, the operator role, has): the application's role
+  cannot take it and turn operators away, as it could an advisory lock, which any role may take;
+- it dies with its connection, so a killed process can never leave it behind (a lock row would);
+- it assigns no transaction id and holds no snapshot between statements, so it holds back no
+  vacuum however long a backfill runs.
+DDL runs under a short lock_timeout and is retried with jittered exponential backoff, so a
+statement queued behind a long reader never stalls the application's own queries for longer
+than lock_timeout.
 """
 
 from __future__ import annotations
@@ -17,23 +24,90 @@ from contextlib import contextmanager
 from typing import TypeVar
 
 import psycopg
+from psycopg import sql
 
-from .errors import EnvironmentLocked, StepFailed
+from .errors import ConnectionLost, EnvironmentLocked, PermissionDenied, StepFailed
 
 T = TypeVar("T")
 
 
-def env_lock_key(env: str) -> int:
-    """A stable signed 64-bit advisory lock key for an environment."""
-    digest = hashlib.blake2b(f"rollout:{env}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big", signed=True)
+def env_lock_table(env: str) -> str:
+    """The name of the table whose lock is the environment's (a fixed length for any name)."""
+    return "lock " + hashlib.blake2b(env.encode(), digest_size=8).hexdigest()
 
 
-def acquire_env_lock(conn: psycopg.Connection, env: str) -> None:
-    """Take the environment's lock at once, or raise EnvironmentLocked naming the holder."""
-    got = conn.execute("SELECT pg_try_advisory_lock(%s)", (env_lock_key(env),)).fetchone()[0]
-    if not got:
-        raise EnvironmentLocked(describe_env_lock_holder(conn, env))
+class EnvLock:
+    """An environment's lock, held by its own connection until `release` (or the process ends)."""
+
+    def __init__(self, holder: psycopg.Connection, env: str):
+        self.holder, self.env = holder, env
+
+    def check(self, what: str) -> None:
+        """Raise ConnectionLost if the connection holding the lock is gone (another operator may
+        have it now): `what` names the work that stops."""
+        try:  # an empty query: any statement would take a snapshot, and CREATE INDEX CONCURRENTLY waits for those
+            self.holder.execute("")
+        except psycopg.Error:
+            raise ConnectionLost(f"{what}: lost the connection holding the environment lock of {self.env!r}; "
+                                 "stopped at what had committed. Run the same command again to continue") from None
+
+    def release(self) -> None:
+        self.holder.close()
+
+    def __enter__(self) -> EnvLock:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def acquire_env_lock(conn: psycopg.Connection, env: str) -> EnvLock:
+    """Take the environment's lock at once, or raise EnvironmentLocked naming the holder.
+    `conn` is the operator's connection: the lock's own connection is made like it."""
+    table = sql.Identifier("rollout", env_lock_table(env))
+    _ensure_lock_table(conn, env)
+    holder = psycopg.connect(conn.info.dsn, password=conn.info.password, autocommit=True,
+                             application_name=(conn.info.parameter_status("application_name") or "rollout")[:63])
+    try:
+        holder.execute("SET idle_in_transaction_session_timeout = 0")  # it idles in its transaction by design
+        holder.execute("BEGIN")
+        holder.execute(sql.SQL("LOCK TABLE {} IN EXCLUSIVE MODE NOWAIT").format(table))
+    except psycopg.errors.LockNotAvailable:
+        holder.close()
+        raise EnvironmentLocked(describe_env_lock_holder(conn, env)) from None
+    except psycopg.errors.InsufficientPrivilege:
+        holder.close()
+        raise PermissionDenied(
+            f"role {conn.info.user!r} may not take environment {env!r}'s lock (LOCK TABLE on rollout's table "
+            f"{env_lock_table(env)!r} needs UPDATE on it): only the operator role, which owns the rollout schema, "
+            "may change this environment; run the command as that role") from None
+    except BaseException:
+        holder.close()
+        raise
+    return EnvLock(holder, env)
+
+
+def _ensure_lock_table(conn: psycopg.Connection, env: str) -> None:
+    """The environment's lock table, and the rollout schema it lives in (created on first use;
+    two operators starting at once both get them)."""
+    name = env_lock_table(env)
+    for attempt in range(3):
+        if conn.execute("SELECT to_regclass(%s)", (f'rollout."{name}"',)).fetchone()[0] is not None:
+            return
+        try:
+            with conn.transaction():
+                conn.execute("CREATE SCHEMA IF NOT EXISTS rollout")
+                conn.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} ()").format(sql.Identifier("rollout", name)))
+                conn.execute(sql.SQL("COMMENT ON TABLE {} IS {}").format(
+                    sql.Identifier("rollout", name), sql.Literal(f"rollout's lock of environment {env}")))
+            return
+        except (psycopg.errors.UniqueViolation, psycopg.errors.DuplicateObject, psycopg.errors.DuplicateTable,
+                psycopg.errors.DuplicateSchema):
+            continue  # another operator created it a moment ago
+        except psycopg.errors.InsufficientPrivilege:
+            raise PermissionDenied(
+                f"role {conn.info.user!r} may not create rollout's state in this database (environment {env!r}): "
+                "run the command as the operator role, which owns the rollout schema") from None
 
 
 def describe_env_lock_holder(conn: psycopg.Connection, env: str) -> str:
@@ -41,10 +115,10 @@ def describe_env_lock_holder(conn: psycopg.Connection, env: str) -> str:
         """
         SELECT l.pid, a.application_name, a.backend_start, a.client_addr::text
         FROM pg_locks AS l JOIN pg_stat_activity AS a USING (pid)
-        WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
-          AND ((l.classid::bigint << 32) | l.objid::bigint) = %s
+        WHERE l.locktype = 'relation' AND l.granted AND l.mode = 'ExclusiveLock'
+          AND l.relation = to_regclass(%s)
         """,
-        (env_lock_key(env),),
+        (f'rollout."{env_lock_table(env)}"',),
     ).fetchone()
     if holder is None:
         return f"environment {env!r} was locked by another operator a moment ago; try again"
@@ -52,9 +126,8 @@ def describe_env_lock_holder(conn: psycopg.Connection, env: str) -> str:
     run = None
     if conn.execute("SELECT to_regclass('rollout.runs')").fetchone()[0]:
         run = conn.execute(
-            "SELECT actor, command, started_at FROM rollout.runs WHERE env = %s AND backend_pid = %s AND finished_at IS NULL",
-            (env, pid),
-        ).fetchone()
+            "SELECT actor, command, started_at FROM rollout.runs WHERE env = %s AND finished_at IS NULL "
+            "ORDER BY started_at DESC LIMIT 1", (env,)).fetchone()
     who = f"{run[0]} running `rollout {run[1]}` since {run[2]:%Y-%m-%d %H:%M:%S %Z}" if run else (
         f"{app or 'a session'} since {since:%Y-%m-%d %H:%M:%S %Z}")
     return (

@@ -42,7 +42,7 @@ def yoyo_backend(conn: psycopg.Connection) -> PostgresqlPsycopgBackend:
     backend = _SharedConnectionBackend(conn)
     backend.init_database()
     # yoyo's own lock is a row with a client pid: a killed run leaves it behind and blocks every
-    # later one. Under rollout's advisory lock no other yoyo run of ours is live, so clear it.
+    # later one. Under rollout's environment lock no other yoyo run of ours is live, so clear it.
     backend.break_lock()
     backend.ensure_internal_schema_updated()
     # Every role may read which migrations are applied (rollout status), as it may read rollout's state.

@@ -344,6 +344,8 @@ def _run_migrations(session: Session, step: Step, phase: str, direction: str) ->
     todo = [m for m in migrations if m.hash not in applied] if direction == "apply" else [
         m for m in reversed(migrations) if m.hash in applied]
     for migration in todo:
+        if session.lock is not None:  # never run DDL once another operator could hold the environment
+            session.lock.check(f"step {step.id!r}: migration {migration.id}")
         _run_one(session, step, migration, phase, direction)
     return len(todo)
 

@@ -14,7 +14,7 @@ import psycopg
 from . import flags, state
 from .database import Target, connect, resolve_target
 from .errors import ConnectionLost, RolloutError
-from .locks import acquire_env_lock, env_lock_key
+from .locks import EnvLock, acquire_env_lock
 from .migrations import applied_hashes, yoyo_backend
 from .plan import Plan
 from .state import Event
@@ -37,6 +37,7 @@ class Session:
     run_id: int | None = None
     progress: Callable[[object], None] = field(default=lambda progress: None, repr=False)
     backup: bool = True  # pg_dump tables before destructive statements (--no-backup turns it off)
+    lock: EnvLock | None = None  # the environment's lock, for the commands that take it
     _backend: object | None = field(default=None, repr=False)
 
     @property
@@ -91,16 +92,18 @@ def open_session(plan: Plan, env: str, *, dsn: str | None, actor: str, command: 
     target = resolve_target(plan, env, dsn)
     conn = connect(target)
     outcome = "failed"
+    held = None
     try:
         if lock:
-            acquire_env_lock(conn, env)
+            _refuse_lost_records(conn, plan, env)  # before the lock, whose table it would create
+            held = acquire_env_lock(conn, env)
             _refuse_lost_records(conn, plan, env)
             state.ensure_schema(conn)
             run_id, stale = state.begin_run(conn, env, command, actor)
         else:
             _ensure_schema_briefly(conn, env)
             run_id, stale = None, []
-        session = Session(plan, target, conn, actor, report, run_id)
+        session = Session(plan, target, conn, actor, report, run_id, lock=held)
         if progress is not None:
             session.progress = progress
         with conn.transaction():
@@ -128,8 +131,13 @@ def open_session(plan: Plan, env: str, *, dsn: str | None, actor: str, command: 
             "Run the same command again to continue") from None
     finally:
         if not conn.closed and not conn.broken and "session" in locals() and session.run_id is not None:
-            state.finish_run(conn, session.run_id, outcome)
+            try:
+                state.finish_run(conn, session.run_id, outcome)
+            except psycopg.OperationalError:
+                pass  # the server went away: the next run marks this one interrupted
         conn.close()
+        if held is not None:
+            held.release()
 
 
 def _refuse_lost_records(conn: psycopg.Connection, plan: Plan, env: str) -> None:
@@ -160,8 +168,5 @@ def _ensure_schema_briefly(conn: psycopg.Connection, env: str) -> None:
     if state.schema_exists(conn):
         state.ensure_schema_current(conn)
         return
-    acquire_env_lock(conn, env)
-    try:
+    with acquire_env_lock(conn, env):
         state.ensure_schema(conn)
-    finally:
-        conn.execute("SELECT pg_advisory_unlock(%s)", (env_lock_key(env),))

@@ -127,6 +127,14 @@ def write_plan(directory: Path, plan: str, files: dict[str, str] | None = None) 
     return path
 
 
+def env_locks(db) -> int:
+    """How many environment locks are held in the database (rollout's lock tables, locked)."""
+    return db.execute("""
+        SELECT count(*) FROM pg_locks AS l JOIN pg_class AS c ON c.oid = l.relation
+          JOIN pg_namespace AS n ON n.oid = c.relnamespace
+         WHERE n.nspname = 'rollout' AND c.relname LIKE 'lock %' AND l.mode = 'ExclusiveLock' AND l.granted""").fetchone()[0]
+
+
 class Rollout:
     """Runs the CLI in-process against a plan and a database, as an operator would."""
 

@@ -207,24 +207,22 @@ def test_verify_command_reports_each_check(widgets, db):
 
 def test_second_operator_exits_3_naming_the_holder(widgets, dsn, db):
     assert widgets("apply").exit_code == 0  # creates the rollout schema
-    from orchestrator.locks import env_lock_key
+    from orchestrator.locks import acquire_env_lock
 
-    with psycopg.connect(dsn, autocommit=True, application_name="alice's rollout") as other:
-        other.execute("SELECT pg_advisory_lock(%s)", (env_lock_key("local"),))
+    with psycopg.connect(dsn, autocommit=True, application_name="alice's rollout") as other, \
+            acquire_env_lock(other, "local") as lock:
         other.execute("INSERT INTO rollout.runs (env, command, actor) VALUES ('local', 'apply', 'alice')")
         result = widgets("rollback", "widgets")
         assert result.exit_code == 3
         assert "environment 'local' is locked by alice running `rollout apply` since" in result.output
-        assert f"backend pid {other.info.backend_pid}" in result.output
+        assert f"backend pid {lock.holder.info.backend_pid}" in result.output
     assert states(widgets)["widgets"] == "done"
 
 
 def test_a_killed_operator_leaves_no_lock_behind(widgets, dsn, db):
     assert widgets("apply").exit_code == 0
-    from orchestrator.locks import env_lock_key
-
-    code = (f"import psycopg, os, signal\nc = psycopg.connect({dsn!r}, autocommit=True)\n"
-            f"c.execute('SELECT pg_advisory_lock(%s)', ({env_lock_key('local')},))\n"
+    code = (f"import psycopg, os, signal\nfrom orchestrator.locks import acquire_env_lock\n"
+            f"c = psycopg.connect({dsn!r}, autocommit=True)\nlock = acquire_env_lock(c, 'local')\n"
             "c.execute(\"INSERT INTO rollout.runs (env, command, actor) VALUES ('local', 'apply', 'killed')\")\n"
             "os.kill(os.getpid(), signal.SIGKILL)\n")
     assert subprocess.run([sys.executable, "-c", code]).returncode == -9

@@ -15,8 +15,9 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
 from orchestrator import embedded
+from orchestrator.locks import acquire_env_lock
 
-from .conftest import Rollout, write_plan
+from .conftest import Rollout, env_locks, write_plan
 
 # The operator's loop (cron, or a person): apply, advance every rollout, until all is done.
 OPERATOR = """
@@ -71,7 +72,7 @@ def rows(db) -> dict[str, str]:
 
 
 def holds_lock(db) -> bool:
-    return db.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted").fetchone()[0] > 0
+    return env_locks(db) > 0
 
 
 def doing(db) -> str | None:
@@ -135,7 +136,7 @@ def test_sigkill_anywhere_in_the_whole_plan(bot_plan, server, new_database):
             # yoyo's own log: every migration was applied exactly once, however often we were killed
             assert b.execute("SELECT count(*) FROM (SELECT migration_id FROM _yoyo_log WHERE operation = 'apply' "
                              "GROUP BY 1 HAVING count(*) > 1) AS twice").fetchone()[0] == 0
-            assert b.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'").fetchone()[0] == 0
+            assert env_locks(b) == 0
             assert b.execute("SELECT count(*) FROM rollout.runs WHERE finished_at IS NULL").fetchone()[0] == 0
             interrupted = b.execute("SELECT count(*) FROM rollout.events WHERE kind = 'run.interrupted'").fetchone()[0]
             assert interrupted >= kills // 2  # most kills land while a run holds the environment
@@ -198,12 +199,9 @@ def test_two_operators_at_once_many_times(tmp_path, dsn, db):
 
 
 def test_the_losing_operator_is_told_at_once(tmp_path, dsn, db):
-    from orchestrator.locks import env_lock_key
-
     path = write_plan(tmp_path, SLOW, SLOW_FILES)
     assert Rollout(path, dsn)("apply").exit_code == 0
-    with psycopg.connect(dsn, autocommit=True) as other:
-        other.execute("SELECT pg_advisory_lock(%s)", (env_lock_key("local"),))
+    with psycopg.connect(dsn, autocommit=True) as other, acquire_env_lock(other, "local"):
         # held for as long as this block runs: a command that waited for it would never return
         result = Rollout(path, dsn)("rollback", "slow")
         assert result.exit_code == 3 and "is locked by" in result.output

@@ -145,11 +145,10 @@ def test_kill_switch_reaches_the_client_within_its_interval_and_sql_at_once(note
 
 
 def test_flags_set_works_while_another_operator_holds_the_environment(notes, dsn):
-    from orchestrator.locks import env_lock_key
+    from orchestrator.locks import acquire_env_lock
 
     assert notes("apply").exit_code == 0
-    with psycopg.connect(dsn, autocommit=True) as other:
-        other.execute("SELECT pg_advisory_lock(%s)", (env_lock_key("local"),))
+    with psycopg.connect(dsn, autocommit=True) as other, acquire_env_lock(other, "local"):
         assert notes("apply").exit_code == 3
         assert notes("flags", "set", "notes_write", "off", "--reason", "incident").exit_code == 0
 

@@ -103,3 +103,30 @@ def test_a_password_never_appears_in_output_events_or_logs(tmp_path, server, pas
     for log in Path(server.data_dir).parent.glob("**/log"):
         if log.is_file():
             assert password not in log.read_text(errors="replace")
+
+
+def test_the_application_role_cannot_take_the_environment_lock_or_keep_operators_out(tmp_path, dsn, app_role):
+    """The environment lock is a table lock only the operator role may take: the application's role
+    is refused it, and whatever it holds (every lock it may take on rollout's objects, an advisory
+    lock on any key) leaves the operator free to work."""
+    from orchestrator.errors import PermissionDenied
+    from orchestrator.locks import acquire_env_lock, env_lock_table
+
+    role, app_dsn = app_role
+    operator = Rollout(write_plan(tmp_path, PLAN, FILES), dsn)
+    assert operator("apply").exit_code == 0
+    table = sql.Identifier("rollout", env_lock_table("local"))
+    with psycopg.connect(app_dsn, autocommit=True) as app:
+        for mode in ("ACCESS SHARE", "ROW SHARE", "EXCLUSIVE", "ACCESS EXCLUSIVE"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege), app.transaction():
+                app.execute(sql.SQL("LOCK TABLE {} IN {} MODE").format(table, sql.SQL(mode)))
+        with pytest.raises(PermissionDenied, match="may not take environment 'local'"):
+            acquire_env_lock(app, "local")
+        app.execute("BEGIN")  # the application's role holds what it can: the tables it may read, advisory keys
+        app.execute("LOCK TABLE rollout.steps, rollout.flags IN ACCESS SHARE MODE")
+        app.execute("SELECT pg_advisory_lock(k) FROM generate_series(-100, 100) AS k")
+        result = operator("rollback", "notes", "--yes")
+        assert result.exit_code == 0, result.output
+        app.execute("ROLLBACK")
+    result = Rollout(operator.plan, app_dsn)("apply")
+    assert result.exit_code == 2 and "may not" in result.output and "Traceback" not in result.output
