@@ -14,7 +14,7 @@ import time
 import psycopg
 import pytest
 
-from .conftest import Rollout, write_plan
+from .conftest import Rollout, env_locks, write_plan
 
 PLAN = """\
 version: 1
@@ -105,7 +105,7 @@ def test_sigkill_anywhere_loses_and_duplicates_nothing(tmp_path, dsn, db):
     assert kills == 6, "every kill should land while the job runs"
     assert covered == sorted(covered) and covered[-1] < rows, covered  # progress kept across kills
     assert db.execute("SELECT count(*), min(n), max(n) FROM items").fetchone() == (rows, 1, 1)
-    assert db.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'").fetchone()[0] == 0
+    assert env_locks(db) == 0
     interrupted = db.execute("SELECT count(*) FROM rollout.runs WHERE outcome = 'interrupted'").fetchone()[0]
     assert left_open and interrupted == len(left_open)
     assert "from checkpoint after" in final.stdout
