@@ -125,6 +125,11 @@ class _ProgressView:
             self._bars.stop()
 
 
+def _fail(ctx: click.Context, error: RolloutError) -> None:
+    click.echo(visible(f"error: {error}"), err=True)
+    ctx.exit(error.exit_code)
+
+
 class _RolloutGroup(click.Group):
     """Turn RolloutError into its message and documented exit code; anything else is a bug."""
 
@@ -132,24 +137,19 @@ class _RolloutGroup(click.Group):
         try:
             return super().invoke(ctx)
         except psycopg.errors.InsufficientPrivilege as exc:
-            denied = PermissionDenied(
+            _fail(ctx, PermissionDenied(
                 f"{exc.diag.message_primary}: this database role may not do that. rollout changes its state, "
                 "flags and schema as the operator's role (the owner of the rollout schema); other roles, the "
-                "application's among them, may only read them and call rollout.is_enabled")
-            click.echo(visible(f"error: {denied}"), err=True)
-            ctx.exit(denied.exit_code)
+                "application's among them, may only read them and call rollout.is_enabled"))
         except RolloutError as exc:
-            click.echo(visible(f"error: {exc}"), err=True)
-            ctx.exit(exc.exit_code)
+            _fail(ctx, exc)
         except psycopg.errors.UndefinedTable as exc:
             if 'relation "rollout.' not in str(exc.diag.message_primary):
                 raise
-            damaged = RolloutError(
+            _fail(ctx, RolloutError(
                 f"{exc.diag.message_primary}: this database's rollout schema lacks a table of its own (dropped by "
                 "hand). rollout will not guess the state it held: restore the rollout schema from a backup "
-                "(pg_dump --schema=rollout), then run the same command again")
-            click.echo(visible(f"error: {damaged}"), err=True)
-            ctx.exit(damaged.exit_code)
+                "(pg_dump --schema=rollout), then run the same command again"))
         except KeyboardInterrupt:
             click.echo(f"\ninterrupted: `rollout {ctx.invoked_subcommand}` stopped; what had committed stays (each "
                        "migration and backfill batch commits with its record): run the same command again to "

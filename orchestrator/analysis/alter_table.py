@@ -206,9 +206,10 @@ def analyze(node, text: str) -> Effect:
             + ", ".join(dict.fromkeys(facts.labels)))
     if node.objtype == enums.ObjectType.OBJECT_TYPE:  # a composite type: its typed tables change with CASCADE
         facts.expand.append(Expand("typed_tables", facts.target, _AE))
+        # its typed tables are rewritten with CASCADE, unless the change keeps the stored values (judged
+        # on the composite type's own attribute, as for a table's column)
         cascade = any(cmd.behavior == enums.DropBehavior.DROP_CASCADE for cmd in node.cmds)
         facts.flags["rewrites"] = facts.flags["rewrites"] and cascade
-        facts.effect["retypes"] = []
     elif node.objtype != enums.ObjectType.OBJECT_TABLE and node.objtype != enums.ObjectType.OBJECT_MATVIEW:
         facts.flags["rewrites"] = False  # an index or a sequence is no table to rewrite
     return Effect(text, kind, locks=tuple(facts.locks), expand=tuple(facts.expand),
@@ -264,8 +265,10 @@ def _add_constraint(facts: _Facts, cmd) -> None:
     label = {C.CONSTR_FOREIGN: "ADD FOREIGN KEY", C.CONSTR_CHECK: "ADD CHECK", C.CONSTR_UNIQUE: "ADD UNIQUE",
              C.CONSTR_PRIMARY: "ADD PRIMARY KEY", C.CONSTR_EXCLUSION: "ADD EXCLUDE",
              C.CONSTR_NOTNULL: "ADD NOT NULL"}.get(kind, "ADD CONSTRAINT") + ("" if valid else " NOT VALID")
-    if kind == C.CONSTR_FOREIGN:
-        facts.take(Sub(label, _SRE, scans=valid))
+    if kind == C.CONSTR_FOREIGN:  # partitions get the key; inheritance children too since PostgreSQL 16
+        facts.take(Sub(label, _SRE, scans=valid), recurses=False)
+        if facts.inh:
+            facts.expand += [Expand("partitions", facts.target, _SRE), Expand("inheritors", facts.target, _SRE, since=16)]
         facts.other(relation(constraint.pktable), _SRE, "foreign key")
         facts.expand.append(Expand("partitions", relation(constraint.pktable), _SRE))
         if valid:

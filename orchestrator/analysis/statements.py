@@ -344,7 +344,7 @@ def _create_table_as(node, text: str) -> Effect:
     into = getattr(node, "into", None)
     if into is not None and into.skipData:  # WITH NO DATA: the query is analysed, not run
         return Effect(text, kind + " WITH NO DATA", locks=tuple(reads))
-    return Effect(text, kind, locks=tuple(reads), expand=_read_expansions(reads))
+    return Effect(text, kind, locks=tuple(reads), expand=_read_expansions(reads), planned=True)
 
 
 def _truncate(node, text: str) -> Effect:
@@ -353,6 +353,9 @@ def _truncate(node, text: str) -> Effect:
     expand += [Expand("triggers", n, _RE, ("TRUNCATE",)) for n in names]
     if node.behavior == enums.DropBehavior.DROP_CASCADE:
         expand += [Expand("foreign_keys_in_all", n, _AE) for n in names]
+        expand += [Expand("cascaded_triggers", n, _RE, ("TRUNCATE",)) for n in names]
+        if node.restart_seqs:
+            expand += [Expand("cascaded_sequences", n, _AE) for n in names]
     if node.restart_seqs:
         expand += [Expand("owned_sequences", n, _AE) for n in names]
     return Effect(text, "TRUNCATE", locks=tuple(RelationLock(n, _AE) for n in names), loses_data=True,
@@ -382,6 +385,7 @@ def _drop(node, text: str) -> Effect:
             expand += [Expand("foreign_keys_in_direct", n, _AE) for n in names]
             expand += [Expand("owned_sequences", n, _AE) for n in names]
             expand += [Expand("parents", n, _AE) for n in names]
+            expand += [Expand("sibling_default", n, _AE) for n in names]
         if what in (OBJ.OBJECT_VIEW, OBJ.OBJECT_MATVIEW):
             effect = {"breaks_old_readers": True}
         if cascade:
@@ -560,17 +564,20 @@ def _grant(node, text: str) -> Effect:
 
 
 def _publication(node, text: str) -> Effect:
-    tables = [relation(o.pubtable.relation) for o in node.pubobjects or () if o.pubtable is not None]
+    relations = [o.pubtable.relation for o in node.pubobjects or () if o.pubtable is not None]
     replaces = getattr(node, "action", None) == enums.AlterPublicationAction.AP_SetObjects
     return Effect(text, type(node).__name__.removesuffix("Stmt"),
-                  locks=tuple(RelationLock(name, _SUE) for name in tables),
-                  expand=(Expand("publication_tables", node.pubname, _SUE),) if replaces else ())
+                  locks=tuple(RelationLock(relation(r), _SUE) for r in relations),
+                  expand=tuple(Expand("inheritors", relation(r), _SUE) for r in relations if r.inh)
+                  + ((Expand("publication_tables", node.pubname, _SUE),) if replaces else ()))
 
 
 def _owned(node, text: str) -> Effect:
     return Effect(text, type(node).__name__.removesuffix("Stmt"), loses_data=type(node).__name__ == "DropOwnedStmt",
                   expand=tuple(Expand("owned_by_role_cascade" if getattr(node, "behavior", None) == enums.DropBehavior.DROP_CASCADE
-                                      else "owned_by_role", r.rolename, _AE) for r in node.roles if r.rolename))
+                                      else "owned_by_role", r.rolename, _AE) for r in node.roles if r.rolename)
+                  + tuple(Expand("role_policies", r.rolename, _AE) for r in node.roles
+                          if r.rolename and type(node).__name__ == "DropOwnedStmt"))
 
 
 # --- views, triggers, policies, rules -----------------------------------------------------
@@ -697,25 +704,33 @@ def _do(node, text: str) -> Effect:
 
 
 def plpgsql_statements(body: str, returns: str = "void") -> list[str] | None:
-    """The SQL statements a PL/pgSQL body runs (not its expressions), or None when it does not
-    parse (`returns` trigger gives the body NEW, OLD and TG_ variables)."""
-    wrapped = f"CREATE FUNCTION pg_temp.rollout_do() RETURNS {returns} LANGUAGE plpgsql AS $rollout${body}$rollout$"
-    try:
-        tree = parse_plpgsql(wrapped)
-    except Exception:  # noqa: BLE001 - any parser failure means "cannot read it"
+    """The SQL a PL/pgSQL body runs: its statements, and its expressions as SELECTs (an IF EXISTS
+    (SELECT ...) reads a table too); None when it does not parse (`returns` trigger gives the body
+    NEW, OLD and TG_ variables; a body that returns a value, or rows, is tried as such)."""
+    tree = None
+    for kind in dict.fromkeys((returns, "record", "SETOF record")):
+        try:
+            tree = parse_plpgsql(f"CREATE FUNCTION pg_temp.rollout_do() RETURNS {kind} LANGUAGE plpgsql "
+                                 f"AS $rollout${body}$rollout$")
+            break
+        except Exception:  # noqa: BLE001 - any parser failure means "cannot read it" (as this kind)
+            continue
+    if tree is None:
         return None
     found: list[str] = []
 
     def walk(value, key=None):
         if isinstance(value, dict):
             for k, v in value.items():
-                if k == "PLpgSQL_expr" and key in ("sqlstmt", "expr", "query"):
+                if k == "PLpgSQL_expr":
                     query = v.get("query", "")
-                    try:
-                        parse_sql(query)
-                    except Exception:  # noqa: BLE001 - an expression, not a statement
-                        continue
-                    found.append(query)
+                    for text in (query, f"SELECT {query}"):  # a statement, or an expression
+                        try:
+                            parse_sql(text)
+                        except Exception:  # noqa: BLE001 - not this form
+                            continue
+                        found.append(text)
+                        break
                 else:
                     walk(v, k)
         elif isinstance(value, list):
