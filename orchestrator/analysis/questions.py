@@ -371,27 +371,20 @@ _VIEWS_OVER_COLUMNS = """
 def _function_dependents(conn, name, q):
     """Tables whose triggers, defaults, rules, indexes, constraints or policies use the function."""
     return _names(conn, """
-        SELECT x.indrelid FROM pg_index AS x JOIN pg_depend AS d ON d.classid = 'pg_class'::regclass
-           AND d.objid = x.indexrelid AND d.refclassid = 'pg_proc'::regclass
-         WHERE d.refobjid IN (SELECT oid FROM pg_proc WHERE proname = %(name)s)
+        WITH uses AS (SELECT d.classid, d.objid FROM pg_depend AS d WHERE d.refclassid = 'pg_proc'::regclass
+                         AND d.refobjid IN (SELECT oid FROM pg_proc WHERE proname = %(name)s))
+        SELECT x.indrelid FROM uses JOIN pg_index AS x ON uses.classid = 'pg_class'::regclass AND x.indexrelid = uses.objid
         UNION
-        SELECT c.conrelid FROM pg_constraint AS c JOIN pg_depend AS d ON d.classid = 'pg_constraint'::regclass
-           AND d.objid = c.oid AND d.refclassid = 'pg_proc'::regclass
-         WHERE c.conrelid <> 0 AND d.refobjid IN (SELECT oid FROM pg_proc WHERE proname = %(name)s)
+        SELECT c.conrelid FROM uses JOIN pg_constraint AS c ON uses.classid = 'pg_constraint'::regclass
+           AND c.oid = uses.objid WHERE c.conrelid <> 0
         UNION
-        SELECT p.polrelid FROM pg_policy AS p JOIN pg_depend AS d ON d.classid = 'pg_policy'::regclass
-           AND d.objid = p.oid AND d.refclassid = 'pg_proc'::regclass
-         WHERE d.refobjid IN (SELECT oid FROM pg_proc WHERE proname = %(name)s)
+        SELECT p.polrelid FROM uses JOIN pg_policy AS p ON uses.classid = 'pg_policy'::regclass AND p.oid = uses.objid
         UNION
-        SELECT t.tgrelid FROM pg_trigger AS t WHERE t.tgfoid IN (SELECT oid FROM pg_proc WHERE proname = %(name)s)
+        SELECT ad.adrelid FROM uses JOIN pg_attrdef AS ad ON uses.classid = 'pg_attrdef'::regclass AND ad.oid = uses.objid
         UNION
-        SELECT ad.adrelid FROM pg_attrdef AS ad JOIN pg_depend AS d ON d.classid = 'pg_attrdef'::regclass
-           AND d.objid = ad.oid AND d.refclassid = 'pg_proc'::regclass
-         WHERE d.refobjid IN (SELECT oid FROM pg_proc WHERE proname = %(name)s)
+        SELECT r.ev_class FROM uses JOIN pg_rewrite AS r ON uses.classid = 'pg_rewrite'::regclass AND r.oid = uses.objid
         UNION
-        SELECT r.ev_class FROM pg_rewrite AS r JOIN pg_depend AS d ON d.classid = 'pg_rewrite'::regclass
-           AND d.objid = r.oid AND d.refclassid = 'pg_proc'::regclass
-         WHERE d.refobjid IN (SELECT oid FROM pg_proc WHERE proname = %(name)s)""",
+        SELECT t.tgrelid FROM pg_trigger AS t WHERE t.tgfoid IN (SELECT oid FROM pg_proc WHERE proname = %(name)s)""",
                   {"name": name.split(".")[-1].strip('"')}, q.lock, "uses the function (CASCADE)")
 
 
