@@ -134,13 +134,18 @@ def _apply_step(session: Session, step: Step) -> str:
     return "finished"
 
 
+def _flag_short_of_on(session: Session, step: Step):
+    """The step's flag value when it is not fully on (some subjects still get the old shape), else None."""
+    if step.flag is None:
+        return None
+    value = flags.read(session.conn, session.plan, session.env)[step.flag]
+    return None if value.enabled and value.percent >= 100 else value
+
+
 def _require_flag_on(session: Session, step: Step) -> None:
     """A flagged step's contract runs only with its flag on: finishing an interrupted contract, or one
     a hand edit started, must not take the old shape away from subjects the flag still sends to it."""
-    if step.flag is None:
-        return
-    value = flags.read(session.conn, session.plan, session.env)[step.flag]
-    if not (value.enabled and value.percent >= 100):
+    if (value := _flag_short_of_on(session, step)) is not None:
         raise StepFailed(f"step {step.id!r} would go on with its contract (the finalize migrations), but flag "
                          f"{step.flag} is {value.shown}: the contract would take away the shape the application uses "
                          f"when the flag is off. `rollout flags set {step.flag} on` once 100% is safe, then run the same "
@@ -165,8 +170,7 @@ def _stage_blocker(session: Session, step: Step, current: state.StepState) -> _B
     """Why the rollout may not leave its current stage yet: the hold time, or a failing check."""
     stages = session.plan.stages(step)
     if current.stage == len(stages.stages) - 1:
-        value = flags.read(session.conn, session.plan, session.env)[step.flag]
-        if not (value.enabled and value.percent >= 100):  # set back by hand, or the stage edited by hand
+        if (value := _flag_short_of_on(session, step)) is not None:  # set back by hand, or the stage edited by hand
             return _Blocker(f"flag {step.flag} is {value.shown}, not on, while the rollout records its last stage "
                             f"(100%): the contract would take away the shape the application still uses when it is "
                             f"off. `rollout flags set {step.flag} on` once 100% is safe, or `rollout abort {step.id}`")

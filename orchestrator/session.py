@@ -97,7 +97,6 @@ def open_session(plan: Plan, env: str, *, dsn: str | None, actor: str, command: 
         if lock:
             _refuse_lost_records(conn, plan, env)  # before the lock, whose table it would create
             held = acquire_env_lock(conn, env)
-            _refuse_lost_records(conn, plan, env)
             state.ensure_schema(conn)
             run_id, stale = state.begin_run(conn, env, command, actor)
         else:

@@ -301,11 +301,16 @@ def _schema_version(conn: psycopg.Connection) -> int | None:
     return row[0]
 
 
+def _recorded(conn: psycopg.Connection) -> tuple[list[str], int | None]:
+    """The state schema's missing tables, and the version rollout.meta records (None without one)."""
+    missing = _missing_tables(conn)
+    return missing, (_schema_version(conn) if "meta" not in missing else None)
+
+
 def ensure_schema(conn: psycopg.Connection) -> None:
     """Create or check the state schema. Call with the environment lock held."""
     if schema_exists(conn):
-        missing = _missing_tables(conn)
-        version = _schema_version(conn) if "meta" not in missing else None
+        missing, version = _recorded(conn)
         if version is not None and version > SCHEMA_VERSION:
             raise RolloutError(
                 f"this database's rollout schema is version {version}, newer than this rollout "
@@ -344,8 +349,7 @@ def _intact(conn: psycopg.Connection) -> bool:
 
 def ensure_schema_current(conn: psycopg.Connection) -> None:
     """For commands that run without the environment lock: refuse an out-of-date or incomplete state schema."""
-    missing = _missing_tables(conn)
-    version = _schema_version(conn) if "meta" not in missing else None
+    missing, version = _recorded(conn)
     if version == SCHEMA_VERSION and missing:
         raise RolloutError(f"this database's rollout schema lacks {', '.join('rollout.' + t for t in missing)} (dropped "
                            "by hand); run a command that takes the lock (`rollout apply`): it puts back what it can, and "

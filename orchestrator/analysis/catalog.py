@@ -27,7 +27,7 @@ from .statements import _flatten, analyze_node, plpgsql_statements
 from .lockmode import Lock
 from .names import quote_ident
 from .questions import (BY_NAME, CASCADING, EVENT_BITS, QUESTIONS, RELATION, RULE_EVENTS, THROUGH_VIEWS, instead,
-                        reached, relkind, relkind_name, view_tables)
+                        reached, relkind, relkind_name, sets_partition_key, view_tables)
 from .rewrites import retype_rewrites
 
 def analyze_text(text: str) -> list[Effect]:
@@ -147,8 +147,7 @@ class Catalog:
         """The planner leaves out the partitions a query's constant conditions exclude, and
         PostgreSQL never locks them: its own plan (EXPLAIN, which runs nothing) says which leaf
         partitions remain. A plan that prunes when it runs ("Subplans Removed") keeps them all."""
-        partitions = {r.relation: kind for r in locks if r.why in _PRUNABLE
-                      and (kind := relkind_name(self.conn, r.relation)) in ("r", "p")}
+        partitions = self._partitions(locks)
         if not partitions or (effect.columns and self._moves_rows(effect)):
             return locks
         try:
@@ -188,19 +187,24 @@ class Catalog:
     def _moves_rows(self, effect: Effect) -> bool:
         """Whether an UPDATE sets a partition key of its table (at any level): rows may move anywhere."""
         oid = self.oid(effect.table) if effect.table else None
-        return oid is None or self.conn.execute("""
-            SELECT EXISTS (SELECT 1 FROM pg_partition_tree(%s) AS t JOIN pg_partitioned_table AS pt ON pt.partrelid = t.relid,
-                                  unnest(pt.partattrs::int2[]) AS k(attnum)
-                             JOIN pg_attribute AS a ON a.attnum = k.attnum
-                            WHERE a.attrelid = pt.partrelid AND a.attname = ANY (%s))""",
-                                                (oid, list(effect.columns))).fetchone()[0]
+        return oid is None or sets_partition_key(self.conn, oid, effect.columns)
+
+    def _partitions(self, locks: list[RelationLock]) -> dict[str, str]:
+        """The partitions (relation -> relkind, leaves and partitioned levels) that the statement's
+        plan or its rows' routing may leave alone."""
+        return {r.relation: kind for r in locks if r.why in _PRUNABLE
+                and (kind := relkind_name(self.conn, r.relation)) in ("r", "p")}
+
+    def _columns(self, oid: int) -> list[tuple[str, str]]:
+        """A relation's columns in order, each with its type as SQL writes it."""
+        return self.conn.execute("SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = %s "
+                                 "AND attnum > 0 AND NOT attisdropped ORDER BY attnum", (oid,)).fetchall()
 
     def _routed(self, table: str, columns: tuple, rows: tuple, locks: list[RelationLock]) -> list[RelationLock]:
         """An INSERT locks only the partitions its rows go to: each leaf partition's constraint
         (pg_get_partition_constraintdef) is evaluated by PostgreSQL on the rows' partition keys,
         when those are constants (a value left out, None, is not)."""
-        partitions = {r.relation: kind for r in locks if r.why in _PRUNABLE
-                      and (kind := relkind_name(self.conn, r.relation)) in ("r", "p")}
+        partitions = self._partitions(locks)
         oid = self.oid(table)
         if not partitions or oid is None:
             return locks
@@ -210,8 +214,7 @@ class Catalog:
             if len(behind) != 1 or columns is None:
                 return locks
             oid = behind[0]
-        ordered = self.conn.execute("SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = %s "
-                                    "AND attnum > 0 AND NOT attisdropped ORDER BY attnum", (oid,)).fetchall()
+        ordered = self._columns(oid)
         types = dict(ordered)
         columns = columns or tuple(name for name, _ in ordered[:len(rows[0])])
         keys = [row[0] for row in self.conn.execute("""
@@ -282,9 +285,7 @@ class Catalog:
         else:
             arbiters = [(list(names), ["="] * len(names))]
         columns, rows, _ = effect.inserted
-        ordered = [r[0] for r in self.conn.execute("SELECT attname FROM pg_attribute WHERE attrelid = %s AND attnum > 0 "
-                                                   "AND NOT attisdropped ORDER BY attnum", (oid,))]
-        columns = columns or tuple(ordered[:len(rows[0])])
+        columns = columns or tuple(name for name, _ in self._columns(oid)[:len(rows[0])])
         if not arbiters or any(len(row) != len(columns) for row in rows):
             return False
         for row in rows:

@@ -123,8 +123,11 @@ def _trigger_clones(conn, oid, q):
 
 def _leaves(conn, oid, q):
     """The partitions and children that hold rows (what ANALYZE samples)."""
-    return [(name, lock, why) for name, lock, why in _children(conn, oid, q)
-            if relkind_name(conn, name) in (None, "r", "m", "f")]
+    return _names(conn, """
+        WITH RECURSIVE tree(oid) AS (SELECT inhrelid FROM pg_inherits WHERE inhparent = %s
+                                     UNION SELECT i.inhrelid FROM pg_inherits AS i JOIN tree ON i.inhparent = tree.oid)
+        SELECT tree.oid FROM tree JOIN pg_class AS c ON c.oid = tree.oid WHERE c.relkind IN ('r', 'm', 'f')""",
+                  (oid,), q.lock, "partition or child")
 
 
 def _ancestors(conn, oid, q):
@@ -168,8 +171,8 @@ def _cascade_objects(conn, objects: list[tuple[str, int]], q):
 
 def _owned_by_role_cascade(conn, name, q):
     """DROP OWNED BY ... CASCADE: the role's schemas, relations, types and functions, and what depends
-    on them."""
-    return _role_policies(conn, name, q) + _cascade_objects(conn, conn.execute("""
+    on them (the policies naming the role are `role_policies`)."""
+    return _cascade_objects(conn, conn.execute("""
         SELECT d.classid::regclass::text, d.objid FROM pg_shdepend AS d
          WHERE d.refobjid = (SELECT oid FROM pg_roles WHERE rolname = %s) AND d.deptype = 'o'
            AND d.dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
@@ -219,14 +222,19 @@ def _partition_tree(conn, oid, lock: Lock):
                   "a partition of it")
 
 
+def sets_partition_key(conn, oid, columns) -> bool:
+    """Whether an UPDATE of these columns sets a partition key of the table, at any level: its rows
+    may move to any partition."""
+    return conn.execute("""
+        SELECT EXISTS (SELECT 1 FROM pg_partition_tree(%s) AS t JOIN pg_partitioned_table AS pt ON pt.partrelid = t.relid,
+                              unnest(pt.partattrs::int2[]) AS k(attnum)
+                         JOIN pg_attribute AS a ON a.attnum = k.attnum
+                        WHERE a.attrelid = pt.partrelid AND a.attname = ANY (%s))""", (oid, list(columns))).fetchone()[0]
+
+
 def _foreign_keys_out_moving(conn, oid, q):
     """An UPDATE of a partition key moves rows to another partition: every key is checked."""
-    if q.columns is not None and conn.execute("""
-            SELECT EXISTS (SELECT 1 FROM pg_partition_tree(%s) AS t JOIN pg_partitioned_table AS pt ON pt.partrelid = t.relid,
-                                  unnest(pt.partattrs::int2[]) AS k(attnum)
-                             JOIN pg_attribute AS a ON a.attnum = k.attnum
-                            WHERE a.attrelid = pt.partrelid AND a.attname = ANY (%s))""",
-                                              (oid, list(q.columns))).fetchone()[0]:
+    if q.columns is not None and sets_partition_key(conn, oid, q.columns):
         q = Expand(q.what, q.relation, q.lock)
     return _foreign_keys_out(conn, oid, q)
 
