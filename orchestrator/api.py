@@ -220,12 +220,15 @@ def backfill_run(plan: Plan, env: str, step_id: str, *, dsn: str | None = None, 
                  report: Reporter = _quiet, progress: ProgressHook | None = None) -> None:
     """Run (or, with resume, first un-pause) the step's backfills; the step's expand must be applied."""
     step = plan.step(step_id)
-    if not step.backfills:
+    if not step.forward_backfills:
         raise UsageError(f"step {step_id!r} declares no backfills in {plan.path}")
     command = f"backfill {'resume' if resume else 'run'} {step_id}"
     with open_session(plan, env, dsn=dsn, actor=actor, command=command, report=report, progress=progress) as s:
         current = s.state_of(step_id).state
-        if current in (state.PENDING, state.MIGRATING, state.ROLLING_BACK):
+        if current == state.ROLLING_BACK:
+            raise UsageError(f"step {step_id!r} is rolling back: `rollout rollback {step_id}` continues it, with "
+                             "the jobs that restore its values")
+        if current in (state.PENDING, state.MIGRATING):
             raise UsageError(f"step {step_id!r} is {current}: its expand migration is not in place; "
                              f"run `rollout apply {step_id}`")
         runner.run_backfills(s, step, resume=resume)
@@ -298,6 +301,8 @@ def backfill_status(plan: Plan, env: str, step_id: str | None = None, *,
         result = []
         for step in steps:
             for job in step.backfills:
+                if job.restores is not None and (step.id, job.name) not in rows:
+                    continue  # a restore shows once a rollback has started it
                 row = rows.get((step.id, job.name), {})
                 if row.get("state") == "running" and not live:  # its command was stopped or killed
                     row = {**row, "state": "interrupted"}

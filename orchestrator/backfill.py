@@ -146,8 +146,14 @@ class BatchStatements:
 
     def boundary(self, has_lo: bool) -> sql.Composed:
         lower = sql.SQL("{} > {}").format(self.key.row(), self.key.placeholders()) if has_lo else sql.SQL("true")
-        return sql.SQL("SELECT {cols} FROM {table} WHERE {lower} ORDER BY {cols} OFFSET %s LIMIT 1").format(
-            cols=self.key.columns_sql(), table=self.key.ident, lower=lower)
+        # the key's values as PostgreSQL prints them: the checkpoint keeps text that each type reads back
+        # exactly (a jsonb, bytea or timestamp key as Python prints it would not)
+        as_text = sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(c)) for c in self.key.columns)
+        # ORDER BY names the table's columns, qualified: a bare name would mean the text output column
+        ordered = sql.SQL(", ").join(sql.SQL("{}.{}").format(self.key.ident, sql.Identifier(c))
+                                     for c in self.key.columns)
+        return sql.SQL("SELECT {as_text} FROM {table} WHERE {lower} ORDER BY {ordered} OFFSET %s LIMIT 1").format(
+            as_text=as_text, ordered=ordered, table=self.key.ident, lower=lower)
 
     def remaining(self, has_lo: bool) -> sql.Composed:
         """Rows of the last batch (fewer than a batch by construction, so cheap to count)."""

@@ -78,11 +78,13 @@ def _remove_empty(folder: str, top: str) -> None:
 
 
 def _fingerprint(plan: Plan, step_id: str) -> dict:
-    """What must not change: each migration's id, statements and rollback, phase by phase."""
+    """What must not change: each migration's id, statements and rollback, phase by phase, and
+    the jobs that restore values before a rollback."""
     def clean(statements):
         return tuple(s.strip().rstrip(";").strip() for s in statements)
-    return {phase: [(m.id, clean(m.statements), clean(m.rollback), m.transactional)
-                    for m in plan.migrations.get((step_id, phase.value), ())] for phase in Phase}
+    return {**{phase: [(m.id, clean(m.statements), clean(m.rollback), m.transactional)
+                       for m in plan.migrations.get((step_id, phase.value), ())] for phase in Phase},
+            "restores": sorted(job.model_dump_json() for job in plan.step(step_id).backfills if job.restores)}
 
 
 def _taken_over(text: str) -> str:
@@ -109,8 +111,12 @@ def _rewrite_plan(plan: Plan, step_id: str, folders: dict[str, str]) -> None:
         known = {Allowance.model_validate(dict(a)) for a in node["allow"]}
         node["allow"].extend(a.model_dump(exclude_defaults=True)
                              for a in sorted(answered - known, key=lambda a: (a.rule, a.reason)))
+    generated = {m.id for phase in Phase for m in plan.migrations.get((step_id, phase.value), ()) if m.generated}
+    restores = tuple(job for job in step.backfills if job.restores in generated)  # each names its migration's file
     for key in ("preconditions", "backfills", "verify"):
         added = [item.model_dump(exclude_defaults=True) for compiled in extras for item in getattr(compiled, key)]
+        if key == "backfills":
+            added += [job.model_dump(exclude_defaults=True) for job in restores]
         if added:
             node.setdefault(key, [])
             node[key].extend(added)

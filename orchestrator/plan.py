@@ -43,6 +43,11 @@ class Step(_Model):
     allow: Seq(Allowance) = Field((), description="lint rules this step accepts, each with its reason")
     timeouts: Timeouts | None = None
 
+    @property
+    def forward_backfills(self) -> tuple[Backfill, ...]:
+        """The jobs apply runs; the rest run only on rollback (`restores`)."""
+        return tuple(b for b in self.backfills if b.restores is None)
+
     @model_validator(mode="after")
     def _has_changes(self) -> "Step":
         if self.migrate is None and self.finalize is None and not self.operations:

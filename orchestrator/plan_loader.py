@@ -545,15 +545,35 @@ def _compile_operations(model: PlanModel, path: str, migrations: dict, doc: _Doc
                 migrations[key] = migrations.get(key, ()) + (migration,)
                 for problem in _transaction_problems(migration, os.path.dirname(path) or "."):
                     doc.at(("steps", index, "operations", number), problem)
+                if part.restore is not None:
+                    backfills.append(part.restore.model_copy(update={"restores": migration.id}))
             backfills += compiled.backfills
             verify += compiled.verify
             preconditions += compiled.preconditions
             gates += compiled.gates
+        _check_restores(step, index, backfills, migrations, doc)
         rollout = step.rollout.model_copy(update={"checks": tuple(gates)}) if step.rollout else None
         steps.append(step.model_copy(update={"backfills": tuple(backfills), "verify": tuple(verify),
                                              "preconditions": tuple(preconditions), "rollout": rollout})
                      if step.operations else step)
     return model.model_copy(update={"steps": tuple(steps)})
+
+
+def _check_restores(step, index: int, backfills: list, migrations: dict, doc: _Document) -> None:
+    """A job that `restores` runs before a migration's rollback: that migration must be the step's."""
+    ids = [m.id for phase in ("migrate", "finalize") for m in migrations.get((step.id, phase), ())]
+    for n, job in enumerate(step.backfills):
+        if job.restores is not None and job.restores not in ids:
+            guess = difflib.get_close_matches(job.restores, ids, n=1)
+            hint = f"did you mean {guess[0]!r}?" if guess else f"the step's migrations are: {', '.join(ids) or 'none'}"
+            doc.at(("steps", index, "backfills", n, "restores"), f"no migration {job.restores!r} in step "
+                   f"{step.id!r}; {hint}")
+    seen: set[str] = set()
+    for job in backfills[len(step.backfills):]:  # what operations brought: names must not clash with the plan's
+        if job.name in seen or any(b.name == job.name for b in step.backfills):
+            doc.at(("steps", index, "operations"), f"two backfills of step {step.id!r} are named {job.name!r}; "
+                   "rename the plan's own backfill")
+        seen.add(job.name)
 
 
 def _generated(path: str, step_id: str, number: int, part_number: int, part, where: str) -> Migration:

@@ -194,7 +194,7 @@ def _step(conn, plan: Plan, step: Step, states: dict, applied: set[str], version
     result.statements = [s for s in ctx.statements if s.direction == Direction.APPLY and s.phase in phases
                          and s.migration.hash not in applied]
     if current in (state.PENDING, state.MIGRATING, state.MIGRATED, state.FAILED):
-        result.backfills = [_backfill(conn, step, job) for job in step.backfills]
+        result.backfills = [_backfill(conn, step, job) for job in step.forward_backfills]
     result.findings = rules.lint(ctx)
     return result
 
@@ -208,10 +208,16 @@ def _rollback_step(conn, plan: Plan, step: Step, states: dict, applied: set[str]
     ctx.statements = [s for s in ctx.statements if s.direction == Direction.ROLLBACK
                       and s.migration.hash in applied]
     result.statements = ctx.statements
+    rolled_back = {s.migration.id for s in ctx.statements}
+    result.backfills = [_backfill(conn, step, job) for job in step.backfills if job.restores in rolled_back]
     result.findings = rules.lint(ctx)
     notes = []
     if step.flag and current != state.PENDING:
-        notes.append(f"flag {step.flag} is turned off first, so the application leaves the new shape before it goes")
+        if any(s.phase == Phase.FINALIZE for s in ctx.statements):
+            notes.append(f"flag {step.flag} stays on while the contract is undone and its values put back (the old "
+                         "shape is not there yet), then goes off before the expand is undone")
+        else:
+            notes.append(f"flag {step.flag} is turned off first, so the application leaves the new shape before it goes")
     if not result.statements:
         notes.append("nothing to roll back: no migration of the step is applied")
     waiting = [s.id for s in plan.dependents(step.id) if states[s.id].state != state.PENDING]

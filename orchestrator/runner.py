@@ -350,8 +350,24 @@ def _run_migrations(session: Session, step: Step, phase: str, direction: str) ->
     for migration in todo:
         if session.lock is not None:  # never run DDL once another operator could hold the environment
             session.lock.check(f"step {step.id!r}: migration {migration.id}")
+        if direction == "rollback":
+            _restore(session, step, migration)
         _run_one(session, step, migration, phase, direction)
     return len(todo)
+
+
+def _restore(session: Session, step: Step, migration: Migration) -> None:
+    """The jobs that put back, in batches, the values `migration` kept, before its rollback drops
+    them. Each batch commits with its checkpoint, so a rollback stopped here continues where it
+    was; a finished job is not run again."""
+    for job in step.backfills:
+        if job.restores != migration.id:
+            continue
+        outcome = Engine(session, step, job, session.progress).run()
+        if outcome != "done":
+            raise BackfillStopped(f"step {step.id!r}: {job.name}, which restores values before {migration.id} is "
+                                  f"rolled back, is {outcome}; `rollout rollback {step.id}` continues it from its "
+                                  "checkpoint")
 
 
 def _run_one(session: Session, step: Step, migration: Migration, phase: str, direction: str) -> None:
@@ -458,13 +474,20 @@ def _rollback_step(session: Session, step: Step) -> bool:
     if current == PENDING:
         session.report(session.event("rollback.skip", "nothing to roll back (pending)", step_id=step.id))
         return False
+    applied = applied_hashes(session.conn)
+    contracted = any(m.hash in applied for m in session.plan.migrations.get((step.id, "finalize"), ()))
+    # The application leaves the new shape before it goes: the flag off first, as abort does. After
+    # the contract the old shape is gone, so the flag stays on until the contract is undone and
+    # its values put back (in batches, which takes a while), and goes off before the expand is.
     with session.conn.transaction():
-        # the application leaves the new shape before it goes: the flag off first, as abort does
-        if step.flag is not None and flags.read(session.conn, session.plan, session.env)[step.flag].enabled:
-            _flag_off(session, step, f"rollback of {step.id}")
+        if not contracted:
+            _flag_off_for_rollback(session, step)
         if current != ROLLING_BACK:
             session.transition(step.id, ROLLING_BACK, f"rolling back from {current}")
-    _run_migrations(session, step, "finalize", "rollback")
+    if contracted:
+        _run_migrations(session, step, "finalize", "rollback")
+        with session.conn.transaction():
+            _flag_off_for_rollback(session, step)
     _run_migrations(session, step, "migrate", "rollback")
     with session.conn.transaction():
         # the data a backfill wrote went with the schema; a re-apply backfills afresh
@@ -473,13 +496,18 @@ def _rollback_step(session: Session, step: Step) -> bool:
     return True
 
 
+def _flag_off_for_rollback(session: Session, step: Step) -> None:
+    if step.flag is not None and flags.read(session.conn, session.plan, session.env)[step.flag].enabled:
+        _flag_off(session, step, f"rollback of {step.id}")
+
+
 def run_backfills(session: Session, step: Step, *, resume: bool = False) -> None:
     """Run the step's backfills in order. Paused or cancelled jobs stop the step until resumed."""
     if resume:
         session.conn.execute(
             "UPDATE rollout.backfills SET state = 'pending', requested = NULL WHERE env = %s AND step_id = %s "
             "AND (state IN ('paused', 'cancelled') OR requested IS NOT NULL)", (session.env, step.id))
-    for job in step.backfills:
+    for job in step.forward_backfills:
         held = session.conn.execute(
             "SELECT state FROM rollout.backfills WHERE env = %s AND step_id = %s AND name = %s "
             "AND state IN ('paused', 'cancelled')", (session.env, step.id, job.name)).fetchone()

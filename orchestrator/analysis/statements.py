@@ -342,9 +342,11 @@ def _create_table_as(node, text: str) -> Effect:
     reads = _reads(query, skip=(relation(node.intoClause.rel) if getattr(node, "intoClause", None) else "",))
     kind = "CREATE MATERIALIZED VIEW" if getattr(node, "objtype", None) == OBJ.OBJECT_MATVIEW else "CREATE TABLE AS"
     into = getattr(node, "into", None)
+    # like CREATE TABLE, the new relation is invisible to other sessions until the commit
+    made = relation(into.rel) if into is not None and not getattr(node, "if_not_exists", False) else None
     if into is not None and into.skipData:  # WITH NO DATA: the query is analysed, not run
-        return Effect(text, kind + " WITH NO DATA", locks=tuple(reads))
-    return Effect(text, kind, locks=tuple(reads), expand=_read_expansions(reads), planned=True)
+        return Effect(text, kind + " WITH NO DATA", locks=tuple(reads), creates_table=made)
+    return Effect(text, kind, locks=tuple(reads), expand=_read_expansions(reads), planned=True, creates_table=made)
 
 
 def _truncate(node, text: str) -> Effect:

@@ -23,7 +23,9 @@ class Part:
     """One generated migration: its statements, their inverse (run in the order given), and
     whether it may run in a transaction. `allows` names the lint rules (rule, reason) that the
     operation's own pattern answers in this migration's files alone (a rename the operation
-    covers with a view): the lint shows such findings as allowed, with the reason."""
+    covers with a view): the lint shows such findings as allowed, with the reason. `restore` is
+    a batched job that runs through the backfill engine before the rollback, while the table
+    this migration keeps values in is still there: it puts them back without one long UPDATE."""
 
     name: str
     phase: str  # EXPAND or CONTRACT
@@ -31,6 +33,7 @@ class Part:
     rollback: tuple[sql.Composable, ...] = ()
     transactional: bool = True
     allows: tuple[Allowance, ...] = ()
+    restore: Backfill | None = None
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ from ..analysis.alter_table import NOT_VOLATILE
 from ..plan_parts import Allowance, Backfill, Check, ColumnName, Seq, TableName, _Model
 from . import names
 from .base import CONTRACT, EXPAND, Compiled, Operation, Part, check
-from .constraints import Remediation, _not_null, _schema_of, as_json, kept_originals, key_is_unique
+from .constraints import Remediation, _not_null, _schema_of, as_json, kept_originals, key_is_unique, restore_job
 from .sql import expr, ident, literal_name, render, type_name
 
 # -- names and expressions ------------------------------------------------------------------------
@@ -467,19 +467,22 @@ class DropColumn(Operation):
     Both versions: the old application keeps reading and writing the column until the contract;
     the new one ignores it (its inserts get the default, or NULL once NOT NULL is dropped).
 
-    Values: in the drop's transaction, right before it, the contract keeps each row's value
-    (where not NULL) by `key` in `_rollout_dropped_<table>_<column>` (CREATE TABLE AS: a read of
-    the table, which blocks no writer), and rollout backs the table up with pg_dump as for any
-    drop. That table holds the column's data until you drop it (once no rollback is wanted: for a
-    column dropped to forget personal data, drop it with the step's last contract).
+    Values: the contract first creates `_rollout_dropped_<table>_<column>` (empty, unique on
+    `key`); in the drop's transaction, right before it, each row's value (where not NULL) is
+    copied there by `key` (INSERT ... SELECT: a read of the table, which blocks no writer), and
+    rollout backs the table up with pg_dump as for any drop. That table holds the column's data
+    until you drop it (once no rollback is wanted: for a column dropped to forget personal data,
+    drop it with the step's last contract).
 
     Rollback: before the contract, NOT NULL comes back through a CHECK NOT VALID, its validation
     and SET NOT NULL (rows the new application inserted without a value make the validation
     fail: give them one). After the contract the column comes back with `type`, `default` and
     `not_null`: rows get `fill` (a constant, stored in the catalog: no rewrite) or the default,
-    else NULL, then one UPDATE puts every kept value back (the emergency path: the table is
-    locked for the copy); rows inserted since keep `fill`. Indexes and constraints that went
-    with the column are not rebuilt.
+    else NULL; then a job of the backfill engine (`restore_rollout_dropped_<table>_<column>`)
+    puts every kept value back in key-range batches, each committed with its checkpoint, before
+    the kept table is dropped; rows inserted since keep `fill`. The step's flag stays on until
+    then, so the application goes back to the old shape once its values are there. Indexes and
+    constraints that went with the column are not rebuilt.
     """
 
     op: Literal["drop_column"]
@@ -516,27 +519,35 @@ class DropColumn(Operation):
 
     def compile(self) -> Compiled:
         table, column = ident(self.table), ident(self.column)
-        kept = ident(_schema_of(self.table) + names.fit(f"_rollout_dropped_{names.bare(self.table)}_{self.column}"))
+        kept_name = names.fit(f"_rollout_dropped_{names.bare(self.table)}_{self.column}")
+        kept = ident(_schema_of(self.table) + kept_name)
         keys = sql.SQL(", ").join(ident(c) for c in self.key)
         relaxed = self.not_null and self.default is None
         expand = _relax_not_null(self.table, self.column, EXPAND) if relaxed else ()
         value = self.fill if self.fill is not None else (self.default if self.default and _constant(self.default)
                                                          else None)
-        restore = list(_add_column(self.table, self.column, self.type, value))
-        restore.append(sql.SQL("UPDATE {t} SET {c} = k.value FROM {kept} AS k WHERE ({t_keys}) = ({k_keys})").format(
-            t=table, c=column, kept=kept, t_keys=sql.SQL(", ").join(sql.SQL("{}.{}").format(table, ident(c))
-                                                                     for c in self.key),
-            k_keys=sql.SQL(", ").join(sql.SQL("k.{}").format(ident(c)) for c in self.key)))
+        back = list(_add_column(self.table, self.column, self.type, value))
         if value != self.default:
-            restore.append(_set_default(self.table, self.column, self.default))
+            back.append(_set_default(self.table, self.column, self.default))
+        restore = restore_job(kept_name, _schema_of(self.table) + kept_name, sql.SQL(
+            "UPDATE {t} SET {c} = k.value FROM {kept} AS k JOIN batch USING ({keys}) "
+            "WHERE ({t_keys}) = ({k_keys})").format(
+            t=table, c=column, kept=kept, keys=keys, t_keys=sql.SQL(", ").join(
+                sql.SQL("{}.{}").format(table, ident(c)) for c in self.key),
+            k_keys=sql.SQL(", ").join(sql.SQL("k.{}").format(ident(c)) for c in self.key)),
+            self.key, f"the values of {self.column} kept in {kept_name} put back on {self.table}")
+        # the kept table comes first, so a rollback puts the values back once the column is there again
+        keep = Part("keep_values", CONTRACT, (
+            sql.SQL("CREATE TABLE {} AS SELECT {}, {} AS value FROM {} WITH NO DATA").format(kept, keys, column, table),
+            sql.SQL("CREATE UNIQUE INDEX ON {} ({})").format(kept, keys)),
+            (sql.SQL("DROP TABLE {}").format(kept),), restore=restore)
         not_null = _restore_not_null(self.table, self.column, CONTRACT) if self.not_null and not relaxed else ()
         # one transaction: the values are copied (a read: writers go on) and the column dropped at once
         drop = Part("drop_column", CONTRACT, (
-            sql.SQL("CREATE TABLE {} AS SELECT {}, {} AS value FROM {} WHERE {} IS NOT NULL").format(
+            sql.SQL("INSERT INTO {} SELECT {}, {} FROM {} WHERE {} IS NOT NULL").format(
                 kept, keys, column, table, column),
-            sql.SQL("ALTER TABLE {} DROP COLUMN {}").format(table, column)),
-            (*restore, sql.SQL("DROP TABLE {}").format(kept)))
-        return Compiled((*expand, *not_null, drop), preconditions=(
+            sql.SQL("ALTER TABLE {} DROP COLUMN {}").format(table, column)), tuple(back))
+        return Compiled((*expand, keep, *not_null, drop), preconditions=(
             _as_described(self.table, self.column, self.type, self.not_null, self.default),
             key_is_unique(self.table, self.key, f"{names.bare(self.table)}_{self.column}")))
 

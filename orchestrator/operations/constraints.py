@@ -65,10 +65,11 @@ class AddConstraint(Operation):
     VALIDATE) and stops the step, which names the check. The generated precondition
     (`<name>_remediable`) judges the rows as the remediation leaves them: it refuses to start
     only when a violating row would still violate the check once its columns are set.
-    Rollback: the constraint is dropped, then one UPDATE (not batched: the backfill engine runs
-    forward only) puts every kept original back (rows deleted since are skipped; a value the
-    application changed since is overwritten with the original) and the originals table is
-    dropped."""
+    Rollback: the constraint is dropped, then a job of the backfill engine
+    (`restore_rollout_originals_<name>`) puts every kept original back in key-range batches of
+    the originals table, each committed with its checkpoint (rows deleted since are skipped; a
+    value the application changed since is overwritten with the original), and the originals
+    table is dropped."""
 
     op: Literal["add_constraint"]
     table: TableName
@@ -191,16 +192,24 @@ def kept_originals(table_name: str, originals_name: str, fix: Remediation, viola
             in_batch=in_batch, violating=violating, assignments=sql.SQL(", ").join(
                 sql.SQL("{} = {}").format(ident(c), expr(e)) for c, e in fix.set.items()))),
         where=render(violating))
-    restore = sql.SQL(
-        "UPDATE {t} SET {assignments} FROM {orig} AS o CROSS JOIN LATERAL jsonb_populate_record(NULL::{t}, "
-        "o.key || o.original) AS r WHERE ({keys}) = ({r_keys})").format(
+    restore = restore_job(originals_name, _schema_of(table_name) + names.fit(originals_name), sql.SQL(
+        "UPDATE {t} SET {assignments} FROM {orig} AS o JOIN batch USING (key) CROSS JOIN LATERAL "
+        "jsonb_populate_record(NULL::{t}, o.key || o.original) AS r WHERE ({keys}) = ({r_keys})").format(
         t=table, orig=originals, keys=sql.SQL(", ").join(sql.SQL("{}.{}").format(table, ident(c)) for c in fix.key),
         r_keys=sql.SQL(", ").join(sql.SQL("r.{}").format(ident(c)) for c in fix.key),
-        assignments=sql.SQL(", ").join(sql.SQL("{} = r.{}").format(ident(c), ident(c)) for c in fix.set))
+        assignments=sql.SQL(", ").join(sql.SQL("{} = r.{}").format(ident(c), ident(c)) for c in fix.set)),
+        ("key",), f"the originals kept in {literal_name(render(originals))} put back on {table_name}")
     keep = Part("originals", EXPAND,
                 (sql.SQL("CREATE TABLE {} (key jsonb PRIMARY KEY, original jsonb NOT NULL)").format(originals),),
-                (restore, sql.SQL("DROP TABLE {}").format(originals)))
+                (sql.SQL("DROP TABLE {}").format(originals),), restore=restore)
     return keep, backfill
+
+
+def restore_job(label: str, kept: str, statement: sql.Composable, key, description: str) -> Backfill:
+    """The job that puts kept values back before the kept table is dropped on rollback: batches
+    of `kept` by `key` (the CTE `batch`), each committed with its checkpoint."""
+    return Backfill(name=re.sub(r"[^a-z0-9_]+", "_", f"restore_{label.lower().lstrip('_')}").strip("_")[:63], table=kept,
+                    key=tuple(key), description=description, sql=render(statement))
 
 
 def _schema_of(table: str) -> str:

@@ -25,6 +25,10 @@ def listing(operation) -> str:
         out.append(f"-- {part.phase}: {part.name} ({where})")
         out += [render(s) + ";" for s in part.apply]
         out.append("-- rollback")
+        if part.restore is not None:  # runs first, through the backfill engine
+            out.append(f"-- first, batch by batch over {part.restore.table} ({', '.join(part.restore.key)}): "
+                       f"{part.restore.name}")
+            out.append(part.restore.sql + ";")
         out += [render(s) + ";" for s in part.rollback] or ["-- nothing to undo"]
     return "\n".join(out) + "\n"
 

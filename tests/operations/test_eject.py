@@ -127,3 +127,22 @@ steps:
     assert finished.exit_code == 0, finished.output
     assert db.execute("SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
                       "WHERE attrelid = 'tickets'::regclass AND attname = 'status'").fetchone() == ("ticket_status",)
+
+
+def test_an_ejected_drop_column_still_restores_its_values_in_batches(tmp_path, dsn, db):
+    db.execute(SETUP)
+    before = db.execute("SELECT id, title FROM posts ORDER BY id").fetchall()
+    plan = PLAN.split("    operations:")[0] + ("    operations:\n"
+                                                "      - {op: drop_column, table: posts, column: title, type: text}\n")
+    path = write_plan(tmp_path, plan)
+    rollout = Rollout(path, dsn)
+    for command in (("apply",), ("advance", "feed"), ("apply",)):
+        assert rollout(*command).exit_code == 0
+    ejected = rollout("eject", "feed")
+    assert ejected.exit_code == 0, ejected.output
+    assert "restores: feed__op01_01_keep_values" in path.read_text()  # the restore job, written out with its file
+    undone = rollout("rollback", "feed", "--no-backup")
+    assert undone.exit_code == 0, undone.output
+    assert db.execute("SELECT id, title FROM posts ORDER BY id").fetchall() == before
+    assert db.execute("SELECT count(*) FROM rollout.events WHERE kind = 'backfill.done' "
+                      "AND message LIKE 'backfill restore_rollout_dropped_posts_title done%'").fetchone() == (1,)
