@@ -24,8 +24,8 @@ import psycopg
 from psycopg import sql
 
 from .database import connect
-from .errors import ConnectionLost, RolloutError, StepFailed, Stopped
-from .locks import set_local_timeouts
+from .errors import ConnectionLost, RolloutError, StepFailed, Stopped, describe_error
+from .locks import set_local_timeouts, with_lock_retries
 from .plan import Backfill, Step, Timeouts
 from .session import Session
 
@@ -216,6 +216,8 @@ class Engine:
         covered, changed, seconds = checkpoint["rows_covered"], checkpoint["rows_changed"], checkpoint["active_seconds"]
         if checkpoint["state"] == "done":
             return "done"
+        if self.job.prepare:
+            self._prepare()
         try:
             self.work = connect(self.session.target, "rollout backfill")
             while True:
@@ -272,6 +274,19 @@ class Engine:
                                 f"(about {self.estimate if self.estimate is not None else '?'} rows)",
                                 step_id=self.step.id)
         return checkpoint
+
+    def _prepare(self) -> None:
+        """The job's `prepare` statements: DDL, so under lock_timeout with retries, in one transaction."""
+        conn = self.session.conn
+
+        def run() -> None:
+            with conn.transaction():
+                set_local_timeouts(conn, self.timeouts.lock, self.timeouts.statement)
+                conn.execute(self.job.prepare)
+        try:
+            with_lock_retries(conn, run, budget_ms=self.timeouts.retry_budget, what=f"backfill {self.job.name}: prepare")
+        except psycopg.Error as exc:
+            raise StepFailed(f"backfill {self.job.name}: its prepare statements failed: {describe_error(exc)}") from None
 
     def _fits(self, cursor: object) -> bool:
         """Whether a checkpoint is what _batch writes: one value of each key column's type, in text."""

@@ -381,8 +381,11 @@ def _show_preview(p) -> None:
         for b in step.backfills:
             batches = f"~{count(b.batches, 'batch', 'batches')}" if b.batches else "batches unknown"
             rows = f"~{b.rows:,} rows" if b.rows is not None else "rows unknown"
-            out.print(_text(f"  backfill {b.name} on {b.table}: {rows}, {batches}" +
+            when = f", before {b.restores}.rollback.sql" if b.restores else ""
+            out.print(_text(f"  backfill {b.name} on {b.table}{when}: {rows}, {batches}" +
                            (f", {b.estimate}" if b.estimate else ""), style="cyan"))
+            if b.prepare:
+                out.print(_text(f"     once, before the batches: {' '.join(b.prepare.split())}"))
             out.print(_text(f"     {b.template}"))
         for f in step.findings:
             if f.allowed:

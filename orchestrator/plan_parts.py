@@ -185,6 +185,9 @@ class Backfill(_Model):
     pause: Duration = Field(0, description="sleep between batches, to throttle (default 0)")
     on_error: Literal["stop", "record"] = Field(
         "stop", description="a row the change cannot convert: stop with its key, or record it and carry on")
+    prepare: str | None = Field(
+        None, description="statements run in one transaction before the first batch and again whenever the job "
+                          "continues (make them idempotent: IF NOT EXISTS, OR REPLACE)")
     restores: str | None = Field(
         None, description="a migration id of this step: the job runs only when that migration is rolled back, "
                           "before its rollback file, to put values back from a table the migration keeps")

@@ -50,6 +50,8 @@ class BackfillPreview:
     rows: int | None
     batches: int | None
     estimate: str | None
+    prepare: str | None = None  # run once before the first batch
+    restores: str | None = None  # a restore: the migration whose rollback it runs before
 
     def as_json(self) -> dict:
         return dict(self.__dict__)
@@ -370,13 +372,14 @@ def _backfill(conn, step: Step, job) -> BackfillPreview:
     try:
         key = resolve_table_key(conn, job)
     except StepFailed as exc:
-        return BackfillPreview(job.name, job.table, f"(after the expand migration: {exc})", None, None, None)
+        return BackfillPreview(job.name, job.table, f"(after the expand migration: {exc})", None, None, None,
+                               job.prepare, job.restores)
     template = BatchStatements(key, job).change(True, True).as_string(conn)
     table = _table(conn, f"{key.schema}.{key.table}")
     rows = table.rows if table else None
     batches = math.ceil(rows / job.batch_size) if rows else None
     estimate = f"~{_duration(rows / BACKFILL_ROWS_PER_SECOND)}" if rows else None
-    return BackfillPreview(job.name, job.table, template, rows, batches, estimate)
+    return BackfillPreview(job.name, job.table, template, rows, batches, estimate, job.prepare, job.restores)
 
 
 def _duration(seconds: float) -> str:

@@ -34,8 +34,9 @@ from ..analysis.alter_table import NOT_VOLATILE
 from ..plan_parts import Allowance, Backfill, Check, ColumnName, Seq, TableName, _Model
 from . import names
 from .base import CONTRACT, EXPAND, Compiled, Operation, Part, check
-from .constraints import Remediation, _not_null, _schema_of, as_json, kept_originals, key_is_unique, restore_job
-from .sql import expr, ident, literal_name, render, type_name
+from .constraints import Remediation, _not_null, _schema_of, as_json, kept_originals, key_is_unique
+from .restores import column_back, restore_job
+from .sql import dollar_quoted, expr, ident, literal_name, render, type_name
 
 # -- names and expressions ------------------------------------------------------------------------
 
@@ -112,14 +113,6 @@ def _add_column(table: str, column: str, type_: str, default: str | None) -> tup
     if _constant(default):
         return (sql.SQL("{} DEFAULT {}").format(add, expr(default)),)
     return (add, _set_default(table, column, default))
-
-
-def _restore_column(table: str, column: str, type_: str, default: str | None,
-                    copy: sql.Composable) -> tuple[sql.Composable, ...]:
-    """The column added again (no default yet, so no row gets one), filled by `copy`, then given
-    its default: the rollback of a contract that dropped it."""
-    return (*_add_column(table, column, type_, None), copy,
-            *((_set_default(table, column, default),) if default is not None else ()))
 
 
 def _set_default(table: str, column: str, default: str | None) -> sql.Composable:
@@ -220,16 +213,12 @@ def _trigger(table: str, column: str, body: sql.Composable,
     PL/pgSQL variable (found) mean the column."""
     function = _in_schema(table, names.sync_function(table, column))
     trigger = ident(names.sync_trigger(table, column))
-    text = render(body)
-    tag = "$rollout$"
-    while tag in text:
-        tag = tag[:-1] + "_$"
     # a body that writes rollout's own tables runs as their owner, with the search_path of its
     # creation: the application's role needs no grant, and cannot redirect the names it uses
     security = sql.SQL(" SECURITY DEFINER SET search_path FROM CURRENT" if definer else "")
-    create = sql.SQL("CREATE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql{security} AS {tag}\n"
-                     "#variable_conflict use_column\nBEGIN\n{body}\n    RETURN NEW;\nEND\n{tag}").format(
-        function, tag=sql.SQL(tag), body=body, security=security)
+    create = sql.SQL("CREATE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql{} AS {}").format(
+        function, security, dollar_quoted(sql.SQL("#variable_conflict use_column\nBEGIN\n{}\n    RETURN NEW;\nEND").format(
+            body)))
     attach = sql.SQL("CREATE TRIGGER {} BEFORE INSERT OR UPDATE ON {} FOR EACH ROW EXECUTE FUNCTION {}()").format(
         trigger, ident(table), function)
     drop = (sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(trigger, ident(table)),
@@ -574,10 +563,12 @@ class RenameColumn(Operation):
     other's writes in its own column.
 
     Rollback: before the contract, the indexes, the trigger, its function and `to` are dropped.
-    After the contract, the old column is added again and filled from `to` by one UPDATE in the
-    transaction that adds it: the table is locked (ACCESS EXCLUSIVE) for the whole copy, the
-    emergency path (rollback cannot run batched backfills). Then the trigger comes back, NOT NULL
-    returns to the old column through the validated CHECK and its indexes are built again.
+    After the contract (the flag stays on meanwhile, so the application keeps writing `to`), the
+    old column is rebuilt under `_rollout_old_<column>`, kept current by a trigger and filled from
+    `to` by a job of the backfill engine (`restore_<table>_<column>`, in batches, each committed
+    with its checkpoint); then one short transaction gives it its name and default and brings
+    the sync trigger back; NOT NULL returns through the validated CHECK and the indexes are
+    built again, concurrently.
     """
 
     op: Literal["rename_column"]
@@ -600,6 +591,7 @@ class RenameColumn(Operation):
         if self.to == self.column:
             raise ValueError("to names the column itself")
         names.sync_trigger(self.table, self.column)
+        names.old_column(self.column), names.back_trigger(self.table, self.column)
         _indexes_fit(self.indexes)
         if self.not_null:
             names.not_null_check(self.table, self.column)
@@ -617,14 +609,16 @@ class RenameColumn(Operation):
         if self.not_null:
             contract += (*_phase(_not_null(table, self.to).parts, CONTRACT),
                          *_restore_not_null(table, self.column, CONTRACT))
-        copy = sql.SQL("UPDATE {} SET {} = {} WHERE {} IS NOT NULL").format(ident(table), column, to, to)
+        rebuilt = column_back(table, self.column, self.type, lambda row: sql.SQL("{}.{}").format(row, to), None,
+                              self.to)
         default = (_set_default(table, self.to, self.default),) if self.default is not None else ()
         swap = Part("drop_old_column", CONTRACT,
                     (*drop, sql.SQL("ALTER TABLE {} DROP COLUMN {}").format(ident(table), column), *default,
                      *_index_names(table, self.indexes)),
                     (*_index_names(table, self.indexes, back=True),
-                     *((_set_default(table, self.to, None),) if default else ()),
-                     *_restore_column(table, self.column, self.type, self.default, copy), *create))
+                     *((_set_default(table, self.to, None),) if default else ()), *rebuilt.swap_in,
+                     *((_set_default(table, self.column, self.default),) if default else ()), *create),
+                    restore=rebuilt.restore, allows=rebuilt.allows)
         return Compiled(
             (*expand, *contract, swap),
             backfills=(_backfill("copy", table, self.to, column, sql.SQL("{} IS DISTINCT FROM {}").format(to, column)),),
@@ -667,10 +661,12 @@ class AlterColumn(Operation):
     SHARE UPDATE EXCLUSIVE for the validation and the index builds (reads and writes go on).
 
     Rollback of a type change: before the contract, the trigger, its function and the shadow
-    column are dropped. After the contract, the column is renamed back to the shadow name, the
-    old column added again and filled with `down` of it by one UPDATE in the same transaction (the
-    table is locked for the copy: the emergency path; a value `down` cannot convert stops it), and
-    the trigger and the old column's NOT NULL and indexes come back.
+    column are dropped. After the contract (the flag stays on meanwhile), the old column is
+    rebuilt under `_rollout_old_<column>` with `down` of the column, kept current by a trigger
+    and filled by a job of the backfill engine (`restore_<table>_<column>`, in batches by the
+    primary key, or `key` when given; a value `down` cannot convert stops it with the row's key);
+    then one short transaction renames the column back to the shadow name and the rebuilt one to
+    the column's, and the sync trigger and the old column's NOT NULL and indexes come back.
     """
 
     op: Literal["alter_column"]
@@ -726,6 +722,7 @@ class AlterColumn(Operation):
                                  f"(it names {', '.join(sorted(others))})")
             names.shadow(self.column)
             names.sync_trigger(self.table, self.column)
+            names.old_column(self.column), names.back_trigger(self.table, self.column)
             _indexes_fit(self.indexes)
         if self.after_not_null:
             names.not_null_check(self.table, self.column if self.type is None else names.shadow(self.column))
@@ -822,9 +819,9 @@ class AlterColumn(Operation):
             contract += _phase(_not_null(table, shadow_name).parts, CONTRACT)
         if self.before_not_null and self.after_not_null:
             contract += _restore_not_null(table, name, CONTRACT)
-        copy = sql.SQL("UPDATE {} SET {} = {} WHERE {} IS NOT NULL").format(
-            ident(table), column, _as(down, sql.SQL("{}.{}").format(ident(names.bare(table)), shadow), name, table),
-            shadow)
+        rebuilt = column_back(table, name, self.from_type,
+                              lambda row: _as(down, sql.SQL("{}.{}").format(row, column), name, table),
+                              self.key if "key" in self.model_fields_set else None, name)
         default = self.after_default
         swap = Part(
             "swap", CONTRACT,
@@ -834,8 +831,9 @@ class AlterColumn(Operation):
              *_index_names(table, self.indexes)),
             (*_index_names(table, self.indexes, back=True),
              *((_set_default(table, name, None),) if default is not None else ()),
-             _rename_column(table, name, shadow_name),
-             *_restore_column(table, name, self.from_type, self.from_default, copy), *create),
+             _rename_column(table, name, shadow_name), *rebuilt.swap_in,
+             *((_set_default(table, name, self.from_default),) if self.from_default is not None else ()), *create),
+            restore=rebuilt.restore,
             allows=(Allowance(rule="renaming-column", reason="the swap of alter_column: the shadow column takes the column's name in the "
                      "transaction that drops the old column, once the old application is gone (the flag is at 100%); "
                      "the new one reads the shadow column during the rollout and the column's own name after the "

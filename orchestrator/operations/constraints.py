@@ -15,6 +15,7 @@ from pydantic import Field, model_validator
 from ..plan_parts import Backfill, ColumnName, Seq, TableName, _Model
 from . import names
 from .base import CONTRACT, EXPAND, Compiled, Operation, Part, check
+from .restores import restore_job
 from .sql import expr, ident, literal_name, render
 
 
@@ -203,13 +204,6 @@ def kept_originals(table_name: str, originals_name: str, fix: Remediation, viola
                 (sql.SQL("CREATE TABLE {} (key jsonb PRIMARY KEY, original jsonb NOT NULL)").format(originals),),
                 (sql.SQL("DROP TABLE {}").format(originals),), restore=restore)
     return keep, backfill
-
-
-def restore_job(label: str, kept: str, statement: sql.Composable, key, description: str) -> Backfill:
-    """The job that puts kept values back before the kept table is dropped on rollback: batches
-    of `kept` by `key` (the CTE `batch`), each committed with its checkpoint."""
-    return Backfill(name=re.sub(r"[^a-z0-9_]+", "_", f"restore_{label.lower().lstrip('_')}").strip("_")[:63], table=kept,
-                    key=tuple(key), description=description, sql=render(statement))
 
 
 def _schema_of(table: str) -> str:

@@ -17,7 +17,8 @@ from .base import CONTRACT, EXPAND, Compiled, Operation, Part, check
 from .columns import RebuiltIndex, _index_names, _indexes_fit, _new_indexes, _old_indexes
 from .constraints import _not_null
 from .raw import statements
-from .sql import ident, literal_name, render, type_name
+from .restores import column_back
+from .sql import dollar_quoted, ident, literal_name, render, type_name
 
 # PostgreSQL's limit: an enum label is at most 63 bytes (NAMEDATALEN - 1), and not empty
 Label = Annotated[str, StringConstraints(min_length=1, max_length=63)]
@@ -107,13 +108,6 @@ class AddEnumValue(Operation):
         return Compiled((Part("add_enum_value", EXPAND, (add,), (stays,)),))
 
 
-def _dollar_quoted(body: sql.Composable) -> sql.Composable:
-    """A function body between dollar quotes whose tag the body does not contain."""
-    text = render(body)
-    tag = next(t for t in (f"$rollout{n or ''}$" for n in range(100)) if t not in text)
-    return sql.SQL(f"{tag}\n{text}\n{tag}")
-
-
 class SwapSql(_Model):
     """Statements run inside the swap's transaction (after the rename), and their inverse inside
     its rollback's (last, once the text column is back): for an object that names the column, such as a
@@ -166,17 +160,16 @@ class ConvertToEnum(Operation):
     function and the originals table stay after the contract: the rollback needs them.
 
     Rollback before the contract: drop the trigger, the functions, the enum column and the
-    originals table (and the indexes built on it). After it (the emergency path) one transaction
-    gives the indexes their temporary names back, renames the enum column back,
-    re-adds the text column (`column_type`) and fills it with one UPDATE of every row (each
-    row's original where its enum value still is that original's conversion, else the label),
-    restores the default and the trigger; it holds ACCESS EXCLUSIVE on the table for that whole
-    UPDATE, and on a table of 100,000+ rows the lint reports the unbatched UPDATE (accept it
-    with `allow: [{rule: unbatched-update-on-large-table, direction: rollback, reason: ...}]`
-    after reading `rollout plan --rollback`). NOT NULL comes back through a CHECK validated in
-    its own transaction, without a second scan under that lock; `swap_sql.down` runs last in
-    that transaction, once the text column is back; then the text column's
-    `indexes` are built again, concurrently.
+    originals table (and the indexes built on it). After it, the flag stays on (the application
+    keeps writing labels) while the text column is rebuilt under `_rollout_old_<column>`: a
+    trigger keeps it current and a job of the backfill engine (`restore_<table>_<column>`, in
+    batches by `key`, each committed with its checkpoint) fills it with each row's original
+    where its enum value still is that original's conversion, else the label. Then one short
+    transaction gives the indexes their temporary names back, renames the enum column back and
+    the rebuilt one to the column's name, restores the default and the sync trigger and adds the
+    NOT NULL check NOT VALID; `swap_sql.down` runs last in it, once the text column is back.
+    NOT NULL is then validated in its own transaction and the text column's `indexes` are built
+    again, concurrently.
 
     Preconditions, before anything changes: the column's type, NOT NULL and default are the ones
     declared (the rollback rebuilds it from them), `key` is a unique key, nothing else depends on
@@ -240,6 +233,7 @@ class ConvertToEnum(Operation):
             "converted": names.fit(f"_rollout_{bare}_{column}_converted"),
             "keep_not_null": names.not_null_check(self.table, column),
             "shadow_not_null": names.not_null_check(self.table, shadow),
+            "rebuilt": names.old_column(column), "back": names.back_trigger(self.table, column),
         }
 
     def compile(self) -> Compiled:
@@ -261,7 +255,7 @@ class ConvertToEnum(Operation):
         body = sql.SQL("SELECT CASE {} {} ELSE {} END").format(value, cases, rest) if self.mapping else \
             sql.SQL("SELECT {}").format(rest)
         create_convert = sql.SQL("CREATE FUNCTION {}(text) RETURNS {} LANGUAGE sql STABLE STRICT AS {}").format(
-            convert, enum, _dollar_quoted(body))
+            convert, enum, dollar_quoted(body))
 
         create_sync, create_trigger = self._sync(n)
         drop_trigger = sql.SQL("DROP TRIGGER {} ON {}").format(ident(n["trigger"]), t)
@@ -335,7 +329,7 @@ class ConvertToEnum(Operation):
         # SECURITY DEFINER with the search_path of its creation: the application's role needs no
         # grant on the originals table, and cannot redirect the names the body uses
         create_sync = sql.SQL("CREATE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER "
-                              "SET search_path FROM CURRENT AS {}").format(ident(n["sync"]), _dollar_quoted(body))
+                              "SET search_path FROM CURRENT AS {}").format(ident(n["sync"]), dollar_quoted(body))
         create_trigger = sql.SQL("CREATE TRIGGER {} BEFORE INSERT OR UPDATE OF {} ON {} FOR EACH ROW "
                                  "EXECUTE FUNCTION {}()").format(ident(n["trigger"]), col, t, ident(n["sync"]))
         return create_sync, create_trigger
@@ -378,15 +372,14 @@ class ConvertToEnum(Operation):
             swap.append(alter + sql.SQL("ALTER COLUMN {} SET DEFAULT {}::{}").format(col, default, enum))
         if self.swap_sql is not None:
             swap += statements(self.swap_sql.up, "swap_sql.up")
+        # the text column comes back as it was: the original where one was kept, else the label
+        rebuilt = column_back(self.table, self.column, self.column_type, lambda row: sql.SQL(
+            "coalesce((SELECT o.original FROM {orig} AS o WHERE o.key = {row}.{key}::text "
+            "AND {convert}(o.original) IS NOT DISTINCT FROM {row}.{col}), {row}.{col}::text)").format(
+            orig=orig, row=row, key=key, convert=convert, col=col), (self.key,), self.column)
         back = list(_index_names(self.table, self.indexes, back=True))
         back += [alter + sql.SQL("ALTER COLUMN {} DROP DEFAULT").format(col)] if default is not None else []
-        back += [
-            alter + sql.SQL("RENAME COLUMN {} TO {}").format(col, shadow),
-            alter + sql.SQL("ADD COLUMN {} {}").format(col, type_name(self.column_type)),
-            sql.SQL("UPDATE {t} AS t SET {col} = coalesce((SELECT o.original FROM {orig} AS o WHERE o.key = t.{key}::text "
-                    "AND {convert}(o.original) IS NOT DISTINCT FROM t.{shadow}), t.{shadow}::text)").format(
-                t=t, col=col, orig=orig, key=key, convert=convert, shadow=shadow),
-        ]
+        back += [alter + sql.SQL("RENAME COLUMN {} TO {}").format(col, shadow), *rebuilt.swap_in]
         if default is not None:
             back.append(alter + sql.SQL("ALTER COLUMN {} SET DEFAULT {}").format(col, default))
         back += self._sync(n)
@@ -397,13 +390,8 @@ class ConvertToEnum(Operation):
             back += statements(self.swap_sql.down, "swap_sql.down")
         reason = (f"convert_to_enum: the enum column takes the name {self.column} in the transaction that drops the "
                   "text column (and gives it back on rollback), so readers keep the name")
-        emergency = ("rolling back after the contract is the emergency path: the swap's rollback restores the text "
-                     f"column{' and its NOT NULL' if self.not_null else ''} in one transaction, so the old shape comes "
-                     "back whole or not at all; it holds ACCESS EXCLUSIVE while it runs (`rollout plan --rollback "
-                     "STEP` shows its cost on the live table)")
-        return (*parts, Part("swap", CONTRACT, tuple(swap), tuple(back), allows=(
-            Allowance(rule="renaming-column", reason=reason),
-            Allowance(rule="long-lock-on-large-table", reason=emergency, direction="rollback"))))
+        return (*parts, Part("swap", CONTRACT, tuple(swap), tuple(back), restore=rebuilt.restore,
+                             allows=(Allowance(rule="renaming-column", reason=reason),)))
 
     def _preconditions(self, enum: sql.Composable) -> tuple:
         rel, col, typ = _regclass(self.table), sql.Literal(self.column), _regtype(self.type)

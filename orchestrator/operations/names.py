@@ -37,3 +37,13 @@ def check(table: str, what: str) -> str:
 
 def not_null_check(table: str, column: str) -> str:
     return fit(f"_rollout_{bare(table)}_{column}_not_null")
+
+
+def old_column(column: str) -> str:
+    """The old column rebuilt, under this name, by a rollback after the contract."""
+    return fit(f"_rollout_old_{column}")
+
+
+def back_trigger(table: str, column: str) -> str:
+    """The trigger (and its function) keeping the rebuilt old column current during that rollback."""
+    return fit(f"_rollout_back_{bare(table)}_{column}")

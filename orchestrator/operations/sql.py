@@ -45,3 +45,10 @@ def render(statement: sql.Composable) -> str:
 def literal_name(name: str) -> str:
     """A name as SQL text (quoted where PostgreSQL needs it), for comments and messages."""
     return ".".join(quote_ident(part) for part in name.split("."))
+
+
+def dollar_quoted(body: sql.Composable) -> sql.Composable:
+    """A function body between dollar quotes whose tag the body does not contain."""
+    text = render(body)
+    tag = next(t for t in (f"$rollout{n or ''}$" for n in range(100)) if t not in text)
+    return sql.SQL(f"{tag}\n{text}\n{tag}")

@@ -25,10 +25,14 @@ def listing(operation) -> str:
         out.append(f"-- {part.phase}: {part.name} ({where})")
         out += [render(s) + ";" for s in part.apply]
         out.append("-- rollback")
-        if part.restore is not None:  # runs first, through the backfill engine
-            out.append(f"-- first, batch by batch over {part.restore.table} ({', '.join(part.restore.key)}): "
-                       f"{part.restore.name}")
-            out.append(part.restore.sql + ";")
+        job = part.restore
+        if job is not None:  # runs first, through the backfill engine
+            out.append(f"-- first, {job.name}: batch by batch over {job.table} "
+                       f"({', '.join(job.key) if job.key else 'its primary key'})")
+            if job.prepare:
+                out += ["-- once, before the batches", job.prepare + ";", "-- each batch"]
+            out.append(job.sql + ";" if job.sql else "UPDATE {} SET {};".format(
+                job.table, ", ".join(f"{c} = ({e})" for c, e in job.set.items())))
         out += [render(s) + ";" for s in part.rollback] or ["-- nothing to undo"]
     return "\n".join(out) + "\n"
 

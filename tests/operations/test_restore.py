@@ -106,3 +106,50 @@ def test_a_restore_names_a_migration_of_its_step(tmp_path):
         assert "did you mean 'change__op01_01_index'" in str(exc), str(exc)
     else:
         raise AssertionError("a restore naming no migration of its step must be refused")
+
+
+def test_a_type_change_rolled_back_after_its_contract_keeps_the_application_working(tmp_path, dsn, db):
+    """The old column is rebuilt under a hidden name, in batches, while the application (its flag
+    still on) writes the new one: a write behind the restore's cursor, one ahead of it and an
+    insert all reach the old column, across a rollback stopped halfway and run again."""
+    setup = f"""
+    CREATE TABLE posts (id bigint PRIMARY KEY, amount text);
+    INSERT INTO posts SELECT g, CASE WHEN g % 9 = 0 THEN NULL ELSE (g * 3)::text END
+    FROM generate_series(1, {ROWS}) AS g;
+    """
+    case = Case("amount becomes an integer", setup, [{"op": "alter_column", "table": "posts", "column": "amount",
+                                                      "type": "integer", "from_type": "text"}])
+    snapshot = "SELECT id, amount FROM posts ORDER BY id"
+    rollout, before = _contracted(case, tmp_path, dsn, db, snapshot)
+    assert db.execute("SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'posts'::regclass "
+                      "AND attname = 'amount'").fetchone() == ("integer",)
+    [job] = json.loads(rollout("plan", "--rollback", "change", "--json").stdout)["steps"][0]["backfills"]
+    assert job["name"] == "restore_posts_amount" and "ADD COLUMN IF NOT EXISTS" in job["prepare"], job
+    db.execute("""
+        CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF NEW.id = 29990 AND to_jsonb(NEW) ->> '_rollout_old_amount' IS NOT NULL THEN
+                RAISE EXCEPTION 'row % refused', NEW.id;
+            END IF;
+            RETURN NEW;
+        END $$;
+        CREATE TRIGGER refuse BEFORE UPDATE ON posts FOR EACH ROW EXECUTE FUNCTION refuse();
+    """)
+    stopped = rollout("rollback", "change", "--no-backup")
+    assert stopped.exit_code != 0 and "restore_posts_amount" in stopped.output, stopped.output
+    covered = db.execute("SELECT rows_covered FROM rollout.backfills WHERE name = 'restore_posts_amount'").fetchone()[0]
+    assert 0 < covered < ROWS
+    # the contract is still in place and the flag still on: the application writes the new shape
+    assert db.execute("SELECT enabled, percent FROM rollout.flags WHERE name = 'change_on'").fetchone() == (True, 100)
+    db.execute("UPDATE posts SET amount = 7 WHERE id = 1")  # behind the cursor
+    db.execute("UPDATE posts SET amount = 9 WHERE id = 29995")  # ahead of it
+    db.execute("INSERT INTO posts VALUES (40001, 5)")
+
+    db.execute("DROP TRIGGER refuse ON posts; DROP FUNCTION refuse()")
+    resumed = rollout("rollback", "change", "--no-backup")
+    assert resumed.exit_code == 0, resumed.output
+    expected = {**dict(before), 1: "7", 29995: "9", 40001: "5"}
+    assert dict(db.execute(snapshot).fetchall()) == expected
+    assert db.execute("SELECT array_agg(attname ORDER BY attname) FROM pg_attribute WHERE attrelid = 'posts'::regclass "
+                      "AND attnum > 0 AND NOT attisdropped").fetchone() == (["amount", "id"],)
+    assert db.execute("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'posts'::regclass").fetchone() == (0,)
