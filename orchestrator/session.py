@@ -17,6 +17,7 @@ from .errors import ConnectionLost, RolloutError
 from .locks import EnvLock, acquire_env_lock
 from .migrations import applied_hashes, yoyo_backend
 from .plan import Plan
+from .pooler import refuse_transaction_pooler
 from .state import Event
 
 Reporter = Callable[[Event], None]
@@ -95,6 +96,7 @@ def open_session(plan: Plan, env: str, *, dsn: str | None, actor: str, command: 
     held = None
     try:
         if lock:
+            refuse_transaction_pooler(conn, target)  # the lock and the session settings need one server session
             _refuse_lost_records(conn, plan, env)  # before the lock, whose table it would create
             held = acquire_env_lock(conn, env)
             state.ensure_schema(conn)
