@@ -285,6 +285,7 @@ class BackfillStatus:
     rows_per_second: float | None
     eta_seconds: float | None
     error: str | None
+    waiting: str | None = None  # why it waits between batches now (a standby behind)
 
 
 def backfill_status(plan: Plan, env: str, step_id: str | None = None, *,
@@ -317,7 +318,7 @@ def backfill_status(plan: Plan, env: str, step_id: str | None = None, *,
                     row.get("rows_failed", 0), max(estimate, covered) if estimate is not None else None,
                     row.get("batches", 0), row.get("batch_size"), rate,
                     left / rate if rate and left is not None and row.get("state") == "running" else None,
-                    row.get("error")))
+                    row.get("error"), row.get("waiting") if row.get("state") == "running" else None))
     return result
 
 

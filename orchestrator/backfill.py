@@ -25,6 +25,7 @@ from psycopg import sql
 
 from .database import connect
 from .errors import ConnectionLost, RolloutError, StepFailed, Stopped, describe_error
+from .health import LagMeter
 from .locks import set_local_timeouts, with_lock_retries
 from .plan import Backfill, Step, Timeouts
 from .session import Session
@@ -194,6 +195,15 @@ class _Batch:
     changed: int
     seconds: float
     stop: str | None = None  # 'pause' or 'cancel' when an operator asked
+    waiters: int = 0  # sessions waiting on the batch's locks when it was about to commit
+
+
+# sessions queued behind the batch's row locks, asked inside the batch's transaction before it commits
+_WAITERS = ("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+            "AND pg_backend_pid() = ANY (pg_blocking_pids(pid))")
+# a VACUUM (autovacuum's or a person's) working on the job's table now
+_VACUUM = ("SELECT p.pid, a.backend_type = 'autovacuum worker' FROM pg_stat_progress_vacuum AS p "
+           "LEFT JOIN pg_stat_activity AS a ON a.pid = p.pid WHERE p.relid = %s::regclass LIMIT 1")
 
 
 class Engine:
@@ -208,6 +218,10 @@ class Engine:
         self.statements = BatchStatements(self.key, job)
         self.estimate = estimate_rows(session.conn, self.key)
         self._last_ping = time.monotonic()
+        self.lag = LagMeter()
+        self._fence: int | None = None  # the WAL position before the last batch: standbys must reach it
+        self.paced = 0.0  # seconds this run spent waiting for standbys or resting beside a VACUUM
+        self._vacuum: int | None = None  # the VACUUM it last slowed down for
 
     def run(self) -> str:
         """Returns the job's final state: done, paused or cancelled. Raises StepFailed on failure."""
@@ -221,6 +235,7 @@ class Engine:
         try:
             self.work = connect(self.session.target, "rollout backfill")
             while True:
+                self._yield_to_standbys(covered)
                 batch = self._batch_with_retries(lo, size)
                 if batch.stop:
                     state = "paused" if batch.stop == "pause" else "cancelled"
@@ -232,12 +247,17 @@ class Engine:
                 self._report("running" if batch.hi else "done", covered, changed, seconds, size)
                 if batch.hi is None:
                     rate = covered / seconds if seconds else 0.0
+                    paced = f"; {self.paced:.1f}s spent yielding to standbys and VACUUM" if self.paced >= 0.05 else ""
                     self.session.record("backfill.done", f"backfill {self.job.name} done: {changed} rows changed of "
-                                        f"{covered} visited ({rate:,.0f} rows/s)", step_id=self.step.id,
-                                        detail={"rows_changed": changed, "rows_covered": covered, "seconds": seconds})
+                                        f"{covered} visited ({rate:,.0f} rows/s{paced})", step_id=self.step.id,
+                                        detail={"rows_changed": changed, "rows_covered": covered, "seconds": seconds,
+                                                "yielded_seconds": self.paced})
                     return "done"
                 lo = batch.hi
                 size = self._adapt(size, batch.seconds)
+                if batch.waiters:
+                    size = self._shrink(size, batch)
+                self._yield_to_vacuum(batch.seconds)
                 self._ping_lock()
                 if self.job.pause:
                     time.sleep(self.job.pause / 1000)
@@ -274,6 +294,81 @@ class Engine:
                                 f"(about {self.estimate if self.estimate is not None else '?'} rows)",
                                 step_id=self.step.id)
         return checkpoint
+
+    def _yield_to_standbys(self, covered: int) -> None:
+        """Before the next batch, wait while a standby has not replayed what came before the
+        last batch (one batch in flight at most: a standby slower than the primary sets the
+        pace), or replays further behind than the job's limit, which is recorded. An operator's
+        pause or cancel is still honoured at once (the batch sees it)."""
+        limit = self.job.max_replication_lag
+        if limit is None:
+            return
+        fence = self._fence
+        lag = self.lag.furthest(self.session.conn, fence)
+        started, worst, reason, waited = time.monotonic(), lag.seconds if lag else 0.0, None, False
+        while lag is not None and (lag.behind or lag.seconds > limit / 1000):
+            waited = True
+            if lag.seconds > limit / 1000 and reason is None:
+                reason = f"{lag.shown()} (limit {limit / 1000:.1f}s)"
+                self._set_waiting(reason)
+                self.session.record("backfill.waiting", f"backfill {self.job.name} waits at {covered} rows: "
+                                    f"{reason}", step_id=self.step.id, ok=False,
+                                    detail={"standby": lag.standby, "lag_seconds": lag.seconds,
+                                            "limit_seconds": limit / 1000})
+            if self._requested():
+                break
+            time.sleep(0.01 if reason is None else 0.1)
+            self._ping_lock()
+            lag = self.lag.furthest(self.session.conn, fence)
+            worst = max(worst, lag.seconds if lag else 0.0)
+        self._fence = self.lag.position
+        seconds = time.monotonic() - started
+        if waited:
+            self.paced += seconds
+        if reason is not None:
+            self._set_waiting(None)
+            self.session.record("backfill.waited", f"backfill {self.job.name} goes on after {seconds:.1f}s "
+                                f"(standby lag at most {worst:.1f}s)", step_id=self.step.id,
+                                detail={"waited_seconds": seconds, "max_lag_seconds": worst})
+
+    def _shrink(self, size: int, batch: _Batch) -> int:
+        """Sessions queued behind the last batch's row locks: the next batches are half as big
+        (so hold their rows half as long), whatever the time target says."""
+        smaller = max(self.job.min_batch, min(size, batch.covered // 2))
+        if smaller < batch.covered:
+            self.session.record("backfill.yielded", f"backfill {self.job.name}: {batch.waiters} session"
+                                f"{'s' if batch.waiters != 1 else ''} waited on the rows of its last batch "
+                                f"({batch.seconds * 1000:.0f} ms); batches shrink to {smaller} rows",
+                                step_id=self.step.id, detail={"waiters": batch.waiters, "batch_size": smaller})
+        return smaller
+
+    def _yield_to_vacuum(self, last_batch_seconds: float) -> None:
+        """While a VACUUM works on the table, rest as long as each batch took: half speed, so
+        the dead rows the backfill leaves do not outrun it."""
+        found = self.session.conn.execute(_VACUUM, (self.key.ident.as_string(self.session.conn),)).fetchone()
+        if found is None:
+            if self._vacuum is not None:
+                self._vacuum = None
+                self._set_waiting(None)
+            return
+        pid, auto = found
+        if pid != self._vacuum:
+            self._vacuum = pid
+            who = "autovacuum" if auto else "a VACUUM"
+            reason = f"{who} (pid {pid}) is working on {self.job.table}: half speed"
+            self._set_waiting(reason)
+            self.session.record("backfill.slowed", f"backfill {self.job.name}: {reason}", step_id=self.step.id,
+                                detail={"vacuum_pid": pid, "autovacuum": bool(auto)})
+        time.sleep(last_batch_seconds)
+        self.paced += last_batch_seconds
+
+    def _set_waiting(self, reason: str | None) -> None:
+        self.session.conn.execute("UPDATE rollout.backfills SET waiting = %s, updated_at = clock_timestamp() "
+                                  "WHERE env = %s AND step_id = %s AND name = %s", (reason, *self.ids))
+
+    def _requested(self) -> bool:
+        return self.session.conn.execute("SELECT requested IS NOT NULL FROM rollout.backfills WHERE env = %s AND "
+                                         "step_id = %s AND name = %s", self.ids).fetchone()[0]
 
     def _prepare(self) -> None:
         """The job's `prepare` statements: DDL, so under lock_timeout with retries, in one transaction."""
@@ -364,6 +459,7 @@ class Engine:
             else:
                 covered = size
             changed = work.execute(s.change(bool(lo), hi is not None), [*lo_params, *(hi or [])]).rowcount
+            waiters = work.execute(_WAITERS).fetchone()[0]
             seconds = time.monotonic() - started
             work.execute(
                 """
@@ -377,7 +473,7 @@ class Engine:
                 (json.dumps(hi) if hi else None, covered, max(changed, 0), size, seconds,
                  "running" if hi else "done", hi is None, *self.ids),
             )
-        return _Batch(hi=hi, covered=covered, changed=max(changed, 0), seconds=seconds)
+        return _Batch(hi=hi, covered=covered, changed=max(changed, 0), seconds=seconds, waiters=waiters)
 
     def _row_failed(self, lo: list[str] | None, exc: psycopg.Error) -> list[str]:
         """The batch is one row and it fails: stop, or record it and move the cursor past it."""

@@ -642,7 +642,7 @@ def backfill_table(rows, title: str, width: int) -> Table:
         names = column in ("step", "backfill") and not wide  # long ids fold onto a second line, whole
         table.add_column(column, no_wrap=not names, overflow="fold" if names else "ellipsis",
                          min_width=11 if column == "state" else None)
-    notes = any(r.error for r in rows)
+    notes = any(r.error or r.waiting for r in rows)
     if notes:
         table.add_column("note", min_width=8, overflow="fold")
     for r in rows:
@@ -652,7 +652,7 @@ def backfill_table(rows, title: str, width: int) -> Table:
         if wide:
             cells += [f"{r.rows_changed:,}", f"{r.rows_failed:,}",
                       f"{r.rows_per_second:,.0f}/s" if r.rows_per_second else ""]
-        table.add_row(*cells, eta, *([_text(r.error or "")] if notes else []))
+        table.add_row(*cells, eta, *([_text(r.error or r.waiting or "")] if notes else []))
     return table
 
 

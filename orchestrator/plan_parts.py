@@ -185,6 +185,9 @@ class Backfill(_Model):
     pause: Duration = Field(0, description="sleep between batches, to throttle (default 0)")
     on_error: Literal["stop", "record"] = Field(
         "stop", description="a row the change cannot convert: stop with its key, or record it and carry on")
+    max_replication_lag: Duration | None = Field(
+        10_000, description="wait between batches while a standby replays more than this behind (default 10s; "
+                            "null: never wait)")
     prepare: str | None = Field(
         None, description="statements run in one transaction before the first batch and again whenever the job "
                           "continues (make them idempotent: IF NOT EXISTS, OR REPLACE)")

@@ -17,7 +17,7 @@ from psycopg.types.json import Jsonb
 
 from .errors import RolloutError
 
-SCHEMA_VERSION = 4  # unchanged: additions to the guards are installed by _intact()
+SCHEMA_VERSION = 5  # 5: rollout.backfills.waiting. Additions to the guards are installed by _intact()
 
 PENDING = "pending"
 MIGRATING = "migrating"
@@ -115,6 +115,7 @@ CREATE TABLE IF NOT EXISTS rollout.backfills (
     finished_at timestamptz,
     PRIMARY KEY (env, step_id, name)
 );
+ALTER TABLE rollout.backfills ADD COLUMN IF NOT EXISTS waiting text;
 ALTER TABLE rollout.steps ADD COLUMN IF NOT EXISTS stage integer;
 ALTER TABLE rollout.steps ADD COLUMN IF NOT EXISTS stage_since timestamptz;
 

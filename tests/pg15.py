@@ -45,3 +45,30 @@ class Cluster:
             self._run("pg_ctl", "-D", self.data, "-m", "immediate", "stop")
         finally:
             shutil.rmtree(self.home, ignore_errors=True)
+
+
+class Standby:
+    """A streaming standby of `primary` (pg_basebackup -R), on a socket of its own; its replay
+    can be paused and resumed, to make it fall behind for real."""
+
+    def __init__(self, primary: Cluster, name: str = "standby1") -> None:
+        self.primary, self.name = primary, name
+        self.home = tempfile.mkdtemp(prefix="rollout-pg15-standby-")
+        os.chmod(self.home, 0o777)
+        self.data = os.path.join(self.home, "data")
+        # a replication slot of its own: the primary keeps the WAL this standby has not received yet
+        primary._run("pg_basebackup", "-h", primary.home, "-p", "5432", "-U", "postgres", "-D", self.data,
+                     "-R", "-X", "stream", "-C", "-S", name)
+        with open(os.path.join(self.data, "postgresql.auto.conf"), "a") as conf:  # named, as pg_stat_replication shows it
+            conf.write(f"primary_conninfo = 'host={primary.home} port=5432 user=postgres application_name={name}'\n")
+        primary._run("pg_ctl", "-D", self.data, "-w", "-l", os.path.join(self.home, "log"),
+                     "-o", f"-k {self.home} -c listen_addresses='' -c fsync=off", "start")
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql://postgres@/{database}?host={self.home}&port=5432"
+
+    def close(self) -> None:
+        try:
+            self.primary._run("pg_ctl", "-D", self.data, "-m", "immediate", "stop")
+        finally:
+            shutil.rmtree(self.home, ignore_errors=True)
