@@ -249,7 +249,11 @@ def backfill_request(plan: Plan, env: str, step_id: str, action: str, *, dsn: st
         if not state.schema_exists(conn):
             raise UsageError(f"nothing has run in environment {env!r} yet")
         names = []
+        started = {name for (name,) in conn.execute(
+            "SELECT name FROM rollout.backfills WHERE env = %s AND step_id = %s", (env, step_id))}
         for job in step.backfills:
+            if job.restores is not None and job.name not in started:
+                continue  # a restore exists only once a rollback has started it
             row = conn.execute(
                 """
                 INSERT INTO rollout.backfills (env, step_id, name, state) VALUES (%(env)s, %(step)s, %(name)s, %(stopped)s)

@@ -96,6 +96,15 @@ class Timeouts(_Model):
         return value
 
 
+class Webhook(_Model):
+    """Where an environment's notifications go."""
+
+    url_env: Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] = Field(
+        description="the environment variable holding the URL (a webhook's URL carries its secret)")
+    format: Literal["json", "slack"] = Field("json", description="json: the event as JSON; slack: a readable "
+                                                                 "message for a Slack incoming webhook")
+
+
 class Environment(_Model):
     """Where a plan is applied: the embedded server, or a database named by an environment variable."""
 
@@ -109,6 +118,8 @@ class Environment(_Model):
     )
     confirm: bool = Field(False, description="ask before changing anything unless --yes is given")
     after: Name | None = Field(None, description="a step is applied here only once it is done in that environment")
+    notify: Seq(Webhook) = Field((), description="webhooks told of stage changes, failed gates, steps done, failed "
+                                                 "or aborted, flags set, backfills finished or stopped")
 
     @model_validator(mode="after")
     def _one_database(self) -> "Environment":

@@ -17,6 +17,7 @@ from .errors import ConnectionLost, RolloutError
 from .locks import EnvLock, acquire_env_lock
 from .migrations import applied_hashes, yoyo_backend
 from .plan import Plan
+from .notify import Notifier
 from .pooler import refuse_transaction_pooler
 from .state import Event
 
@@ -39,6 +40,7 @@ class Session:
     progress: Callable[[object], None] = field(default=lambda progress: None, repr=False)
     backup: bool = True  # pg_dump tables before destructive statements (--no-backup turns it off)
     lock: EnvLock | None = None  # the environment's lock, for the commands that take it
+    notifier: Notifier | None = None  # the environment's webhooks
     _backend: object | None = field(default=None, repr=False)
 
     @property
@@ -68,6 +70,8 @@ class Session:
     def record(self, kind: str, message: str, **fields) -> Event:
         """Append to the audit trail and show it. Inside a transaction, it commits with it."""
         event = state.insert_event(self.conn, self.run_id, self.event(kind, message, **fields))
+        if self.notifier is not None:
+            self.notifier.expect(event.id, event)
         self.report(event)
         return event
 
@@ -104,7 +108,9 @@ def open_session(plan: Plan, env: str, *, dsn: str | None, actor: str, command: 
         else:
             _ensure_schema_briefly(conn, env)
             run_id, stale = None, []
-        session = Session(plan, target, conn, actor, report, run_id, lock=held)
+        hooks = plan.environment(env).notify
+        notifier = Notifier(target, hooks, os.environ) if hooks else None
+        session = Session(plan, target, conn, actor, report, run_id, lock=held, notifier=notifier)
         if progress is not None:
             session.progress = progress
         with conn.transaction():
@@ -139,6 +145,8 @@ def open_session(plan: Plan, env: str, *, dsn: str | None, actor: str, command: 
         conn.close()
         if held is not None:
             held.release()
+        if "notifier" in locals() and notifier is not None:
+            notifier.close()
 
 
 def _refuse_lost_records(conn: psycopg.Connection, plan: Plan, env: str) -> None:

@@ -264,6 +264,7 @@ class Event:
     from_state: str | None = None
     to_state: str | None = None
     detail: dict | None = None
+    id: int | None = None  # its row in rollout.events, once written
 
     def as_json(self) -> dict:
         return {**self.__dict__, "at": self.at.isoformat()}
@@ -428,12 +429,12 @@ def insert_event(conn: psycopg.Connection, run_id: int | None, event: Event) -> 
     at = conn.execute(
         """
         INSERT INTO rollout.events (env, run_id, actor, step_id, kind, from_state, to_state, ok, message, detail)
-        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING at
+        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id, at
         """,
         (event.env, run_id, event.actor, event.step_id, event.kind, event.from_state, event.to_state,
          event.ok, event.message, Jsonb(event.detail) if event.detail is not None else None),
-    ).fetchone()[0]
-    return Event(**{**event.__dict__, "at": at})
+    ).fetchone()
+    return Event(**{**event.__dict__, "id": at[0], "at": at[1]})
 
 
 def read_events(conn: psycopg.Connection, env: str, limit: int) -> list[Event]:

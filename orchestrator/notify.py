@@ -1,0 +1,153 @@
+"""Webhooks told what happens to a rollout: a stage reached, a gate failed, a step done, failed
+or aborted, a flag set, a backfill finished or stopped.
+
+An event is sent once it has committed, never before: events are written inside the
+transactions they describe, and one that rolls back did not happen. So the notifier keeps the
+ids of the events its session recorded and, from a connection of its own, sends those it can
+see. Delivery runs on a thread with retries and backoff; a webhook that keeps failing is
+reported on stderr and given up, and never fails, slows or blocks the rollout. When the
+command ends, what has committed is sent within a few seconds, then the notifier stops.
+
+Webhook URLs carry their secret (Slack's do), so the plan names the environment variable
+that holds each URL, and messages show only the scheme and host.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from urllib.parse import urlsplit
+
+import psycopg
+
+from .database import Target, connect
+from .plan_parts import Webhook
+from .state import Event
+
+NOTABLE_KINDS = {"rollout.stage", "rollout.check_failed", "flag.set", "backfill.done", "backfill.paused",
+                 "backfill.cancelled", "backfill.waiting"}
+NOTABLE_STATES = {"done", "failed", "aborted"}
+ATTEMPTS = 4
+FLUSH_SECONDS = 10.0
+
+
+def notable(event: Event) -> bool:
+    return event.kind in NOTABLE_KINDS or (event.kind == "state" and event.to_state in NOTABLE_STATES)
+
+
+def payload(event: Event, style: str) -> dict:
+    """The body a webhook receives: the event as JSON, or a readable Slack message."""
+    if style == "slack":
+        mark = ":white_check_mark:" if event.ok else ":warning:"
+        where = f"{event.env} · {event.step_id}" if event.step_id else event.env
+        return {"text": f"{mark} rollout · {where}: {event.message} ({event.actor})"}
+    return {"source": "rollout", "env": event.env, "step": event.step_id, "kind": event.kind, "ok": event.ok,
+            "message": event.message, "actor": event.actor, "at": event.at.isoformat() if event.at else None,
+            "from_state": event.from_state, "to_state": event.to_state, "detail": event.detail}
+
+
+class Notifier:
+    """Sends its session's notable events to the environment's webhooks, once they committed."""
+
+    def __init__(self, target: Target, webhooks: tuple[Webhook, ...], environ: dict[str, str]):
+        self.target = target
+        self.hooks = []
+        for hook in webhooks:
+            url = environ.get(hook.url_env)
+            if url:
+                self.hooks.append((url, hook.format))
+            else:
+                _warn(f"webhook ${hook.url_env} is not set; its notifications are skipped")
+        self.pending: dict[int, Event] = {}
+        self.lock = threading.Lock()
+        self.closing = threading.Event()
+        self.deadline = float("inf")
+        self.thread = threading.Thread(target=self._run, name="rollout notify", daemon=True)
+        if self.hooks:
+            self.thread.start()
+
+    def expect(self, event_id: int, event: Event) -> None:
+        """An event just written (perhaps inside a transaction not yet committed)."""
+        if self.hooks and notable(event):
+            with self.lock:
+                self.pending[event_id] = event
+
+    def close(self) -> None:
+        """Send what has committed, for at most FLUSH_SECONDS, then stop."""
+        if not self.thread.is_alive():
+            return
+        self.deadline = time.monotonic() + FLUSH_SECONDS
+        self.closing.set()
+        self.thread.join(FLUSH_SECONDS + 1)
+
+    def _run(self) -> None:
+        conn = None
+        try:
+            while True:
+                closing = self.closing.is_set()
+                conn = conn or self._connect()
+                if conn is not None:
+                    for event in self._committed(conn):
+                        for url, style in self.hooks:
+                            self._deliver(url, style, event)
+                if closing or time.monotonic() > self.deadline:
+                    return
+                self.closing.wait(0.2)
+        finally:
+            if conn is not None:
+                conn.close()
+
+    def _connect(self) -> psycopg.Connection | None:
+        try:
+            return connect(self.target, "rollout notify")
+        except Exception as exc:  # noqa: BLE001 - a notifier never stops the rollout
+            _warn(f"cannot read the events to notify: {exc}")
+            return None
+
+    def _committed(self, conn: psycopg.Connection) -> list[Event]:
+        """The pending events another connection can see (committed), oldest first."""
+        with self.lock:
+            ids = sorted(self.pending)
+        if not ids:
+            return []
+        seen = {row[0] for row in conn.execute("SELECT id FROM rollout.events WHERE id = ANY (%s)", (ids,))}
+        with self.lock:
+            return [self.pending.pop(i) for i in ids if i in seen]
+
+    def _deliver(self, url: str, style: str, event: Event) -> None:
+        body = json.dumps(payload(event, style), default=str).encode()
+        delay = 0.5
+        for attempt in range(1, ATTEMPTS + 1):
+            try:
+                request = urllib.request.Request(url, data=body, method="POST",
+                                                 headers={"Content-Type": "application/json",
+                                                          "User-Agent": "rollout"})
+                with urllib.request.urlopen(request, timeout=5) as response:
+                    if response.status < 300:
+                        return
+                    reason = f"HTTP {response.status}"
+            except urllib.error.HTTPError as exc:
+                reason = f"HTTP {exc.code}"
+            except (urllib.error.URLError, OSError, ValueError) as exc:
+                reason = str(getattr(exc, "reason", exc))
+            if attempt == ATTEMPTS or time.monotonic() + delay > self.deadline:
+                _warn(f"webhook {_shown(url)}: gave up on the {event.kind} event after {attempt} attempt"
+                      f"{'s' if attempt > 1 else ''} ({reason})")
+                return
+            time.sleep(delay * random.uniform(0.8, 1.2))
+            delay *= 2
+
+
+def _shown(url: str) -> str:
+    """A webhook's URL without its secret: scheme and host only."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname}" if parts.scheme and parts.hostname else "(unparsable URL)"
+
+
+def _warn(message: str) -> None:
+    sys.stderr.write(f"rollout: {message}\n")
