@@ -108,6 +108,7 @@ class StepStatus:
     flag_value: str | None = None  # the flag's value here: off, 10%, on
     flag_expected: str | None = None  # the value the step's state implies (flags.expected_percent)
     flag_mismatch: str | None = None  # when they disagree, e.g. "flag f at 50%, stage 1/3 expects 10%"
+    halted: str | None = None  # why a gate halted the rollout (`rollout advance STEP` resumes it)
 
 
 def status(plan: Plan, env: str, *, dsn: str | None = None) -> list[StepStatus]:
@@ -152,6 +153,7 @@ def status(plan: Plan, env: str, *, dsn: str | None = None) -> list[StepStatus]:
             error=current.error, migrations_applied=sum(m.hash in applied for m in files), migrations_total=len(files),
             updated_at=current.updated_at.isoformat() if current.updated_at else None, updated_by=current.updated_by,
             flag_value=flag_value, flag_expected=flag_expected, flag_mismatch=mismatch,
+            halted=current.halted if current.state == state.ROLLING_OUT else None,
         ))
     return rows
 
@@ -172,10 +174,11 @@ def advance(plan: Plan, env: str, step_id: str | None = None, *, dsn: str | None
     command = f"advance {step_id or '--all'}{' --watch' if watch else ''}"
     with open_session(plan, env, dsn=dsn, actor=actor, command=command, report=report) as s:
         if watch:
-            return [runner.watch(s, steps[0], interval)]
-        if not steps:
+            return [runner.watch(s, steps[0], interval)] if steps else runner.watch_all(s, interval)
+        if not steps:  # --all, from cron: a halted rollout waits for a person
             states = s.states()
             steps = [st for st in plan.order() if states[st.id].state == state.ROLLING_OUT]
+            return [runner.advance(s, step, resume=False) for step in steps]
         return [runner.advance(s, step) for step in steps]
 
 

@@ -240,7 +240,7 @@ class Engine:
                 if batch.stop:
                     state = "paused" if batch.stop == "pause" else "cancelled"
                     self.session.record(f"backfill.{state}", f"backfill {self.job.name} {state} at {covered} rows "
-                                        f"({self._share(covered)}); `rollout backfill resume {self.step.id}` continues",
+                                        f"({self._share(covered)}); `{self._continues('resume')}` continues",
                                         step_id=self.step.id, ok=False)
                     return state
                 covered, changed, seconds = covered + batch.covered, changed + batch.changed, seconds + batch.seconds
@@ -273,7 +273,7 @@ class Engine:
                 INSERT INTO rollout.backfills (env, step_id, name, state, started_at) VALUES (%s, %s, %s, 'running', clock_timestamp())
                 ON CONFLICT (env, step_id, name) DO UPDATE
                 SET state = CASE WHEN rollout.backfills.state = 'done' THEN 'done' ELSE 'running' END,
-                    error = NULL, requested = NULL, started_at = coalesce(rollout.backfills.started_at, clock_timestamp())
+                    error = NULL, requested = NULL, waiting = NULL, started_at = coalesce(rollout.backfills.started_at, clock_timestamp())
                 RETURNING state, cursor, batch_size, rows_covered, rows_changed, active_seconds
                 """,
                 self.ids,
@@ -361,6 +361,10 @@ class Engine:
                                 detail={"vacuum_pid": pid, "autovacuum": bool(auto)})
         time.sleep(last_batch_seconds)
         self.paced += last_batch_seconds
+
+    def _continues(self, verb: str) -> str:
+        """The command that continues this job: a restore runs only within its step's rollback."""
+        return f"rollout rollback {self.step.id}" if self.job.restores else f"rollout backfill {verb} {self.step.id}"
 
     def _set_waiting(self, reason: str | None) -> None:
         self.session.conn.execute("UPDATE rollout.backfills SET waiting = %s, updated_at = clock_timestamp() "
@@ -483,7 +487,7 @@ class Engine:
         shown = ", ".join(f"{c}={v}" for c, v in zip(self.key.columns, key or []))
         if self.job.on_error == "stop" or key is None:
             self._fail(f"row ({shown}) cannot be converted: {reason}. Fix the row or the change, then "
-                       f"`rollout backfill run {self.step.id}`; or set on_error: record to record such rows and go on")
+                       f"`{self._continues('run')}`; or set on_error: record to record such rows and go on")
         with self.work.transaction():
             self.work.execute("INSERT INTO rollout.backfill_errors (env, step_id, name, key, error) "
                               "VALUES (%s, %s, %s, %s, %s)", (*self.ids, json.dumps(key), reason))

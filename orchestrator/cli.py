@@ -407,7 +407,8 @@ def _show_preview(p) -> None:
 @cli.command()
 @click.argument("step", required=False, callback=_step_argument)
 @click.option("--all", "every", is_flag=True, help="Advance every rollout in progress (safe to repeat, e.g. from cron).")
-@click.option("--watch", is_flag=True, help="Keep advancing STEP until done; abort on the first failed check.")
+@click.option("--watch", is_flag=True, help="Keep advancing STEP (or, with --all, every rollout in progress) until done; "
+                                           "a failed gate sends the flag back and halts, a failed check aborts.")
 @click.option("--interval", default="10s", show_default=True, help="With --watch: time at each stage before its checks.")
 @_actor_option
 @pass_options
@@ -415,8 +416,6 @@ def advance(opts: _Options, step: str | None, every: bool, watch: bool, interval
     """Move a step's flag to its next stage when its checks pass and its hold time is over."""
     if bool(step) == every:
         raise UsageError("name a STEP or pass --all (not both)")
-    if watch and not step:
-        raise UsageError("--watch follows one STEP")
     seconds = _duration(interval, "--interval") / 1000
     results = api.advance(opts.plan, opts.env, step, dsn=opts.dsn, actor=actor, watch=watch, interval=seconds,
                           report=_reporter(opts))
@@ -426,7 +425,8 @@ def advance(opts: _Options, step: str | None, every: bool, watch: bool, interval
                            "once the stage's checks pass", style="dim"))
         if r.outcome in ("advanced", "finalized"):
             continue  # its event line said it already
-        mark = _text("✗ ", style="red") if r.outcome == "refused" else _text("✓ ", style="green")
+        mark = {"refused": _text("✗ ", style="red"), "halted": _text("! ", style="yellow")}.get(
+            r.outcome, _text("✓ ", style="green"))
         out.print(mark + _text(f"{r.step_id}: {r.outcome}: {r.message}"))
     if not results:
         out.print(f"no rollout in progress in {opts.env}")
@@ -580,6 +580,8 @@ def status_table(rows, title: str, width: int) -> Table:
     colours = {"done": "green", "failed": "red", "pending": "dim"}
     for r in rows:
         note = _text(f"{r.phase}: {r.error}" if r.error else (f"flag {r.flag}: {r.stage}" if r.stage else ""))
+        if r.halted:
+            note += _text(f"; halted: {r.halted}", style="bold yellow")
         if r.flag_mismatch:  # it names the stage itself, so it replaces the stage note
             note = (_text(f"{r.phase}: {r.error}; ") if r.error else _text("")) + _text(f"✗ {r.flag_mismatch}",
                                                                                       style="bold red")

@@ -22,12 +22,17 @@ from dataclasses import dataclass
 
 import psycopg
 
+# physical standbys only: a logical walsender (a subscription, a CDC connector) is connected to a
+# database, and its position is what its consumer confirmed, which may lag by design
 _POSITIONS = """
-SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint,
-       coalesce(nullif(r.application_name, ''), r.client_addr::text, 'pid ' || r.pid),
-       pg_wal_lsn_diff(r.replay_lsn, '0/0')::bigint,
-       extract(epoch FROM r.replay_lag)::float8
-FROM (SELECT 1) AS one LEFT JOIN pg_stat_replication AS r ON true
+SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint, s.standby, s.replayed, s.reported
+FROM (SELECT 1) AS one LEFT JOIN (
+    SELECT coalesce(nullif(r.application_name, ''), r.client_addr::text, 'pid ' || r.pid) AS standby,
+           pg_wal_lsn_diff(r.replay_lsn, '0/0')::bigint AS replayed,
+           extract(epoch FROM r.replay_lag)::float8 AS reported
+    FROM pg_stat_replication AS r JOIN pg_stat_activity AS a ON a.pid = r.pid
+    WHERE a.datname IS NULL
+) AS s ON true
 """
 
 

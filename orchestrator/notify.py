@@ -14,6 +14,7 @@ that holds each URL, and messages show only the scheme and host.
 
 from __future__ import annotations
 
+import http.client
 import json
 import random
 import sys
@@ -29,8 +30,8 @@ from .database import Target, connect
 from .plan_parts import Webhook
 from .state import Event
 
-NOTABLE_KINDS = {"rollout.stage", "rollout.check_failed", "flag.set", "backfill.done", "backfill.paused",
-                 "backfill.cancelled", "backfill.waiting"}
+NOTABLE_KINDS = {"rollout.stage", "rollout.check_failed", "rollout.reverted", "rollout.halted", "flag.set",
+                 "backfill.done", "backfill.paused", "backfill.cancelled", "backfill.waiting"}
 NOTABLE_STATES = {"done", "failed", "aborted"}
 ATTEMPTS = 4
 FLUSH_SECONDS = 10.0
@@ -41,14 +42,39 @@ def notable(event: Event) -> bool:
 
 
 def payload(event: Event, style: str) -> dict:
-    """The body a webhook receives: the event as JSON, or a readable Slack message."""
+    """The body a webhook receives: the event as JSON, or a readable Slack message. Neither
+    carries the rows a failed check found (the application's data stays in its database)."""
+    message = _shareable(event)
     if style == "slack":
         mark = ":white_check_mark:" if event.ok else ":warning:"
         where = f"{event.env} · {event.step_id}" if event.step_id else event.env
-        return {"text": f"{mark} rollout · {where}: {event.message} ({event.actor})"}
+        return {"text": f"{mark} rollout · {where}: {message} ({event.actor})"}
     return {"source": "rollout", "env": event.env, "step": event.step_id, "kind": event.kind, "ok": event.ok,
-            "message": event.message, "actor": event.actor, "at": event.at.isoformat() if event.at else None,
-            "from_state": event.from_state, "to_state": event.to_state, "detail": event.detail}
+            "message": message, "actor": event.actor, "at": event.at.isoformat() if event.at else None,
+            "from_state": event.from_state, "to_state": event.to_state, "detail": _without_rows(event.detail)}
+
+
+def _shareable(event: Event) -> str:
+    """The event's message, or for failed checks (whose message quotes the rows they found) one
+    made of their names and counts."""
+    results = (event.detail or {}).get("results")
+    if not results:
+        return event.message
+    return "checks failed: " + ", ".join(_counted(r) for r in results if not r.get("ok"))
+
+
+def _counted(result: dict) -> str:
+    if result.get("error"):
+        return f"{result.get('name')} (the check itself failed)"
+    return f"{result.get('name')} (found {result.get('found')} rows)"
+
+
+def _without_rows(detail: dict | None) -> dict | None:
+    """A check's result without the sample rows it found: the application's data stays home."""
+    if not detail or "results" not in detail:
+        return detail
+    return {**detail, "results": [{k: v for k, v in r.items() if k not in ("sample", "columns")}
+                                  for r in detail["results"]]}
 
 
 class Notifier:
@@ -58,7 +84,7 @@ class Notifier:
         self.target = target
         self.hooks = []
         for hook in webhooks:
-            url = environ.get(hook.url_env)
+            url = (environ.get(hook.url_env) or "").strip()
             if url:
                 self.hooks.append((url, hook.format))
             else:
@@ -71,11 +97,11 @@ class Notifier:
         if self.hooks:
             self.thread.start()
 
-    def expect(self, event_id: int, event: Event) -> None:
+    def expect(self, event: Event) -> None:
         """An event just written (perhaps inside a transaction not yet committed)."""
         if self.hooks and notable(event):
             with self.lock:
-                self.pending[event_id] = event
+                self.pending[event.id] = event
 
     def close(self) -> None:
         """Send what has committed, for at most FLUSH_SECONDS, then stop."""
@@ -86,28 +112,26 @@ class Notifier:
         self.thread.join(FLUSH_SECONDS + 1)
 
     def _run(self) -> None:
-        conn = None
-        try:
-            while True:
-                closing = self.closing.is_set()
-                conn = conn or self._connect()
+        conn, warned = None, False
+        while True:
+            closing = self.closing.is_set()
+            try:
+                conn = conn or connect(self.target, "rollout notify")
+                for event in self._committed(conn):
+                    for url, style in self.hooks:
+                        self._deliver(url, style, event)
+            except Exception as exc:  # noqa: BLE001 - a notifier never stops the rollout; it tries again
+                if not warned:
+                    _warn(f"cannot read the events to notify ({type(exc).__name__}); trying again")
+                    warned = True
                 if conn is not None:
-                    for event in self._committed(conn):
-                        for url, style in self.hooks:
-                            self._deliver(url, style, event)
-                if closing or time.monotonic() > self.deadline:
-                    return
-                self.closing.wait(0.2)
-        finally:
-            if conn is not None:
-                conn.close()
-
-    def _connect(self) -> psycopg.Connection | None:
-        try:
-            return connect(self.target, "rollout notify")
-        except Exception as exc:  # noqa: BLE001 - a notifier never stops the rollout
-            _warn(f"cannot read the events to notify: {exc}")
-            return None
+                    conn.close()
+                conn = None
+            if closing or time.monotonic() > self.deadline:
+                if conn is not None:
+                    conn.close()
+                return
+            self.closing.wait(0.2 if conn is not None else 2.0)
 
     def _committed(self, conn: psycopg.Connection) -> list[Event]:
         """The pending events another connection can see (committed), oldest first."""
@@ -133,8 +157,10 @@ class Notifier:
                     reason = f"HTTP {response.status}"
             except urllib.error.HTTPError as exc:
                 reason = f"HTTP {exc.code}"
-            except (urllib.error.URLError, OSError, ValueError) as exc:
-                reason = str(getattr(exc, "reason", exc))
+            except urllib.error.URLError as exc:
+                reason = str(exc.reason) if isinstance(exc.reason, OSError) else type(exc).__name__
+            except (OSError, ValueError, http.client.HTTPException) as exc:  # their text may quote the URL
+                reason = type(exc).__name__
             if attempt == ATTEMPTS or time.monotonic() + delay > self.deadline:
                 _warn(f"webhook {_shown(url)}: gave up on the {event.kind} event after {attempt} attempt"
                       f"{'s' if attempt > 1 else ''} ({reason})")

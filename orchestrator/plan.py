@@ -20,7 +20,7 @@ from .errors import UsageError
 from .operations import Operation
 
 from .plan_parts import (  # the plan's vocabulary, as other modules import it from here
-    Allowance, Backfill, Check, Environment, Flag, Name, Seq, StagedRollout, Timeouts, _Model,
+    Allowance, Backfill, Check, Environment, Flag, Gate, Name, Seq, StagedRollout, Timeouts, _Model,
 )
 
 

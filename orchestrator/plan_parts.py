@@ -11,6 +11,8 @@ from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, field_validator, Strict, StringConstraints, WithJsonSchema, model_validator
 
+from . import gates
+
 NAME_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
 NAME_RULE = "lowercase letters, digits and '_', starting with a letter, at most 63 characters"
 
@@ -151,12 +153,81 @@ class Check(_Model):
         return self
 
 
+EnvName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+
+
+def _exactly_one(model, *keys: str) -> None:
+    given = [k for k in keys if getattr(model, k) is not None]
+    if len(given) != 1:
+        raise ValueError(f"give exactly one of {' or '.join(keys)} (got {', '.join(given) or 'none'})")
+
+
+class HttpProbe(_Model):
+    """A URL whose JSON answer holds the value a gate judges."""
+
+    url: str | None = Field(None, description="the URL (or url_env, when it carries a secret)")
+    url_env: EnvName | None = Field(None, description="the environment variable holding the URL")
+    method: Literal["GET", "POST"] = "GET"
+    body: dict | list | None = Field(None, description="a JSON body to POST")
+    json_path: str = Field("$", description="where the value is in the answer: data.items[0].status ($: all of it)")
+
+    @model_validator(mode="after")
+    def _valid(self) -> "HttpProbe":
+        _exactly_one(self, "url", "url_env")
+        gates.path_parts(self.json_path)
+        return self
+
+
+class PrometheusProbe(_Model):
+    """An instant query against a Prometheus HTTP API; the value is the first sample's."""
+
+    address: str | None = Field(None, description="the server, e.g. http://prometheus:9090")
+    address_env: EnvName | None = Field(None, description="the environment variable holding the address")
+    query: str = Field(description="PromQL returning an instant vector or a scalar")
+
+    @model_validator(mode="after")
+    def _valid(self) -> "PrometheusProbe":
+        _exactly_one(self, "address", "address_env")
+        return self
+
+
+class Gate(_Model):
+    """A measurement from outside the database that a stage must pass, taken `count` times,
+    `interval` apart, over the stage's hold."""
+
+    name: Name
+    description: str = ""
+    http: HttpProbe | None = None
+    prometheus: PrometheusProbe | None = None
+    success: str | None = Field(None, description="the condition a good value meets: '< 0.01', '== \"ok\"'")
+    failure: str | None = Field(None, description="the condition a bad value meets")
+    interval: Duration = Field(10_000, description="time between measurements (default 10s)")
+    count: int = Field(1, ge=1, description="measurements the gate takes at each stage")
+    failure_limit: int = Field(0, ge=0, description="failed measurements tolerated; one more fails the gate")
+    inconclusive_limit: int = Field(0, ge=0, description="unmeasurable ones tolerated; one more stops the rollout "
+                                                         "for a person to look")
+
+    @model_validator(mode="after")
+    def _valid(self) -> "Gate":
+        _exactly_one(self, "http", "prometheus")
+        if self.success is None and self.failure is None:
+            raise ValueError("a gate needs success, failure or both")
+        for text in (self.success, self.failure):
+            if text is not None:
+                gates.condition(text)
+        return self
+
+
 class StagedRollout(_Model):
     """How a step's flag is turned on: stage by stage, with checks and a hold time between."""
 
     stages: Seq(Annotated[int, Field(ge=1, le=100)]) = Field((100,), description="percentages, rising, ending at 100")
     hold: Duration = Field(0, description="minimum time at each stage before the next (default 0)")
     checks: Seq(Check) = Field((), description="must pass while the flag is at a stage, before advancing")
+    gates: Seq(Gate) = Field((), description="measurements from outside the database each stage must pass")
+    on_failure: Literal["previous", "off"] = Field(
+        "previous", description="when a gate fails under advance --watch: the flag goes back to the previous stage "
+                                "(off from the first), or off")
 
     @model_validator(mode="after")
     def _rising_to_100(self) -> "StagedRollout":

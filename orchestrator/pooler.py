@@ -30,15 +30,18 @@ def refuse_transaction_pooler(conn: psycopg.Connection, target: Target) -> None:
     host, port = conn.info.host or "", conn.info.port
     if host.endswith(".pooler.supabase.com") and port == SUPABASE_TRANSACTION_PORT:
         raise UsageError(_message(target, f"{host}:{port} is Supabase's pooler in transaction mode"))
-    first = _backend(conn)
-    with connect(target, "rollout pooler check") as probe:
-        probe.execute("BEGIN")  # holds whichever server session the pooler hands it until the check ends
-        other = _backend(probe)
-        again = _backend(conn)
-        probe.execute("ROLLBACK")
-    if other == first:
-        raise UsageError(_message(target, "a second connection was served by the first one's server session "
-                                          f"(backend {first})"))
+    try:
+        first = _backend(conn)
+        with connect(target, "rollout pooler check") as probe:
+            probe.execute("BEGIN")  # holds whichever server session the pooler hands it until the check ends
+            other = _backend(probe)
+            if other == first:
+                raise UsageError(_message(target, "a second connection was served by the first one's server "
+                                                  f"session (backend {first})"))
+            again = _backend(conn)
+            probe.execute("ROLLBACK")
+    except psycopg.Error as exc:  # a pooler in statement mode refuses BEGIN itself
+        raise UsageError(_message(target, f"it refused a transaction: {' '.join(str(exc).split())}")) from None
     if again != first:
         raise UsageError(_message(target, f"one connection moved from server session {first} to {again} between "
                                           "two statements"))

@@ -14,14 +14,14 @@ from dataclasses import dataclass
 
 import psycopg
 
-from . import flags, state
+from . import flags, gates, state
 from .backfill import BackfillStopped, Engine
 from .checks import CheckResult, run_check
 from .preview import step_findings
-from .errors import StepFailed, Stopped, UsageError, describe_error
+from .errors import RolloutError, StepFailed, Stopped, UsageError, describe_error
 from .backup import backup_tables
 from .migrations import Hooks, applied_hashes, run_migration
-from .plan import Check, Direction, Migration, Step
+from .plan import Check, Direction, Gate, Migration, Step
 from .session import Session
 from .state import (ABORTED, DONE, FAILED, FINALIZING, MIGRATED, MIGRATING, PENDING, ROLLING_BACK, ROLLING_OUT,
                     VERIFIED)
@@ -164,21 +164,40 @@ def _contract(session: Session, step: Step) -> None:
 class _Blocker:
     reason: str
     wait_seconds: float = 0.0  # > 0: only the hold time is left; 0: a check failed
+    gate: str | None = None  # 'failed' or 'inconclusive' when a metric gate is why
 
 
 def _stage_blocker(session: Session, step: Step, current: state.StepState) -> _Blocker | None:
-    """Why the rollout may not leave its current stage yet: the hold time, or a failing check."""
+    """Why the rollout may not leave its current stage yet: a halt, the hold time, a metric gate
+    still measuring or failed, or a failing check."""
     stages = session.plan.stages(step)
+    if current.halted:
+        return _Blocker(f"halted: {current.halted}; `rollout advance {step.id}` resumes it once you have looked")
     if current.stage == len(stages.stages) - 1:
         if (value := _flag_short_of_on(session, step)) is not None:  # set back by hand, or the stage edited by hand
             return _Blocker(f"flag {step.flag} is {value.shown}, not on, while the rollout records its last stage "
                             f"(100%): the contract would take away the shape the application still uses when it is "
                             f"off. `rollout flags set {step.flag} on` once 100% is safe, or `rollout abort {step.id}`")
+    percent = stages.stages[current.stage]
+    measuring = []  # (gate, seconds until its next measurement is due)
+    for gate in stages.gates:
+        verdict, why, due = _gate(session, step, gate, current.stage)
+        if verdict in ("failed", "inconclusive"):
+            reason = f"gate {gate.name} {verdict} at {percent}%: {why}"
+            session.record("rollout.check_failed", reason, step_id=step.id, ok=False,
+                           detail={"gate": gate.name, "verdict": verdict})
+            return _Blocker(reason, gate=verdict)
+        if verdict == "measuring":
+            measuring.append((gate, due))
     held = session.conn.execute("SELECT extract(epoch FROM clock_timestamp() - stage_since) FROM rollout.steps "
                                 "WHERE env = %s AND step_id = %s", (session.env, step.id)).fetchone()[0]
     left = stages.hold / 1000 - float(held or 0)
     if left > 0:
-        return _Blocker(f"holding at {stages.stages[current.stage]}% for {left:.0f}s more", left)
+        return _Blocker(f"holding at {percent}% for {left:.1f}s more", min([left, *(d for _, d in measuring)]))
+    if measuring:
+        gate, due = min(measuring, key=lambda pair: pair[1])
+        return _Blocker(f"gate {gate.name} measuring at {percent}%: next measurement in {max(due, 0):.1f}s",
+                        max(due, 0.05))
     results = [_check(session, step, check, "rollout") for check in stages.checks]
     failed = [r for r in results if not r.ok]
     if failed:
@@ -189,17 +208,44 @@ def _stage_blocker(session: Session, step: Step, current: state.StepState) -> _B
     return None
 
 
+def _gate(session: Session, step: Step, gate: Gate, stage: int) -> tuple[str, str, float]:
+    """The gate's state at this stage (failed, inconclusive, passed or measuring), why, and the
+    seconds until its next measurement is due; measures first when one is due. Measurements
+    are events (gate.measured), read back from the current stage's, so restarts keep the tally."""
+    rows = session.conn.execute(
+        "SELECT e.detail ->> 'verdict', extract(epoch FROM clock_timestamp() - e.at) FROM rollout.events AS e "
+        "JOIN rollout.steps AS s ON s.env = e.env AND s.step_id = e.step_id "
+        "WHERE e.env = %s AND e.step_id = %s AND e.kind = 'gate.measured' AND e.detail ->> 'gate' = %s "
+        "AND e.detail ->> 'stage' = %s AND e.at >= s.stage_since ORDER BY e.id",
+        (session.env, step.id, gate.name, str(stage))).fetchall()
+    verdicts = [verdict for verdict, _ in rows]
+    state, why = gates.tally(verdicts, gate)
+    since = float(rows[-1][1]) if rows else None
+    if state == "measuring" and (since is None or since >= gate.interval / 1000):
+        found = gates.measure(gate, dict(os.environ))
+        session.record("gate.measured", f"gate {gate.name}: {found.shown()} ({len(verdicts) + 1} of {gate.count})",
+                       step_id=step.id, ok=found.verdict != "failed",
+                       detail={"gate": gate.name, "stage": str(stage), "verdict": found.verdict, "value": found.value,
+                               "reason": found.reason})
+        verdicts.append(found.verdict)
+        state, why = gates.tally(verdicts, gate)
+        since = 0.0
+    return state, why, gate.interval / 1000 - (since or 0.0)
+
+
 @dataclass(frozen=True)
 class Advance:
     step_id: str
-    outcome: str  # advanced | finalized | holding | refused | done
+    outcome: str  # advanced | finalized | holding | refused | halted | done
     message: str
     wait_seconds: float = 0.0
+    gate: str | None = None  # refused by a metric gate: 'failed' or 'inconclusive'
 
 
-def advance(session: Session, step: Step, *, restart: bool = True) -> Advance:
+def advance(session: Session, step: Step, *, restart: bool = True, resume: bool = True) -> Advance:
     """Move a step's flag to its next stage when the current stage's hold and checks allow;
-    at 100% with its checks passing, run the finalize migrations and mark the step done."""
+    at 100% with its checks passing, run the finalize migrations and mark the step done.
+    A rollout a gate halted stays halted unless `resume` (an operator named the step)."""
     stages = session.plan.stages(step)
     if stages is None:
         raise UsageError(f"step {step.id!r} has no flag to roll out")
@@ -213,12 +259,19 @@ def advance(session: Session, step: Step, *, restart: bool = True) -> Advance:
     if current.state != ROLLING_OUT:
         raise UsageError(f"step {step.id!r} is {current.state}, not rolling out; `rollout apply {step.id}` "
                          "brings it to its rollout")
+    if current.halted:
+        if not resume:
+            return Advance(step.id, "halted", f"{current.halted}; `rollout advance {step.id}` resumes it")
+        with session.conn.transaction():
+            state.set_halted(session.conn, session.env, step.id, None)
+            session.record("rollout.resumed", f"the halt is lifted ({current.halted})", step_id=step.id)
+        current = session.state_of(step.id)
     state.checked_stage(step.id, current, len(stages.stages))
     if current.stage is not None:
         blocker = _stage_blocker(session, step, current)
         if blocker:
             return Advance(step.id, "holding" if blocker.wait_seconds else "refused", blocker.reason,
-                           blocker.wait_seconds)
+                           blocker.wait_seconds, blocker.gate)
     actual = flags.read(session.conn, session.plan, session.env)[step.flag]
     now = actual.percent if actual.enabled else 0
     nxt = 0 if current.stage is None else current.stage + 1
@@ -247,20 +300,88 @@ def advance(session: Session, step: Step, *, restart: bool = True) -> Advance:
 
 
 def watch(session: Session, step: Step, interval: float) -> Advance:
-    """Advance stage after stage until done; abort on the first failed check. An abort from
-    another terminal stops the watch instead of restarting the rollout."""
+    """Advance stage after stage until done. A metric gate that fails sends the flag back (the
+    step's on_failure) and halts the rollout; one that cannot be measured halts it where it is,
+    for a person to look; any other failed check aborts it. An abort from another terminal
+    stops the watch instead of restarting the rollout."""
+    resume = True  # the operator named the step: a halt from before is lifted once
     while True:
         if session.state_of(step.id).state == ABORTED:
             raise Stopped(f"the rollout of {step.id!r} was aborted from another terminal; watch stopped")
-        result = advance(session, step, restart=False)
-        session.report(session.event(f"advance.{result.outcome}", result.message, step_id=step.id,
-                                     ok=result.outcome != "refused"))
+        result = advance(session, step, restart=False, resume=resume)
+        resume = False
+        if result.outcome not in ("advanced", "finalized") and not result.gate:  # else an event said it already
+            session.report(session.event(f"advance.{result.outcome}", result.message, step_id=step.id,
+                                         ok=result.outcome != "refused"))
         if result.outcome in ("finalized", "done"):
             return result
+        if result.outcome == "refused" and result.gate:
+            raise _halt(session, step, result)
         if result.outcome == "refused":
             abort(session, step, f"--watch: {result.message}")
             raise StepFailed(f"step {step.id!r}: {result.message}; the rollout was aborted and flag {step.flag} is off")
         time.sleep(result.wait_seconds + 0.05 if result.outcome == "holding" else interval)
+
+
+def watch_all(session: Session, interval: float) -> list[Advance]:
+    """`advance --all --watch`, from cron or a service: advance every rollout in progress until
+    none is left moving. Each is handled as `watch` handles one (a failed gate reverts and
+    halts it, a failed check aborts it), but one step's trouble never stops the others; halted
+    rollouts are left for a person. Returns each step's last result."""
+    last: dict[str, Advance] = {}
+    while True:
+        states = session.states()
+        moving = [s for s in session.plan.order() if states[s.id].state == ROLLING_OUT and not states[s.id].halted]
+        if not moving:
+            return list(last.values())
+        waits = []
+        for step in moving:
+            result = advance(session, step, resume=False)
+            last[step.id] = result
+            if result.outcome not in ("advanced", "finalized") and not result.gate:
+                session.report(session.event(f"advance.{result.outcome}", result.message, step_id=step.id,
+                                             ok=result.outcome != "refused"))
+            if result.outcome == "refused" and result.gate:
+                _halt(session, step, result)
+            elif result.outcome == "refused":
+                abort(session, step, f"--watch: {result.message}")
+            elif result.outcome == "holding":
+                waits.append(result.wait_seconds + 0.05)
+            elif result.outcome == "advanced":
+                waits.append(interval)
+        if waits:
+            time.sleep(min(waits))
+
+
+def _halt(session: Session, step: Step, result: Advance) -> RolloutError:
+    """A gate stopped the rollout: a failed one sends the flag back to the previous stage (or off,
+    as the step says), an inconclusive one leaves it; either way the rollout is halted until an
+    operator says `rollout advance STEP`. Returns the error that ends the watch."""
+    stages, current = session.plan.stages(step), session.state_of(step.id)
+    with session.conn.transaction():
+        if result.gate == "failed":
+            back = current.stage - 1 if stages.on_failure == "previous" and current.stage else None
+            if back is None:
+                _flag_off(session, step, f"gate failed: {result.message}")
+            else:
+                old, _ = flags.write(session.conn, session.env, step.flag, True, stages.stages[back], session.actor,
+                                     f"gate failed: {result.message}")
+                session.record("flag.set", f"flag {step.flag}: {old.shown if old else 'unset'} -> "
+                               f"{stages.stages[back]}% (gate failed)", step_id=step.id,
+                               detail={"flag": step.flag, "enabled": True, "percent": stages.stages[back]})
+            state.set_stage(session.conn, session.env, step.id, back)
+            where = "off" if back is None else f"{stages.stages[back]}%"
+            session.record("rollout.reverted", f"{result.message}; flag {step.flag} back to {where}",
+                           step_id=step.id, ok=False, detail={"stage": back})
+        state.set_halted(session.conn, session.env, step.id, result.message)
+        session.record("rollout.halted", f"rollout halted: {result.message}; `rollout advance {step.id}` resumes "
+                       "it once you have looked", step_id=step.id, ok=False)
+    if result.gate == "failed":
+        return StepFailed(f"step {step.id!r}: {result.message}; flag {step.flag} went back to {where} and the "
+                          f"rollout is halted: `rollout advance {step.id}` resumes it, `rollout abort {step.id}` "
+                          "stops it")
+    return Stopped(f"step {step.id!r}: {result.message}; the rollout is halted where it was (flag {step.flag} "
+                   f"unchanged) for a person to look: `rollout advance {step.id}` resumes it")
 
 
 def abort(session: Session, step: Step, reason: str | None) -> None:
@@ -352,6 +473,9 @@ def _run_migrations(session: Session, step: Step, phase: str, direction: str) ->
             session.lock.check(f"step {step.id!r}: migration {migration.id}")
         if direction == "rollback":
             _restore(session, step, migration)
+        else:  # a checkpoint left by an earlier rollback belongs to values that were put back then
+            session.conn.execute("DELETE FROM rollout.backfills WHERE env = %s AND step_id = %s AND name = ANY (%s)",
+                                 (session.env, step.id, [j.name for j in step.backfills if j.restores == migration.id]))
         _run_one(session, step, migration, phase, direction)
     return len(todo)
 

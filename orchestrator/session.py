@@ -71,7 +71,7 @@ class Session:
         """Append to the audit trail and show it. Inside a transaction, it commits with it."""
         event = state.insert_event(self.conn, self.run_id, self.event(kind, message, **fields))
         if self.notifier is not None:
-            self.notifier.expect(event.id, event)
+            self.notifier.expect(event)
         self.report(event)
         return event
 

@@ -17,7 +17,7 @@ from psycopg.types.json import Jsonb
 
 from .errors import RolloutError
 
-SCHEMA_VERSION = 5  # 5: rollout.backfills.waiting. Additions to the guards are installed by _intact()
+SCHEMA_VERSION = 6  # 5: rollout.backfills.waiting; 6: rollout.steps.halted. Guards are installed by _intact()
 
 PENDING = "pending"
 MIGRATING = "migrating"
@@ -118,6 +118,7 @@ CREATE TABLE IF NOT EXISTS rollout.backfills (
 ALTER TABLE rollout.backfills ADD COLUMN IF NOT EXISTS waiting text;
 ALTER TABLE rollout.steps ADD COLUMN IF NOT EXISTS stage integer;
 ALTER TABLE rollout.steps ADD COLUMN IF NOT EXISTS stage_since timestamptz;
+ALTER TABLE rollout.steps ADD COLUMN IF NOT EXISTS halted text;
 
 -- Feature flags: this database's values, per environment. A subject is in when its bucket
 -- (0..9999, from sha256 of "flag:subject") is below percent * 100, so a subject that is in
@@ -250,6 +251,7 @@ class StepState:
     updated_by: str | None = None
     stage: int | None = None  # index into the step's rollout stages while rolling out
     stage_since: datetime | None = None
+    halted: str | None = None  # why a gate stopped the rollout; an operator's `advance STEP` clears it
 
 
 @dataclass(frozen=True)
@@ -379,7 +381,7 @@ def step_states(conn: psycopg.Connection, env: str) -> States:
         return States()
     with conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(
-            "SELECT step_id, state, phase, error, updated_at, updated_by, stage, stage_since "
+            "SELECT step_id, state, phase, error, updated_at, updated_by, stage, stage_since, halted "
             "FROM rollout.steps WHERE env = %s", (env,)
         ).fetchall()
     return States({row["step_id"]: StepState(**row) for row in rows})
@@ -423,6 +425,11 @@ def set_stage(conn: psycopg.Connection, env: str, step_id: str, stage: int | Non
         conn.execute("SELECT set_config('rollout.writer', 'rollout', true)")
         conn.execute("UPDATE rollout.steps SET stage = %s, stage_since = clock_timestamp() "
                      "WHERE env = %s AND step_id = %s", (stage, env, step_id))
+
+
+def set_halted(conn: psycopg.Connection, env: str, step_id: str, reason: str | None) -> None:
+    """Mark a rollout halted by a gate (reason), or clear the mark (None)."""
+    conn.execute("UPDATE rollout.steps SET halted = %s WHERE env = %s AND step_id = %s", (reason, env, step_id))
 
 
 def insert_event(conn: psycopg.Connection, run_id: int | None, event: Event) -> Event:

@@ -39,8 +39,9 @@ class Bouncers:
                              f"auth_type = any\npool_mode = {mode}\nlogfile = {self.home}/{mode}.log\n"
                              f"pidfile = {self.home}/{mode}.pid\nmax_client_conn = 200\ndefault_pool_size = 10\n")
             command = [BINARY, config]
-            if os.geteuid() == 0:  # PgBouncer will not run as root: run as the user that owns the server's socket
-                command = [BINARY, "-u", pwd.getpwuid(os.stat(socket_dir).st_uid).pw_name, config]
+            if os.geteuid() == 0:  # PgBouncer will not run as root: run as the user that runs the server
+                owner = os.stat(os.path.join(socket_dir, f".s.PGSQL.{port}")).st_uid
+                command = [BINARY, "-u", pwd.getpwuid(owner).pw_name, config]
             self.processes.append(subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         for listen in MODES.values():
             self._wait(os.path.join(self.home, f".s.PGSQL.{listen}"))

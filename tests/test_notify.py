@@ -107,3 +107,15 @@ def test_a_dead_webhook_neither_fails_nor_blocks_the_rollout(tmp_path, dsn, db, 
     assert "webhook http://127.0.0.1: gave up on the rollout.stage event after 4 attempts" in err, err
     assert "webhook $SLACK_URL is not set" in err
     assert "s3cret" not in err
+
+
+def test_a_failed_check_reaches_a_webhook_without_the_rows_it_found():
+    from orchestrator.notify import payload
+    from orchestrator.state import Event
+    event = Event(at=None, env="production", actor="ana", kind="rollout.check_failed", ok=False, step_id="emails",
+                  message="at 50%: recent: found 2 rows (first 2: email='ann@example.com'; email='bo@example.com')",
+                  detail={"results": [{"name": "recent", "ok": False, "found": 2, "columns": ["email"],
+                                       "sample": [["ann@example.com"], ["bo@example.com"]], "error": None}]})
+    for style in ("json", "slack"):
+        body = json.dumps(payload(event, style))
+        assert "example.com" not in body and "recent (found 2 rows)" in body, body

@@ -104,10 +104,13 @@ def _label(*words: str) -> str:
 
 # -- statements -----------------------------------------------------------------------------------
 
-def _add_column(table: str, column: str, type_: str, default: str | None) -> tuple[sql.Composable, ...]:
+def _add_column(table: str, column: str, type_: str, default: str | None, *,
+                again: bool = False) -> tuple[sql.Composable, ...]:
     """ADD COLUMN without a table rewrite: a constant DEFAULT goes with the column (existing rows
-    read it from the catalog), a volatile one is set after it and applies to new rows only."""
-    add = sql.SQL("ALTER TABLE {} ADD COLUMN {} {}").format(ident(table), ident(column), type_name(type_))
+    read it from the catalog), a volatile one is set after it and applies to new rows only.
+    `again`: IF NOT EXISTS, for a statement that may run twice."""
+    add = sql.SQL("ALTER TABLE {} ADD COLUMN {}{} {}").format(
+        ident(table), sql.SQL("IF NOT EXISTS " if again else ""), ident(column), type_name(type_))
     if default is None:
         return (add,)
     if _constant(default):
@@ -456,10 +459,10 @@ class DropColumn(Operation):
     Both versions: the old application keeps reading and writing the column until the contract;
     the new one ignores it (its inserts get the default, or NULL once NOT NULL is dropped).
 
-    Values: the contract first creates `_rollout_dropped_<table>_<column>` (empty, unique on
-    `key`); in the drop's transaction, right before it, each row's value (where not NULL) is
-    copied there by `key` (INSERT ... SELECT: a read of the table, which blocks no writer), and
-    rollout backs the table up with pg_dump as for any drop. That table holds the column's data
+    Values: in the drop's transaction, right before it, each row's value (where neither it nor
+    its key is NULL) is copied by `key` into `_rollout_dropped_<table>_<column>`, unique on the
+    key (CREATE TABLE AS: a read of the table, which blocks no writer), and rollout backs the
+    table up with pg_dump as for any drop. That table holds the column's data
     until you drop it (once no rollback is wanted: for a column dropped to forget personal data,
     drop it with the step's last contract).
 
@@ -467,9 +470,9 @@ class DropColumn(Operation):
     and SET NOT NULL (rows the new application inserted without a value make the validation
     fail: give them one). After the contract the column comes back with `type`, `default` and
     `not_null`: rows get `fill` (a constant, stored in the catalog: no rewrite) or the default,
-    else NULL; then a job of the backfill engine (`restore_rollout_dropped_<table>_<column>`)
-    puts every kept value back in key-range batches, each committed with its checkpoint, before
-    the kept table is dropped; rows inserted since keep `fill`. The step's flag stays on until
+    else NULL (the restore job's prepare adds it, IF NOT EXISTS); then a job of the backfill
+    engine (`restore_rollout_dropped_<table>_<column>`) puts every kept value back in key-range
+    batches, each committed with its checkpoint, before the kept table is dropped; rows inserted since keep `fill`. The step's flag stays on until
     then, so the application goes back to the old shape once its values are there. Indexes and
     constraints that went with the column are not rebuilt.
     """
@@ -515,28 +518,30 @@ class DropColumn(Operation):
         expand = _relax_not_null(self.table, self.column, EXPAND) if relaxed else ()
         value = self.fill if self.fill is not None else (self.default if self.default and _constant(self.default)
                                                          else None)
-        back = list(_add_column(self.table, self.column, self.type, value))
-        if value != self.default:
-            back.append(_set_default(self.table, self.column, self.default))
+        # the rollback: the column comes back first (rows read `fill` or the default from the
+        # catalog), the kept values go back in batches, then the default and the kept table
+        added = _add_column(self.table, self.column, self.type, value, again=True)
+        index = ident(names.fit(f"{kept_name}_key"))
         restore = restore_job(kept_name, _schema_of(self.table) + kept_name, sql.SQL(
             "UPDATE {t} SET {c} = k.value FROM {kept} AS k JOIN batch USING ({keys}) "
             "WHERE ({t_keys}) = ({k_keys})").format(
             t=table, c=column, kept=kept, keys=keys, t_keys=sql.SQL(", ").join(
                 sql.SQL("{}.{}").format(table, ident(c)) for c in self.key),
             k_keys=sql.SQL(", ").join(sql.SQL("k.{}").format(ident(c)) for c in self.key)),
-            self.key, f"the values of {self.column} kept in {kept_name} put back on {self.table}")
-        # the kept table comes first, so a rollback puts the values back once the column is there again
-        keep = Part("keep_values", CONTRACT, (
-            sql.SQL("CREATE TABLE {} AS SELECT {}, {} AS value FROM {} WITH NO DATA").format(kept, keys, column, table),
-            sql.SQL("CREATE UNIQUE INDEX ON {} ({})").format(kept, keys)),
-            (sql.SQL("DROP TABLE {}").format(kept),), restore=restore)
+            self.key, f"the values of {self.column} kept in {kept_name} put back on {self.table}",
+            prepare=(*added, sql.SQL("CREATE UNIQUE INDEX IF NOT EXISTS {} ON {} ({})").format(index, kept, keys)))
+        back = [*added, *((_set_default(self.table, self.column, self.default),) if value != self.default else ()),
+                sql.SQL("DROP TABLE {}").format(kept)]
         not_null = _restore_not_null(self.table, self.column, CONTRACT) if self.not_null and not relaxed else ()
         # one transaction: the values are copied (a read: writers go on) and the column dropped at once
         drop = Part("drop_column", CONTRACT, (
-            sql.SQL("INSERT INTO {} SELECT {}, {} FROM {} WHERE {} IS NOT NULL").format(
-                kept, keys, column, table, column),
-            sql.SQL("ALTER TABLE {} DROP COLUMN {}").format(table, column)), tuple(back))
-        return Compiled((*expand, keep, *not_null, drop), preconditions=(
+            # a row with a NULL in its key could not be found again: it keeps `fill` on rollback
+            sql.SQL("CREATE TABLE {} AS SELECT {}, {} AS value FROM {} WHERE {}").format(
+                kept, keys, column, table, sql.SQL(" AND ").join(
+                    sql.SQL("{} IS NOT NULL").format(ident(c)) for c in (self.column, *self.key))),
+            sql.SQL("CREATE UNIQUE INDEX {} ON {} ({})").format(index, kept, keys),
+            sql.SQL("ALTER TABLE {} DROP COLUMN {}").format(table, column)), tuple(back), restore=restore)
+        return Compiled((*expand, *not_null, drop), preconditions=(
             _as_described(self.table, self.column, self.type, self.not_null, self.default),
             key_is_unique(self.table, self.key, f"{names.bare(self.table)}_{self.column}")))
 
@@ -684,7 +689,9 @@ class AlterColumn(Operation):
     from_default: str | None = Field(None, description="the DEFAULT today, to restore it on rollback")
     indexes: Seq(RebuiltIndex) = Field((), description="indexes on the column to rebuild on the new type")
     key: Seq(ColumnName) = Field(("id",), description="with not_null and up, no type: a unique key of the table, "
-                                                      "by which the NULLs' rows are kept for the rollback")
+                                                      "by which the NULLs' rows are kept for the rollback; with "
+                                                      "type, when given: the key the rollback after the contract "
+                                                      "batches by (default there: the primary key)")
 
     @model_validator(mode="after")
     def _valid(self) -> "AlterColumn":

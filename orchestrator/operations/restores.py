@@ -20,11 +20,12 @@ from . import names
 from .sql import dollar_quoted, ident, render, type_name
 
 
-def restore_job(label: str, kept: str, statement: sql.Composable, key, description: str) -> Backfill:
+def restore_job(label: str, kept: str, statement: sql.Composable, key, description: str,
+                prepare: tuple[sql.Composable, ...] = ()) -> Backfill:
     """The job that puts kept values back before the kept table is dropped on rollback: batches
-    of `kept` by `key` (the CTE `batch`), each committed with its checkpoint."""
+    of `kept` by `key` (the CTE `batch`), each committed with its checkpoint, after `prepare`."""
     return Backfill(name=_job_name(label), table=kept, key=tuple(key), description=description,
-                    sql=render(statement))
+                    sql=render(statement), prepare=";\n".join(render(s) for s in prepare) or None)
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ def column_back(table: str, column: str, type_: str, value: Callable[[sql.Compos
     `key` batches the table (None: its primary key)."""
     t, bare = ident(table), names.bare(table)
     hidden = ident(names.old_column(column))
-    function = ident(*table.split(".")[:-1], names.back_trigger(table, column))
+    function = ident(names.in_schema_of(table, names.back_trigger(table, column)))
     trigger = ident(names.back_trigger(table, column))
     body = sql.SQL("BEGIN\n    NEW.{} := {};\n    RETURN NEW;\nEND").format(hidden, value(sql.SQL("NEW")))
     prepare = (

@@ -140,7 +140,7 @@ def test_an_ejected_drop_column_still_restores_its_values_in_batches(tmp_path, d
         assert rollout(*command).exit_code == 0
     ejected = rollout("eject", "feed")
     assert ejected.exit_code == 0, ejected.output
-    assert "restores: feed__op01_01_keep_values" in path.read_text()  # the restore job, written out with its file
+    assert "restores: feed__op01_01_drop_column" in path.read_text()  # the restore job, written out with its file
     undone = rollout("rollback", "feed", "--no-backup")
     assert undone.exit_code == 0, undone.output
     assert db.execute("SELECT id, title FROM posts ORDER BY id").fetchall() == before

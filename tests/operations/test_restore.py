@@ -153,3 +153,24 @@ def test_a_type_change_rolled_back_after_its_contract_keeps_the_application_work
     assert db.execute("SELECT array_agg(attname ORDER BY attname) FROM pg_attribute WHERE attrelid = 'posts'::regclass "
                       "AND attnum > 0 AND NOT attisdropped").fetchone() == (["amount", "id"],)
     assert db.execute("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'posts'::regclass").fetchone() == (0,)
+
+
+def test_restores_work_on_a_table_in_another_schema(tmp_path, dsn, db):
+    """Generated names (the rebuilt column's trigger, the kept table and its index) live in the
+    table's schema."""
+    setup = """
+    CREATE SCHEMA app;
+    CREATE TABLE app.posts (id bigint PRIMARY KEY, amount text, score real, title text);
+    INSERT INTO app.posts SELECT g, (g * 3)::text, g / 7.0, 't' || g FROM generate_series(1, 3000) AS g;
+    """
+    case = Case("three changes in schema app", setup, [
+        {"op": "alter_column", "table": "app.posts", "column": "amount", "type": "integer", "from_type": "text"},
+        {"op": "drop_column", "table": "app.posts", "column": "score", "type": "real"},
+        {"op": "rename_column", "table": "app.posts", "column": "title", "to": "headline", "type": "text"}])
+    snapshot = "SELECT id, amount, score, title FROM app.posts ORDER BY id"
+    rollout, before = _contracted(case, tmp_path, dsn, db, snapshot)
+    undone = rollout("rollback", "change", "--no-backup")
+    assert undone.exit_code == 0, undone.output
+    assert db.execute(snapshot).fetchall() == before
+    assert db.execute("SELECT count(*) FROM pg_class WHERE relname LIKE '\\_rollout%'").fetchone() == (0,)
+    assert db.execute("SELECT count(*) FROM pg_proc WHERE proname LIKE '\\_rollout%'").fetchone() == (0,)
