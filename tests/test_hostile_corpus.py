@@ -611,7 +611,7 @@ CLI_CASES = [
     C("step-without-a-flag-abort", "abort", "a", message="step 'a' has no flag to abort"),
     C("step-without-backfills", "backfill", "run", "a", message="step 'a' declares no backfills"),
     C("step-and-all", "advance", "b", "--all", message="name a STEP or pass --all (not both)"),
-    C("watch-all", "advance", "--all", "--watch", message="--watch follows one STEP"),
+    C("watch-nothing", "advance", "--watch", message="name a STEP or pass --all"),
     C("rollback-production-without-yes", "--env", "production", "rollback", "b", message="pass --yes"),
     C("apply-production-without-yes", "--env", "production", "apply", message="asks for confirmation before applying"),
     # flags that are no flag, and flag values that are none

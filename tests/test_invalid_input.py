@@ -69,7 +69,7 @@ FILES = {"steps/a/a_01.sql": "CREATE TABLE t (id int PRIMARY KEY, x text);\n", "
     (["flags", "set", "f", "101"], "a flag value is on, off or a percentage from 0 to 100 (got '101')"),
     (["flags", "set", "g", "on"], "no flag 'g' in"),
     (["advance", "a", "--all"], "name a STEP or pass --all (not both)"),
-    (["advance", "--watch", "--all"], "--watch follows one STEP"),
+    (["advance", "--watch", "--interval", "1s"], "name a STEP or pass --all"),
     (["advance", "a", "--interval", "soon"], "--interval: 'soon' is not a duration"),
     (["backfill", "run", "nope"], "no step 'nope' in"),
     (["--env", "production", "status"], "reads its DSN from $ROLLOUT_TEST_NEVER_SET, which is not set"),
