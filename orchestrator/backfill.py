@@ -235,7 +235,7 @@ class Engine:
         try:
             self.work = connect(self.session.target, "rollout backfill")
             while True:
-                self._yield_to_standbys(covered)
+                self._asking(self._yield_to_standbys, covered)
                 batch = self._batch_with_retries(lo, size)
                 if batch.stop:
                     state = "paused" if batch.stop == "pause" else "cancelled"
@@ -257,7 +257,7 @@ class Engine:
                 size = self._adapt(size, batch.seconds)
                 if batch.waiters:
                     size = self._shrink(size, batch)
-                self._yield_to_vacuum(batch.seconds)
+                self._asking(self._yield_to_vacuum, batch.seconds)
                 self._ping_lock()
                 if self.job.pause:
                     time.sleep(self.job.pause / 1000)
@@ -294,6 +294,15 @@ class Engine:
                                 f"(about {self.estimate if self.estimate is not None else '?'} rows)",
                                 step_id=self.step.id)
         return checkpoint
+
+    def _asking(self, question: Callable, *args) -> None:
+        """Ask about the database's load on the session's connection; if that connection is gone
+        (a server crash), stop as the batches do: on the lost lock, at the last checkpoint."""
+        try:
+            question(*args)
+        except psycopg.OperationalError:
+            self._ping_lock(force=True)
+            raise
 
     def _yield_to_standbys(self, covered: int) -> None:
         """Before the next batch, wait while a standby has not replayed what came before the
