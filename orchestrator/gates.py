@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import json
 import re
-import urllib.error
 import urllib.parse
-import urllib.request
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from . import web
 
 if TYPE_CHECKING:  # the plan's models validate with this module's parsers
     from .plan_parts import Gate
@@ -106,20 +106,10 @@ def _address(url: str | None, url_env: str | None, environ: dict[str, str]) -> s
 
 
 def _fetch(url: str, *, method: str = "GET", body: object = None, timeout: float) -> object:
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method, headers={
-        "Accept": "application/json", "User-Agent": "rollout", **({"Content-Type": "application/json"} if data else {})})
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            raw = response.read(1_000_000)
-    except urllib.error.HTTPError as exc:
-        raise _Inconclusive(f"HTTP {exc.code}") from None
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        raise _Inconclusive(str(getattr(exc, "reason", exc))) from None
-    try:
-        return json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise _Inconclusive("the answer is not JSON") from None
+        return web.call(url, method=method, body=body, timeout=timeout)
+    except web.Unanswered as exc:
+        raise _Inconclusive(str(exc)) from None
 
 
 def _http(gate: Gate, environ: dict[str, str], timeout: float) -> object:

@@ -14,18 +14,15 @@ that holds each URL, and messages show only the scheme and host.
 
 from __future__ import annotations
 
-import http.client
-import json
 import random
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from urllib.parse import urlsplit
 
 import psycopg
 
+from . import web
 from .database import Target, connect
 from .plan_parts import Webhook
 from .state import Event
@@ -144,23 +141,13 @@ class Notifier:
             return [self.pending.pop(i) for i in ids if i in seen]
 
     def _deliver(self, url: str, style: str, event: Event) -> None:
-        body = json.dumps(payload(event, style), default=str).encode()
         delay = 0.5
         for attempt in range(1, ATTEMPTS + 1):
             try:
-                request = urllib.request.Request(url, data=body, method="POST",
-                                                 headers={"Content-Type": "application/json",
-                                                          "User-Agent": "rollout"})
-                with urllib.request.urlopen(request, timeout=5) as response:
-                    if response.status < 300:
-                        return
-                    reason = f"HTTP {response.status}"
-            except urllib.error.HTTPError as exc:
-                reason = f"HTTP {exc.code}"
-            except urllib.error.URLError as exc:
-                reason = str(exc.reason) if isinstance(exc.reason, OSError) else type(exc).__name__
-            except (OSError, ValueError, http.client.HTTPException) as exc:  # their text may quote the URL
-                reason = type(exc).__name__
+                web.call(url, method="POST", body=payload(event, style), answer=False)
+                return
+            except web.Unanswered as exc:
+                reason = str(exc)
             if attempt == ATTEMPTS or time.monotonic() + delay > self.deadline:
                 _warn(f"webhook {_shown(url)}: gave up on the {event.kind} event after {attempt} attempt"
                       f"{'s' if attempt > 1 else ''} ({reason})")
