@@ -254,9 +254,7 @@ def backfill_request(plan: Plan, env: str, step_id: str, action: str, *, dsn: st
         names = []
         started = {name for (name,) in conn.execute(
             "SELECT name FROM rollout.backfills WHERE env = %s AND step_id = %s", (env, step_id))}
-        for job in step.backfills:
-            if job.restores is not None and job.name not in started:
-                continue  # a restore exists only once a rollback has started it
+        for job in step.backfills_known(started):
             row = conn.execute(
                 """
                 INSERT INTO rollout.backfills (env, step_id, name, state) VALUES (%(env)s, %(step)s, %(name)s, %(stopped)s)
@@ -308,9 +306,7 @@ def backfill_status(plan: Plan, env: str, step_id: str | None = None, *,
         live = bool(rows) and _live_run(conn, env)
         result = []
         for step in steps:
-            for job in step.backfills:
-                if job.restores is not None and (step.id, job.name) not in rows:
-                    continue  # a restore shows once a rollback has started it
+            for job in step.backfills_known({name for step_id, name in rows if step_id == step.id}):
                 row = rows.get((step.id, job.name), {})
                 if row.get("state") == "running" and not live:  # its command was stopped or killed
                     row = {**row, "state": "interrupted"}

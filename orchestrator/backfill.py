@@ -222,6 +222,7 @@ class Engine:
         self._fence: int | None = None  # the WAL position before the last batch: standbys must reach it
         self.paced = 0.0  # seconds this run spent waiting for standbys or resting beside a VACUUM
         self._vacuum: int | None = None  # the VACUUM it last slowed down for
+        self._regclass = self.key.ident.as_string(session.conn)  # the table, as ::regclass reads it
 
     def run(self) -> str:
         """Returns the job's final state: done, paused or cancelled. Raises StepFailed on failure."""
@@ -354,7 +355,7 @@ class Engine:
     def _yield_to_vacuum(self, last_batch_seconds: float) -> None:
         """While a VACUUM works on the table, rest as long as each batch took: half speed, so
         the dead rows the backfill leaves do not outrun it."""
-        found = self.session.conn.execute(_VACUUM, (self.key.ident.as_string(self.session.conn),)).fetchone()
+        found = self.session.conn.execute(_VACUUM, (self._regclass,)).fetchone()
         if found is None:
             if self._vacuum is not None:
                 self._vacuum = None

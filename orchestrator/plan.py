@@ -48,6 +48,11 @@ class Step(_Model):
         """The jobs apply runs; the rest run only on rollback (`restores`)."""
         return tuple(b for b in self.backfills if b.restores is None)
 
+    def backfills_known(self, started: set[str]) -> tuple[Backfill, ...]:
+        """The jobs to show or act on: a restore exists only once a rollback has started it
+        (`started`: the names rollout.backfills holds for the step)."""
+        return tuple(b for b in self.backfills if b.restores is None or b.name in started)
+
     @model_validator(mode="after")
     def _has_changes(self) -> "Step":
         if self.migrate is None and self.finalize is None and not self.operations:

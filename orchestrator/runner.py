@@ -310,16 +310,10 @@ def watch(session: Session, step: Step, interval: float) -> Advance:
             raise Stopped(f"the rollout of {step.id!r} was aborted from another terminal; watch stopped")
         result = advance(session, step, restart=False, resume=resume)
         resume = False
-        if result.outcome not in ("advanced", "finalized") and not result.gate:  # else an event said it already
-            session.report(session.event(f"advance.{result.outcome}", result.message, step_id=step.id,
-                                         ok=result.outcome != "refused"))
+        if (stopped := _settle(session, step, result)) is not None:
+            raise stopped
         if result.outcome in ("finalized", "done"):
             return result
-        if result.outcome == "refused" and result.gate:
-            raise _halt(session, step, result)
-        if result.outcome == "refused":
-            abort(session, step, f"--watch: {result.message}")
-            raise StepFailed(f"step {step.id!r}: {result.message}; the rollout was aborted and flag {step.flag} is off")
         time.sleep(result.wait_seconds + 0.05 if result.outcome == "holding" else interval)
 
 
@@ -336,21 +330,29 @@ def watch_all(session: Session, interval: float) -> list[Advance]:
             return list(last.values())
         waits = []
         for step in moving:
-            result = advance(session, step, resume=False)
-            last[step.id] = result
-            if result.outcome not in ("advanced", "finalized") and not result.gate:
-                session.report(session.event(f"advance.{result.outcome}", result.message, step_id=step.id,
-                                             ok=result.outcome != "refused"))
-            if result.outcome == "refused" and result.gate:
-                _halt(session, step, result)
-            elif result.outcome == "refused":
-                abort(session, step, f"--watch: {result.message}")
-            elif result.outcome == "holding":
+            result = last[step.id] = advance(session, step, resume=False)
+            _settle(session, step, result)  # one step's trouble never stops the others
+            if result.outcome == "holding":
                 waits.append(result.wait_seconds + 0.05)
             elif result.outcome == "advanced":
                 waits.append(interval)
         if waits:
             time.sleep(min(waits))
+
+
+def _settle(session: Session, step: Step, result: Advance) -> RolloutError | None:
+    """What a watch does with one advance: say it (unless an event did already), and for a
+    refusal halt the rollout (a metric gate) or abort it (a check). Returns the error that ends
+    a watch of this one step."""
+    if result.outcome not in ("advanced", "finalized") and not result.gate:
+        session.report(session.event(f"advance.{result.outcome}", result.message, step_id=step.id,
+                                     ok=result.outcome != "refused"))
+    if result.outcome != "refused":
+        return None
+    if result.gate:
+        return _halt(session, step, result)
+    abort(session, step, f"--watch: {result.message}")
+    return StepFailed(f"step {step.id!r}: {result.message}; the rollout was aborted and flag {step.flag} is off")
 
 
 def _halt(session: Session, step: Step, result: Advance) -> RolloutError:
@@ -473,9 +475,10 @@ def _run_migrations(session: Session, step: Step, phase: str, direction: str) ->
             session.lock.check(f"step {step.id!r}: migration {migration.id}")
         if direction == "rollback":
             _restore(session, step, migration)
-        else:  # a checkpoint left by an earlier rollback belongs to values that were put back then
+        elif restores := [j.name for j in step.backfills if j.restores == migration.id]:
+            # a checkpoint left by an earlier rollback belongs to values that were put back then
             session.conn.execute("DELETE FROM rollout.backfills WHERE env = %s AND step_id = %s AND name = ANY (%s)",
-                                 (session.env, step.id, [j.name for j in step.backfills if j.restores == migration.id]))
+                                 (session.env, step.id, restores))
         _run_one(session, step, migration, phase, direction)
     return len(todo)
 

@@ -97,7 +97,7 @@ def open_session(plan: Plan, env: str, *, dsn: str | None, actor: str, command: 
     target = resolve_target(plan, env, dsn)
     conn = connect(target)
     outcome = "failed"
-    held = None
+    held = notifier = None
     try:
         if lock:
             refuse_transaction_pooler(conn, target)  # the lock and the session settings need one server session
@@ -145,7 +145,7 @@ def open_session(plan: Plan, env: str, *, dsn: str | None, actor: str, command: 
         conn.close()
         if held is not None:
             held.release()
-        if "notifier" in locals() and notifier is not None:
+        if notifier is not None:
             notifier.close()
 
 
