@@ -36,7 +36,7 @@ from . import names
 from .base import CONTRACT, EXPAND, Compiled, Operation, Part, check
 from .constraints import Remediation, _not_null, _schema_of, as_json, kept_originals, key_is_unique
 from .restores import column_back, restore_job
-from .sql import dollar_quoted, expr, ident, literal_name, render, type_name
+from .sql import dollar_quoted, expr, ident, in_schema, literal_name, render, type_name
 
 # -- names and expressions ------------------------------------------------------------------------
 
@@ -91,11 +91,6 @@ def _constant(default: str) -> bool:
     return all(name in NOT_VOLATILE for name in _calls(default))
 
 
-def _in_schema(table: str, name: str) -> sql.Identifier:
-    """A function or an index lives in its table's schema."""
-    return ident(f"{table.split('.')[0]}.{name}" if "." in table else name)
-
-
 def _label(*words: str) -> str:
     """A backfill's name from a table and a column: lowercase letters, digits, '_', 63 at most."""
     label = re.sub(r"[^a-z0-9_]+", "_", "_".join(words).lower()).strip("_")[:63]
@@ -133,7 +128,7 @@ def _rename_column(table: str, column: str, to: str) -> sql.Composable:
 
 
 def _rename_index(table: str, name: str, to: str) -> sql.Composable:
-    return sql.SQL("ALTER INDEX {} RENAME TO {}").format(_in_schema(table, name), ident(to))
+    return sql.SQL("ALTER INDEX {} RENAME TO {}").format(in_schema(table, name), ident(to))
 
 
 def _rollback_only(parts: tuple[Part, ...], phase: str) -> tuple[Part, ...]:
@@ -214,7 +209,7 @@ def _trigger(table: str, column: str, body: sql.Composable,
     and those that drop them. The body is PL/pgSQL composed like any other SQL here, dollar-quoted
     with a tag it does not contain; `#variable_conflict use_column` makes a column named like a
     PL/pgSQL variable (found) mean the column."""
-    function = _in_schema(table, names.sync_function(table, column))
+    function = in_schema(table, names.sync_function(table, column))
     trigger = ident(names.sync_trigger(table, column))
     # a body that writes rollout's own tables runs as their owner, with the search_path of its
     # creation: the application's role needs no grant, and cannot redirect the names it uses
@@ -287,7 +282,7 @@ def _new_indexes(table: str, column: str, new: str, indexes: tuple[RebuiltIndex,
     from the first stage of the flag (the backfill maintains it as it fills the column)."""
     return tuple(Part(f"index_{i.name}", EXPAND,
                       (_build_index(table, i, f"_rollout_{i.name}", tuple(new if c == column else c for c in i.columns)),),
-                      (sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(_in_schema(table, f"_rollout_{i.name}")),),
+                      (sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(in_schema(table, f"_rollout_{i.name}")),),
                       transactional=False) for i in indexes)
 
 

@@ -12,11 +12,11 @@ import pglast
 from psycopg import sql
 from pydantic import Field, model_validator
 
-from ..plan_parts import Backfill, ColumnName, Seq, TableName, _Model
+from ..plan_parts import Backfill, Check, ColumnName, Seq, TableName, _Model
 from . import names
 from .base import CONTRACT, EXPAND, Compiled, Operation, Part, check
 from .restores import restore_job
-from .sql import expr, ident, literal_name, render
+from .sql import expr, ident, in_schema, literal_name, render
 
 
 class ForeignKey(_Model):
@@ -104,7 +104,7 @@ class AddConstraint(Operation):
         if self.unique is not None:
             index = sql.SQL("CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS {} ON {} ({})").format(
                 name, table, sql.SQL(", ").join(ident(c) for c in self.unique))
-            drop_index = sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(_in_schema(self.table, self.name))
+            drop_index = sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(in_schema(self.table, self.name))
             attach = sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} UNIQUE USING INDEX {}").format(table, name, name)
             columns = sql.SQL(", ").join(ident(c) for c in self.unique)
             duplicates = sql.SQL("SELECT {cols}, count(*) AS rows FROM {t} WHERE ({not_null}) GROUP BY {cols} "
@@ -270,10 +270,6 @@ class DropConstraint(Operation):
         revalidate = Part("revalidate", CONTRACT, (), (sql.SQL("ALTER TABLE {} VALIDATE CONSTRAINT {}").format(
             table, name),))
         return Compiled((revalidate, drop))
-
-
-def _in_schema(table: str, name: str) -> sql.Identifier:
-    return ident(f"{table.split('.')[0]}.{name}" if "." in table else name)
 
 
 KINDS = (AddConstraint, DropConstraint)

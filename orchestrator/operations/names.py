@@ -47,8 +47,3 @@ def old_column(column: str) -> str:
 def back_trigger(table: str, column: str) -> str:
     """The trigger (and its function) keeping the rebuilt old column current during that rollback."""
     return fit(f"_rollout_back_{bare(table)}_{column}")
-
-
-def in_schema_of(table: str, name: str) -> str:
-    """`name` in the schema the plan names `table` in (`app.orders`: `app.name`), as ident() reads it."""
-    return table.rsplit(".", 1)[0] + "." + name if "." in table else name

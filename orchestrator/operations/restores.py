@@ -17,7 +17,7 @@ from psycopg import sql
 
 from ..plan_parts import Allowance, Backfill
 from . import names
-from .sql import dollar_quoted, ident, render, type_name
+from .sql import dollar_quoted, ident, in_schema, render, type_name
 
 
 def restore_job(label: str, kept: str, statement: sql.Composable, key, description: str,
@@ -48,7 +48,7 @@ def column_back(table: str, column: str, type_: str, value: Callable[[sql.Compos
     `key` batches the table (None: its primary key)."""
     t, bare = ident(table), names.bare(table)
     hidden = ident(names.old_column(column))
-    function = ident(names.in_schema_of(table, names.back_trigger(table, column)))
+    function = in_schema(table, names.back_trigger(table, column))
     trigger = ident(names.back_trigger(table, column))
     body = sql.SQL("BEGIN\n    NEW.{} := {};\n    RETURN NEW;\nEND").format(hidden, value(sql.SQL("NEW")))
     prepare = (

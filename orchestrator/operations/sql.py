@@ -14,6 +14,11 @@ def ident(name: str) -> sql.Identifier:
     return sql.Identifier(*name.split("."))
 
 
+def in_schema(table: str, name: str) -> sql.Identifier:
+    """An object that lives in its table's schema (a function, an index, a kept table)."""
+    return ident(f"{table.split('.')[0]}.{name}" if "." in table else name)
+
+
 def expr(text: str) -> sql.SQL:
     """An operator's SQL expression (`using`, `up`, `down`, `check`, `default`), refused unless
     PostgreSQL's parser reads it as exactly one expression: it cannot end the statement it is
