@@ -19,7 +19,7 @@ from .init import init
 from .plan_loader import load_plan
 from .preview import Preview, preview
 from .runner import StepReport
-from .session import Reporter, open_session
+from .session import Reporter, open_session, refuse_lost_records
 from .state import Event
 
 
@@ -169,10 +169,13 @@ def events(plan: Plan, env: str, *, dsn: str | None = None, limit: int = 50) -> 
 def advance(plan: Plan, env: str, step_id: str | None = None, *, dsn: str | None = None, actor: str,
             watch: bool = False, interval: float = 10.0, report: Reporter = _quiet) -> list[runner.Advance]:
     """Advance one step's rollout (or, without a step, every rollout in progress) by one stage.
-    With watch, keep advancing one step until it is done, aborting on the first failed check."""
+    With watch, keep advancing one step until it is done, aborting on the first failed check.
+    A stage move takes no environment lock (row locks keep concurrent commands apart, as for the
+    kill switch); only the contract at 100% takes it, for as long as it runs."""
     steps = [plan.step(step_id)] if step_id else []
     command = f"advance {step_id or '--all'}{' --watch' if watch else ''}"
-    with open_session(plan, env, dsn=dsn, actor=actor, command=command, report=report) as s:
+    with open_session(plan, env, dsn=dsn, actor=actor, command=command, report=report, lock=False) as s:
+        refuse_lost_records(s.conn, plan, env)  # a step whose records are gone could be finalized twice
         if watch:
             return [runner.watch(s, steps[0], interval)] if steps else runner.watch_all(s, interval)
         if not steps:  # --all, from cron: a halted rollout waits for a person

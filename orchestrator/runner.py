@@ -18,7 +18,7 @@ from . import flags, gates, state
 from .backfill import BackfillStopped, Engine
 from .checks import CheckResult, run_check
 from .preview import step_findings
-from .errors import RolloutError, StepFailed, Stopped, UsageError, describe_error
+from .errors import EnvironmentLocked, RolloutError, StepFailed, Stopped, UsageError, describe_error
 from .backup import backup_tables
 from .migrations import Hooks, applied_hashes, run_migration
 from .plan import Check, Direction, Gate, Migration, Step
@@ -212,24 +212,28 @@ def _gate(session: Session, step: Step, gate: Gate, stage: int) -> tuple[str, st
     """The gate's state at this stage (failed, inconclusive, passed or measuring), why, and the
     seconds until its next measurement is due; measures first when one is due. Measurements
     are events (gate.measured), read back from the current stage's, so restarts keep the tally."""
-    rows = session.conn.execute(
-        "SELECT e.detail ->> 'verdict', extract(epoch FROM clock_timestamp() - e.at) FROM rollout.events AS e "
-        "JOIN rollout.steps AS s ON s.env = e.env AND s.step_id = e.step_id "
-        "WHERE e.env = %s AND e.step_id = %s AND e.kind = 'gate.measured' AND e.detail ->> 'gate' = %s "
-        "AND e.detail ->> 'stage' = %s AND e.at >= s.stage_since ORDER BY e.id",
-        (session.env, step.id, gate.name, str(stage))).fetchall()
-    verdicts = [verdict for verdict, _ in rows]
+    def measured() -> tuple[list[str], float | None]:
+        rows = session.conn.execute(
+            "SELECT e.detail ->> 'verdict', extract(epoch FROM clock_timestamp() - e.at) FROM rollout.events AS e "
+            "JOIN rollout.steps AS s ON s.env = e.env AND s.step_id = e.step_id "
+            "WHERE e.env = %s AND e.step_id = %s AND e.kind = 'gate.measured' AND e.detail ->> 'gate' = %s "
+            "AND e.detail ->> 'stage' = %s AND e.at >= s.stage_since ORDER BY e.id",
+            (session.env, step.id, gate.name, str(stage))).fetchall()
+        return [verdict for verdict, _ in rows], float(rows[-1][1]) if rows else None
+
+    verdicts, since = measured()
     state, why = gates.tally(verdicts, gate)
-    since = float(rows[-1][1]) if rows else None
     if state == "measuring" and (since is None or since >= gate.interval / 1000):
-        found = gates.measure(gate, dict(os.environ))
-        session.record("gate.measured", f"gate {gate.name}: {found.shown()} ({len(verdicts) + 1} of {gate.count})",
-                       step_id=step.id, ok=found.verdict != "failed",
-                       detail={"gate": gate.name, "stage": str(stage), "verdict": found.verdict, "value": found.value,
-                               "reason": found.reason})
-        verdicts.append(found.verdict)
+        found = gates.measure(gate, dict(os.environ))  # no lock held: a measurement may take its timeout
+        with session.step_row(step.id):
+            # another watch of this step may have measured meanwhile: its measurement counts, not a second one
+            if measured()[0] == verdicts:
+                session.record("gate.measured", f"gate {gate.name}: {found.shown()} ({len(verdicts) + 1} of "
+                               f"{gate.count})", step_id=step.id, ok=found.verdict != "failed",
+                               detail={"gate": gate.name, "stage": str(stage), "verdict": found.verdict,
+                                       "value": found.value, "reason": found.reason})
+            verdicts, since = measured()
         state, why = gates.tally(verdicts, gate)
-        since = 0.0
     return state, why, gate.interval / 1000 - (since or 0.0)
 
 
@@ -249,11 +253,12 @@ def advance(session: Session, step: Step, *, restart: bool = True, resume: bool 
     stages = session.plan.stages(step)
     if stages is None:
         raise UsageError(f"step {step.id!r} has no flag to roll out")
+    if restart and session.state_of(step.id).state == ABORTED:
+        with session.step_row(step.id) as current:
+            if current.state == ABORTED:
+                session.transition(step.id, ROLLING_OUT, f"rollout of flag {step.flag} restarted after an abort")
+                state.set_stage(session.conn, session.env, step.id, None)
     current = session.state_of(step.id)
-    if current.state == ABORTED and restart:
-        session.transition(step.id, ROLLING_OUT, f"rollout of flag {step.flag} restarted after an abort")
-        state.set_stage(session.conn, session.env, step.id, None)
-        current = session.state_of(step.id)
     if current.state == DONE:
         return Advance(step.id, "done", "already done")
     if current.state != ROLLING_OUT:
@@ -262,9 +267,10 @@ def advance(session: Session, step: Step, *, restart: bool = True, resume: bool 
     if current.halted:
         if not resume:
             return Advance(step.id, "halted", f"{current.halted}; `rollout advance {step.id}` resumes it")
-        with session.conn.transaction():
-            state.set_halted(session.conn, session.env, step.id, None)
-            session.record("rollout.resumed", f"the halt is lifted ({current.halted})", step_id=step.id)
+        with session.step_row(step.id) as now:
+            if now.halted:
+                state.set_halted(session.conn, session.env, step.id, None)
+                session.record("rollout.resumed", f"the halt is lifted ({now.halted})", step_id=step.id)
         current = session.state_of(step.id)
     state.checked_stage(step.id, current, len(stages.stages))
     if current.stage is not None:
@@ -272,31 +278,45 @@ def advance(session: Session, step: Step, *, restart: bool = True, resume: bool 
         if blocker:
             return Advance(step.id, "holding" if blocker.wait_seconds else "refused", blocker.reason,
                            blocker.wait_seconds, blocker.gate)
-    actual = flags.read(session.conn, session.plan, session.env)[step.flag]
-    now = actual.percent if actual.enabled else 0
     nxt = 0 if current.stage is None else current.stage + 1
-    ahead = stages.stages[min(nxt, len(stages.stages) - 1)]
-    if now > ahead:  # set by hand past the next stage: advancing would move it backwards
-        return Advance(step.id, "refused",
-                       f"flag {step.flag} is {'on' if now == 100 else f'at {now}%'}, past the rollout's next stage "
-                       f"({ahead}%): it was "
-                       f"changed by hand. Put it back with `rollout flags set {step.flag} "
-                       f"{flags.expected_percent(current, stages) or 'off'}` and advance, or `rollout abort "
-                       f"{step.id}` to stop the rollout")
-    if nxt < len(stages.stages):
-        percent = stages.stages[nxt]
-        with session.conn.transaction():
-            flags.write(session.conn, session.env, step.flag, True, percent, session.actor,
-                        f"rollout of {step.id}: stage {nxt + 1}/{len(stages.stages)}")
-            state.set_stage(session.conn, session.env, step.id, nxt)
-            session.record("rollout.stage", f"flag {step.flag} at {percent}% (stage {nxt + 1}/{len(stages.stages)})",
-                           step_id=step.id, detail={"flag": step.flag, "percent": percent, "stage": nxt})
-        return Advance(step.id, "advanced", f"flag {step.flag} at {percent}%")
-    _contract(session, step)
-    if session.state_of(step.id).state == FINALIZING:
-        _run_migrations(session, step, "finalize", "apply")
-        session.transition(step.id, DONE, "finalized; done")
-    return Advance(step.id, "finalized", f"flag {step.flag} at 100% and its checks pass; step done")
+    if nxt == len(stages.stages):
+        with session.holding_environment(f"advance {step.id}"):  # the contract changes the schema
+            with session.step_row(step.id) as now:
+                if (moved := _moved(step, current, now)) is not None:
+                    return moved
+                _require_flag_on(session, step)
+                _contract(session, step)
+            if session.state_of(step.id).state == FINALIZING:
+                _run_migrations(session, step, "finalize", "apply")
+                session.transition(step.id, DONE, "finalized; done")
+        return Advance(step.id, "finalized", f"flag {step.flag} at 100% and its checks pass; step done")
+    percent = stages.stages[nxt]
+    with session.step_row(step.id) as now:
+        if (moved := _moved(step, current, now)) is not None:
+            return moved
+        actual = flags.read(session.conn, session.plan, session.env)[step.flag]
+        if (at := actual.percent if actual.enabled else 0) > percent:  # set by hand past the next stage
+            return Advance(step.id, "refused",
+                           f"flag {step.flag} is {'on' if at == 100 else f'at {at}%'}, past the rollout's next stage "
+                           f"({percent}%): it was changed by hand. Put it back with `rollout flags set {step.flag} "
+                           f"{flags.expected_percent(current, stages) or 'off'}` and advance, or `rollout abort "
+                           f"{step.id}` to stop the rollout")
+        flags.write(session.conn, session.env, step.flag, True, percent, session.actor,
+                    f"rollout of {step.id}: stage {nxt + 1}/{len(stages.stages)}")
+        state.set_stage(session.conn, session.env, step.id, nxt)
+        session.record("rollout.stage", f"flag {step.flag} at {percent}% (stage {nxt + 1}/{len(stages.stages)})",
+                       step_id=step.id, detail={"flag": step.flag, "percent": percent, "stage": nxt})
+    return Advance(step.id, "advanced", f"flag {step.flag} at {percent}%")
+
+
+def _moved(step: Step, seen: state.StepState, now: state.StepState) -> Advance | None:
+    """advance takes no environment lock: when another command (a second watch, an abort, a
+    rollback) moved the rollout between what this one judged and its row lock, it holds instead."""
+    if (now.state, now.stage, now.halted) == (ROLLING_OUT, seen.stage, None):
+        return None
+    where = f"{now.state}{', halted' if now.halted else ''}" + (f" at stage {now.stage + 1}" if now.stage is not None
+                                                                 and now.state == ROLLING_OUT else "")
+    return Advance(step.id, "holding", f"another command moved the rollout meanwhile (now {where})", 0.05)
 
 
 def watch(session: Session, step: Step, interval: float) -> Advance:
@@ -308,7 +328,7 @@ def watch(session: Session, step: Step, interval: float) -> Advance:
     while True:
         if session.state_of(step.id).state == ABORTED:
             raise Stopped(f"the rollout of {step.id!r} was aborted from another terminal; watch stopped")
-        result = advance(session, step, restart=False, resume=resume)
+        result = _advance_or_wait(session, step, interval, resume=resume)
         resume = False
         if (stopped := _settle(session, step, result)) is not None:
             raise stopped
@@ -330,7 +350,7 @@ def watch_all(session: Session, interval: float) -> list[Advance]:
             return list(last.values())
         waits = []
         for step in moving:
-            result = last[step.id] = advance(session, step, resume=False)
+            result = last[step.id] = _advance_or_wait(session, step, interval, resume=False)
             _settle(session, step, result)  # one step's trouble never stops the others
             if result.outcome == "holding":
                 waits.append(result.wait_seconds + 0.05)
@@ -338,6 +358,15 @@ def watch_all(session: Session, interval: float) -> list[Advance]:
                 waits.append(interval)
         if waits:
             time.sleep(min(waits))
+
+
+def _advance_or_wait(session: Session, step: Step, interval: float, *, resume: bool) -> Advance:
+    """advance, for a watch: a contract that finds the environment held by another operator
+    waits for it (a stage move never needs it)."""
+    try:
+        return advance(session, step, restart=False, resume=resume)
+    except EnvironmentLocked as exc:
+        return Advance(step.id, "holding", f"at 100%, its contract waits for the environment: {exc}", interval)
 
 
 def _settle(session: Session, step: Step, result: Advance) -> RolloutError | None:
@@ -351,6 +380,8 @@ def _settle(session: Session, step: Step, result: Advance) -> RolloutError | Non
         return None
     if result.gate:
         return _halt(session, step, result)
+    if session.state_of(step.id).state != ROLLING_OUT:  # another command moved it meanwhile
+        return Stopped(f"step {step.id!r}: {result.message}; the rollout was moved by another command meanwhile")
     abort(session, step, f"--watch: {result.message}")
     return StepFailed(f"step {step.id!r}: {result.message}; the rollout was aborted and flag {step.flag} is off")
 
@@ -359,8 +390,11 @@ def _halt(session: Session, step: Step, result: Advance) -> RolloutError:
     """A gate stopped the rollout: a failed one sends the flag back to the previous stage (or off,
     as the step says), an inconclusive one leaves it; either way the rollout is halted until an
     operator says `rollout advance STEP`. Returns the error that ends the watch."""
-    stages, current = session.plan.stages(step), session.state_of(step.id)
-    with session.conn.transaction():
+    stages = session.plan.stages(step)
+    with session.step_row(step.id) as current:
+        if current.state != ROLLING_OUT or current.halted:
+            return Stopped(f"step {step.id!r}: {result.message}; another command moved the rollout meanwhile (now "
+                           f"{current.state}{', halted' if current.halted else ''}), so this watch leaves it")
         if result.gate == "failed":
             back = current.stage - 1 if stages.on_failure == "previous" and current.stage else None
             if back is None:
@@ -394,9 +428,10 @@ def abort(session: Session, step: Step, reason: str | None) -> None:
     if current.state != ROLLING_OUT:
         raise UsageError(f"step {step.id!r} is {current.state}; only a rollout in progress can be aborted "
                          f"(to turn the flag off anyway: `rollout flags set {step.flag} off`)")
-    with session.conn.transaction():
-        session.conn.execute("SELECT 1 FROM rollout.steps WHERE env = %s AND step_id = %s FOR UPDATE",
-                             (session.env, step.id))
+    with session.step_row(step.id) as current:
+        if current.state != ROLLING_OUT:
+            raise UsageError(f"step {step.id!r} became {current.state} meanwhile; only a rollout in progress can be "
+                             "aborted")
         old = _flag_off(session, step, reason or f"abort of {step.id}")
         session.transition(step.id, ABORTED, f"rollout aborted: flag {step.flag} off (was {old.shown if old else '?'})"
                            + (f": {reason}" if reason else ""))
@@ -606,14 +641,14 @@ def _rollback_step(session: Session, step: Step) -> bool:
     # The application leaves the new shape before it goes: the flag off first, as abort does. After
     # the contract the old shape is gone, so the flag stays on until the contract is undone and
     # its values put back (in batches, which takes a while), and goes off before the expand is.
-    with session.conn.transaction():
+    with session.step_row(step.id):  # no advance moves the flag between these two writes
         if not contracted:
             _flag_off_for_rollback(session, step)
         if current != ROLLING_BACK:
             session.transition(step.id, ROLLING_BACK, f"rolling back from {current}")
     if contracted:
         _run_migrations(session, step, "finalize", "rollback")
-        with session.conn.transaction():
+        with session.step_row(step.id):
             _flag_off_for_rollback(session, step)
     _run_migrations(session, step, "migrate", "rollback")
     with session.conn.transaction():

@@ -64,6 +64,47 @@ class Session:
     def state_of(self, step_id: str) -> state.StepState:
         return self.states()[step_id]
 
+    @contextmanager
+    def step_row(self, step_id: str) -> Iterator[state.StepState]:
+        """A transaction holding the step's row lock, with the step's state as it is now. Every
+        change of a rollout's stage, halt or flag goes through one, so that commands which take
+        no environment lock (advance, abort) never act on a state another one has just moved."""
+        with self.conn.transaction():
+            self.conn.execute("SELECT FROM rollout.steps WHERE env = %s AND step_id = %s FOR UPDATE",
+                              (self.env, step_id))
+            yield self.state_of(step_id)
+
+    @contextmanager
+    def holding_environment(self, command: str) -> Iterator[None]:
+        """The environment's lock, and a run, for the part of a lock-free command that changes
+        the schema (advance's contract). Raises EnvironmentLocked at once when another holds it."""
+        if self.lock is not None:
+            yield
+            return
+        self.lock, self.run_id, stale = _take_environment(self.conn, self.plan, self.target, command, self.actor)
+        outcome = "failed"
+        try:
+            self.record_interrupted(stale)
+            yield
+            outcome = "ok"
+        except RolloutError as exc:
+            outcome = "stopped" if exc.exit_code == 4 else "step failed"
+            raise
+        finally:
+            if not self.conn.closed and not self.conn.broken:
+                try:
+                    state.finish_run(self.conn, self.run_id, outcome)
+                except psycopg.OperationalError:
+                    pass  # the server went away: the next run marks this one interrupted
+            self.lock.release()
+            self.lock = self.run_id = None
+
+    def record_interrupted(self, stale: list[dict]) -> None:
+        for run in stale:
+            self.record("run.interrupted", f"run {run['id']} (`rollout {run['command']}` by {run['actor']}, started "
+                        f"{run['started_at']:%Y-%m-%d %H:%M:%S}) ended without finishing; continuing from its "
+                        "last committed state", ok=False)
+
     def event(self, kind: str, message: str, **fields) -> Event:
         return Event(at=None, env=self.env, actor=self.actor, kind=kind, message=self.target.scrub(message), **fields)
 
@@ -100,11 +141,7 @@ def open_session(plan: Plan, env: str, *, dsn: str | None, actor: str, command: 
     held = notifier = None
     try:
         if lock:
-            refuse_transaction_pooler(conn, target)  # the lock and the session settings need one server session
-            _refuse_lost_records(conn, plan, env)  # before the lock, whose table it would create
-            held = acquire_env_lock(conn, env)
-            state.ensure_schema(conn)
-            run_id, stale = state.begin_run(conn, env, command, actor)
+            held, run_id, stale = _take_environment(conn, plan, target, command, actor)
         else:
             _ensure_schema_briefly(conn, env)
             run_id, stale = None, []
@@ -120,10 +157,7 @@ def open_session(plan: Plan, env: str, *, dsn: str | None, actor: str, command: 
             values = flags.read(conn, plan, env) if added else {}
             for name in added:
                 session.record("flag.created", f"flag {name} created here at its plan default: {values[name].shown}")
-        for run in stale:
-            session.record("run.interrupted", f"run {run['id']} (`rollout {run['command']}` by {run['actor']}, started "
-                           f"{run['started_at']:%Y-%m-%d %H:%M:%S}) ended without finishing; continuing from its "
-                           "last committed state", ok=False)
+        session.record_interrupted(stale)
         yield session
         outcome = "ok"
     except RolloutError as exc:
@@ -149,7 +183,23 @@ def open_session(plan: Plan, env: str, *, dsn: str | None, actor: str, command: 
             notifier.close()
 
 
-def _refuse_lost_records(conn: psycopg.Connection, plan: Plan, env: str) -> None:
+def _take_environment(conn: psycopg.Connection, plan: Plan, target: Target, command: str,
+                      actor: str) -> tuple[EnvLock, int, list[dict]]:
+    """The environment's lock (at once, or EnvironmentLocked naming the holder) and a run opened
+    under it; the runs a killed process left open are returned, closed as interrupted."""
+    refuse_transaction_pooler(conn, target)  # the lock and the session settings need one server session
+    refuse_lost_records(conn, plan, target.env)  # before the lock, whose table it would create
+    held = acquire_env_lock(conn, target.env)
+    try:
+        state.ensure_schema(conn)
+        run_id, stale = state.begin_run(conn, target.env, command, actor)
+    except BaseException:
+        held.release()
+        raise
+    return held, run_id, stale
+
+
+def refuse_lost_records(conn: psycopg.Connection, plan: Plan, env: str) -> None:
     """Refuse to act when yoyo's log records migrations of a step that rollout's records call pending
     (its row deleted, or the rollout schema dropped): how far the step got (done, rolling out, its
     contract run) and its flag's value are lost, and walking it again could finalize or flip it."""

@@ -268,3 +268,89 @@ def test_advance_all_watch_rolls_out_every_step_and_halts_only_the_failing_one(a
     assert states["calm"] == ("done", None)
     assert states["widen"][0] == "rolling_out" and "gate errors failed at 100%" in states["widen"][1]
     assert flag(db) == (True, 50)
+
+
+# None of it needs the environment lock: a stage move, a measurement, a revert and a halt are
+# single-row transactions under the step's row lock, like the kill switch; only the contract at
+# 100% takes the environment, for as long as it runs.
+
+def advance_cli(path, dsn, *args) -> list[str]:
+    return [sys.executable, "-c", "from orchestrator.cli import main; main()", "--plan", str(path), "--dsn", dsn,
+            "advance", *args]
+
+
+def test_a_watch_reverts_and_a_rollout_advances_while_another_operator_holds_the_environment(app, tmp_path, dsn, db):
+    import psycopg
+
+    from orchestrator.locks import acquire_env_lock
+
+    db.execute("CREATE TABLE items (id bigint PRIMARY KEY, n bigint)")
+    app.sequence, app.error_rate = [0.01], 0.5  # healthy at 25%, failing at 50%
+    rollout = Rollout(write_plan(tmp_path, plan(http_gate(app, count=1, failure_limit=0), stages=(25, 50, 100))), dsn)
+    assert rollout("apply").exit_code == 0
+    with psycopg.connect(dsn, autocommit=True) as other, acquire_env_lock(other, "local"):
+        assert rollout("apply").exit_code == 3  # the environment is held...
+        watched = rollout("advance", "widen", "--watch", "--interval", "50ms")
+        assert watched.exit_code == 1, watched.output  # ...and the gate still sent the flag back
+        assert "flag wide went back to 25% and the rollout is halted" in watched.output
+        assert flag(db) == (True, 25) and halted(db)
+        app.error_rate = 0.01
+        for percent in (50, 100):  # an operator resumes, stage by stage
+            moved = rollout("advance", "widen")
+            assert moved.exit_code == 0 and flag(db) == (True, percent), moved.output
+        contract = rollout("advance", "widen")  # the contract changes the schema: it needs the environment
+        assert contract.exit_code == 3 and "is locked by" in contract.output, contract.output
+        assert json.loads(rollout("status", "--json").output)["steps"][0]["state"] == "rolling_out"
+    finished = rollout("advance", "widen")
+    assert finished.exit_code == 0, finished.output
+    assert json.loads(rollout("status", "--json").output)["steps"][0]["state"] == "done"
+
+
+def test_a_watch_at_100_percent_waits_for_the_environment_then_finalizes(app, tmp_path, dsn, db):
+    import psycopg
+
+    from orchestrator.locks import acquire_env_lock
+
+    db.execute("CREATE TABLE items (id bigint PRIMARY KEY, n bigint)")
+    path = write_plan(tmp_path, plan(http_gate(app, count=1), stages=(50, 100)))
+    assert Rollout(path, dsn)("apply").exit_code == 0
+    with psycopg.connect(dsn, autocommit=True) as other, acquire_env_lock(other, "local"):
+        watch = subprocess.Popen(advance_cli(path, dsn, "widen", "--watch", "--interval", "100ms"),
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        deadline = time.monotonic() + 60
+        while len(measured(db)) < 2:  # measured at 100%: only the contract is left
+            assert time.monotonic() < deadline and watch.poll() is None, watch.communicate()[0]
+            time.sleep(0.05)
+        time.sleep(1.0)
+        assert watch.poll() is None, watch.communicate()[0]  # waiting, not failed
+        assert json.loads(Rollout(path, dsn)("status", "--json").output)["steps"][0]["state"] == "rolling_out"
+    output, _ = watch.communicate(timeout=60)
+    assert watch.returncode == 0, output
+    assert "its contract waits for the environment" in output and "is locked by" in output, output
+    assert json.loads(Rollout(path, dsn)("status", "--json").output)["steps"][0]["state"] == "done"
+
+
+def test_advances_racing_each_other_move_each_stage_once(tmp_path, dsn, db):
+    db.execute("CREATE TABLE items (id bigint PRIMARY KEY, n bigint)")
+    document = yaml.safe_load(plan({}, stages=(10, 20, 40, 60, 80, 100)))
+    # each racer spends half a second judging the stage (a check) between reading it and moving it
+    del document["steps"][0]["rollout"]["gates"]
+    document["steps"][0]["rollout"]["checks"] = [{"name": "slow", "sql": "SELECT 1 WHERE pg_sleep(0.5) IS NULL"}]
+    path = write_plan(tmp_path, yaml.safe_dump(document, sort_keys=False))
+    assert Rollout(path, dsn)("apply").exit_code == 0
+    for _ in range(12):
+        racers = [subprocess.Popen(advance_cli(path, dsn, "widen"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                   text=True) for _ in range(3)]
+        for racer in racers:
+            output, _ = racer.communicate(timeout=60)
+            # a loser either saw the move (holding), found the contract's lock taken (3), or the step done
+            assert racer.returncode in (0, 3) and "Traceback" not in output, output
+        if db.execute("SELECT state FROM rollout.steps WHERE step_id = 'widen'").fetchone() == ("done",):
+            break
+    assert db.execute("SELECT state FROM rollout.steps WHERE step_id = 'widen'").fetchone() == ("done",)
+    stages = db.execute("SELECT (detail ->> 'stage')::int FROM rollout.events WHERE kind = 'rollout.stage' "
+                        "ORDER BY id").fetchall()
+    assert stages == [(n,) for n in range(6)], stages  # each stage once, in order
+    history = db.execute("SELECT new_percent FROM rollout.flag_history WHERE name = 'wide' AND new_enabled ORDER BY id").fetchall()
+    assert history == [(p,) for p in (10, 20, 40, 60, 80, 100)], history
+    assert db.execute("SELECT count(*) FROM rollout.events WHERE kind = 'state' AND to_state = 'done'").fetchone() == (1,)

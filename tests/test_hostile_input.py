@@ -162,8 +162,9 @@ def test_state_edited_by_hand_is_guarded_or_repaired(tmp_path, dsn, db):
         with pytest.raises(psycopg.errors.RaiseException, match="append-only"):
             db.execute(statement)
     db.execute("DELETE FROM rollout.transitions")  # the next command that takes the lock restores the rules
-    assert rollout("advance", "a").exit_code == 0
+    assert rollout("apply").exit_code == 0
     assert db.execute("SELECT count(*) > 0 FROM rollout.transitions").fetchone() == (True,)
+    assert rollout("advance", "a").exit_code == 0
     assert db.execute("SELECT stage FROM rollout.steps WHERE step_id = 'a'").fetchone() == (1,)
 
 

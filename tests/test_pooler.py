@@ -75,3 +75,20 @@ def test_the_kill_switch_works_through_a_transaction_pooler(bouncers, tmp_path, 
     switched = Rollout(path, _through(bouncers, "transaction", dsn))("flags", "set", "doubled", "off")
     assert switched.exit_code == 0, switched.output
     assert db.execute("SELECT enabled FROM rollout.flags WHERE name = 'doubled'").fetchone() == (False,)
+
+
+def test_stage_moves_work_through_a_transaction_pooler_and_the_contract_is_refused(bouncers, tmp_path, dsn, db):
+    db.execute(SETUP)
+    path = write_plan(tmp_path, PLAN)
+    assert Rollout(path, dsn)("apply").exit_code == 0
+    pooled = Rollout(path, _through(bouncers, "transaction", dsn))
+    moved = pooled("advance", "items")  # one short transaction under the step's row lock: no session needed
+    assert moved.exit_code == 0, moved.output
+    assert db.execute("SELECT enabled, percent FROM rollout.flags WHERE name = 'doubled'").fetchone() == (True, 100)
+    contract = pooled("advance", "items")  # the contract takes the environment lock, which needs a session
+    assert contract.exit_code == 2 and "connection pooler in transaction mode" in contract.output, contract.output
+    assert db.execute("SELECT state FROM rollout.steps WHERE step_id = 'items'").fetchone() == ("rolling_out",)
+    assert db.execute("SELECT attnotnull FROM pg_attribute WHERE attrelid = 'items'::regclass "
+                      "AND attname = 'doubled'").fetchone() == (False,)
+    assert Rollout(path, dsn)("advance", "items").exit_code == 0
+    assert db.execute("SELECT state FROM rollout.steps WHERE step_id = 'items'").fetchone() == ("done",)
