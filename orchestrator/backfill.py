@@ -210,7 +210,8 @@ class Engine:
     """Runs one backfill job to completion, a pause, a cancel, or a clear failure."""
 
     def __init__(self, session: Session, step: Step, job: Backfill, progress: Callable[[Progress], None]):
-        self.session, self.step, self.job, self.progress = session, step, job, progress
+        self.session, self.step, self.progress = session, step, progress
+        self.job = session.plan.environment(session.env).backfills.applied_to(job)
         self.timeouts: Timeouts = session.plan.timeouts(step)
         self.ids = (session.env, step.id, job.name)
         self.work: psycopg.Connection | None = None

@@ -107,6 +107,21 @@ class Webhook(_Model):
                                                                  "message for a Slack incoming webhook")
 
 
+class BackfillPacing(_Model):
+    """How fast backfills may go in one environment: for every job of the plan, the ones that
+    operations generate included; a job's own setting wins."""
+
+    target_batch_time: Duration | None = Field(None, description="batch duration the size adapts toward")
+    pause: Duration | None = Field(None, description="sleep between batches")
+    max_replication_lag: Duration | None = Field(
+        None, description="wait between batches while a standby replays more than this behind (null: never wait)")
+
+    def applied_to(self, job: "Backfill") -> "Backfill":
+        """The job with this environment's pacing wherever the job does not set its own."""
+        given = {name: getattr(self, name) for name in self.model_fields_set if name not in job.model_fields_set}
+        return job.model_copy(update=given)
+
+
 class Environment(_Model):
     """Where a plan is applied: the embedded server, or a database named by an environment variable."""
 
@@ -122,6 +137,8 @@ class Environment(_Model):
     after: Name | None = Field(None, description="a step is applied here only once it is done in that environment")
     notify: Seq(Webhook) = Field((), description="webhooks told of stage changes, failed gates, steps done, failed "
                                                  "or aborted, flags set, backfills finished or stopped")
+    backfills: BackfillPacing = Field(default_factory=BackfillPacing,
+                                      description="pacing for every backfill here, generated ones included")
 
     @model_validator(mode="after")
     def _one_database(self) -> "Environment":

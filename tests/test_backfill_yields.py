@@ -114,6 +114,63 @@ def test_a_standby_that_keeps_up_costs_no_wait(replicated, tmp_path):
         assert db.execute("SELECT count(*) FROM items WHERE doubled IS DISTINCT FROM n * 2").fetchone() == (0,)
 
 
+GENERATED = """\
+version: 1
+environments:
+  local:
+    database: embedded
+    backfills: {max_replication_lag: LIMIT}
+steps:
+  - id: fill
+    title: fill a column
+    priority: high
+    operations:
+      - {op: add_column, table: items, column: doubled, type: bigint, up: n * 2}
+"""
+
+
+def test_the_environment_paces_the_backfills_operations_generate(replicated, tmp_path):
+    """A generated job has no pacing keys of its own: the environment's `backfills:` sets them."""
+    primary, standby = replicated
+    dsn = primary.url("postgres")
+    with psycopg.connect(dsn, autocommit=True) as db, psycopg.connect(standby.url(), autocommit=True) as replica:
+        def fresh(limit: str):
+            db.execute("DROP TABLE IF EXISTS items; DROP SCHEMA IF EXISTS rollout CASCADE; DROP TABLE IF EXISTS "
+                       "_yoyo_migration, _yoyo_log, _yoyo_version, yoyo_lock CASCADE")
+            db.execute(f"CREATE TABLE items (id bigint PRIMARY KEY, n bigint); "
+                       f"INSERT INTO items SELECT g, g FROM generate_series(1, {ROWS}) AS g")
+            _wait_for(lambda: replica.execute("SELECT to_regclass('items')").fetchone()[0], "the standby's items")
+            (tmp_path / limit).mkdir()
+            return write_plan(tmp_path / limit, GENERATED.replace("LIMIT", limit))
+
+        path = fresh("300ms")
+        replica.execute("SELECT pg_wal_replay_pause()")
+        try:
+            run = subprocess.Popen([sys.executable, "-c", "from orchestrator.cli import main; main()", "--plan",
+                                    str(path), "--dsn", dsn, "apply"], stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, text=True)
+            waiting = _wait_for(lambda: db.execute(
+                "SELECT waiting FROM rollout.backfills WHERE waiting IS NOT NULL").fetchone()
+                if db.execute("SELECT to_regclass('rollout.backfills')").fetchone()[0] else None,
+                "the generated backfill to wait for the standby")
+            assert "limit 0.3s" in waiting[0], waiting  # the environment's limit, not the default 10s
+        finally:
+            replica.execute("SELECT pg_wal_replay_resume()")
+        output, _ = run.communicate(timeout=120)
+        assert run.returncode == 0, output
+        assert db.execute("SELECT count(*) FROM items WHERE doubled IS DISTINCT FROM n * 2").fetchone() == (0,)
+
+        path = fresh("null")  # never wait: the same job finishes while the standby replays nothing
+        replica.execute("SELECT pg_wal_replay_pause()")
+        try:
+            applied = Rollout(path, dsn)("apply")
+        finally:
+            replica.execute("SELECT pg_wal_replay_resume()")
+        assert applied.exit_code == 0, applied.output
+        assert db.execute("SELECT count(*) FROM items WHERE doubled IS DISTINCT FROM n * 2").fetchone() == (0,)
+        assert db.execute("SELECT count(*) FROM rollout.events WHERE kind = 'backfill.waiting'").fetchone() == (0,)
+
+
 # the column is there already (a VACUUM would hold up a migration adding it)
 NOTHING = {"migrate/0001_nothing.sql": "SELECT 1;\n", "migrate/0001_nothing.rollback.sql": "SELECT 1;\n"}
 
