@@ -212,6 +212,29 @@ def flag_set(plan: Plan, env: str, name: str, value: str, *, reason: str | None 
     return old, new
 
 
+def flag_target(plan: Plan, env: str, name: str, *, include: list[str] = (), exclude: list[str] = (),
+                remove: list[str] = (), reason: str | None = None, dsn: str | None = None, actor: str,
+                report: Reporter = _quiet) -> flags.FlagValue:
+    """Add subjects a flag always includes or excludes here (ahead of its percentage), or remove
+    them; recorded in its history and the events. Needs no environment lock, like `flags set`."""
+    flags.declared(plan, name)
+    include, exclude, remove = (list(dict.fromkeys(flags.checked_subjects(given)))
+                                for given in (include, exclude, remove))
+    both = set(include) & set(exclude) or (set(include) | set(exclude)) & set(remove)
+    if both:
+        raise UsageError(f"subject {sorted(both)[0]!r} is given twice: once each in --include, --exclude, --remove")
+    if not (include or exclude or remove):
+        raise UsageError("name the subjects: --include ID, --exclude ID or --remove ID (each may be repeated)")
+    with open_session(plan, env, dsn=dsn, actor=actor, command=f"flags target {name}", report=report,
+                      lock=False) as s:
+        with s.conn.transaction():
+            value = flags.target(s.conn, env, name, actor, reason, include=include, exclude=exclude, remove=remove)
+            moved = flags.shown_targets({"include": include, "exclude": exclude, "remove": remove})
+            s.record("flag.targeted", f"flag {name}: {moved}" + (f" ({reason})" if reason else ""),
+                     detail={"flag": name, "include": include, "exclude": exclude, "remove": remove})
+    return value
+
+
 def flags_declared(plan: Plan, name: str) -> None:
     flags.declared(plan, name)
 

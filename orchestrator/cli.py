@@ -22,7 +22,7 @@ from . import api, embedded, report
 from .backfill import Progress as BackfillProgress
 from .database import resolve_target
 from .errors import EXIT_INTERRUPTED, EXIT_STEP_FAILED, PermissionDenied, RolloutError, UsageError
-from .flags import bucket, evaluate
+from .flags import bucket, resolve
 from .plan import Plan, json_schema
 from .plan_parts import parse_duration
 from .session import default_actor
@@ -446,7 +446,7 @@ def abort(opts: _Options, step: str, reason: str | None, actor: str) -> None:
 
 @cli.group(cls=_RolloutGroup)
 def flags() -> None:
-    """Feature flags of this environment: list, get, set, history."""
+    """Feature flags of this environment: list, get, set, target, history."""
 
 
 @flags.command("list")
@@ -459,13 +459,21 @@ def flags_list(opts: _Options, as_json: bool) -> None:
         click.echo(json.dumps({"env": opts.env, "flags": [v.as_json() for v in values]}, indent=2))
         return
     table = Table(title=f"flags in {opts.env}", title_justify="left")
-    for column in ("flag", "value", "source", "updated", "by"):
+    for column in ("flag", "value", "targets", "source", "updated", "by"):
         table.add_column(column, no_wrap=True)
     table.add_column("description")
     for v in values:
-        table.add_row(v.name, v.shown, v.source, f"{v.updated_at:%Y-%m-%d %H:%M:%S}" if v.updated_at else "",
-                      _text(v.updated_by or ""), _text(v.description))
+        table.add_row(v.name, v.shown, _targets(v), v.source,
+                      f"{v.updated_at:%Y-%m-%d %H:%M:%S}" if v.updated_at else "", _text(v.updated_by or ""),
+                      _text(v.description))
     out.print(table)
+
+
+def _targets(value) -> str:
+    """'2 in, 1 out': how many subjects a flag targets."""
+    counts = [f"{len(subjects)} {word}" for subjects, word in ((value.included, "in"), (value.excluded, "out"))
+              if subjects]
+    return ", ".join(counts)
 
 
 @flags.command("get")
@@ -477,9 +485,15 @@ def flags_get(opts: _Options, name: str, subject: str | None) -> None:
     api.flags_declared(opts.plan, name)
     value = next(v for v in api.flags_list(opts.plan, opts.env, dsn=opts.dsn) if v.name == name)
     click.echo(visible(value.shown))
+    for subjects, word in ((value.included, "always in"), (value.excluded, "always out")):
+        if subjects:
+            shown = ", ".join(subjects[:20]) + (f", ... ({len(subjects)} in all)" if len(subjects) > 20 else "")
+            click.echo(visible(f"{word}: {shown}"))
     if subject is not None:
-        answer = evaluate(name, value.enabled, value.percent, subject)
-        click.echo(visible(f"{subject}: {'on' if answer else 'off'} (bucket {bucket(name, subject)} of 10000)"))
+        answer, why = resolve(name, value.enabled, value.percent, subject, value.targets)
+        because = {"TARGETING_MATCH": "targeted", "DISABLED": "the flag is off", "STATIC": "the flag is on"}.get(
+            why, f"bucket {bucket(name, subject)} of 10000")
+        click.echo(visible(f"{subject}: {'on' if answer else 'off'} ({because})"))
 
 
 @flags.command("set")
@@ -492,6 +506,25 @@ def flags_set(opts: _Options, name: str, value: str, reason: str | None, actor: 
     """Set NAME to on, off or a percentage (0-100) of subjects. Takes effect at once."""
     old, new = api.flag_set(opts.plan, opts.env, name, value, reason=reason, dsn=opts.dsn, actor=actor)
     out.print(f"flag {name} in {opts.env}: {old.shown if old else 'unset'} -> {new.shown}")
+
+
+@flags.command("target")
+@click.argument("name")
+@click.option("--include", multiple=True, metavar="ID", help="A subject always in, ahead of the percentage "
+              "(repeat it, or separate ids with commas).")
+@click.option("--exclude", multiple=True, metavar="ID", help="A subject always out.")
+@click.option("--remove", multiple=True, metavar="ID", help="A subject back to the percentage.")
+@click.option("--reason", help="Why: kept in the flag's history and the events.")
+@_actor_option
+@pass_options
+def flags_target(opts: _Options, name: str, include: tuple[str, ...], exclude: tuple[str, ...],
+                 remove: tuple[str, ...], reason: str | None, actor: str) -> None:
+    """Subjects NAME always includes or excludes here, whatever its percentage (off stays off
+    for everyone). Takes effect at once; needs no environment lock."""
+    value = api.flag_target(opts.plan, opts.env, name, include=list(include), exclude=list(exclude),
+                            remove=list(remove), reason=reason, dsn=opts.dsn, actor=actor)
+    out.print(f"flag {name} in {opts.env}: {value.shown}, {len(value.included)} always in, "
+              f"{len(value.excluded)} always out")
 
 
 @flags.command("history")
@@ -509,7 +542,8 @@ def flags_history(opts: _Options, name: str, as_json: bool) -> None:
         table.add_column(column, no_wrap=True)
     table.add_column("reason")
     for c in changes:
-        table.add_row(f"{c.at:%Y-%m-%d %H:%M:%S}", _text(c.actor), c.old or "", c.new, _text(c.reason or ""))
+        reason = "; ".join(filter(None, (c.shown_targets, c.reason)))
+        table.add_row(f"{c.at:%Y-%m-%d %H:%M:%S}", _text(c.actor), c.old or "", c.new, _text(reason))
     out.print(table)
 
 

@@ -4,8 +4,8 @@
     flags = FlagClient(os.environ["DATABASE_URL"], refresh_seconds=15)
     if flags.is_enabled("messages_write", guild_id): ...
 
-One query fetches every flag of the environment; `is_enabled` then reads the in-memory
-snapshot only, never the database. A background thread refreshes the snapshot every
+One query fetches every flag of the environment with the subjects it targets; `is_enabled`
+then reads the in-memory snapshot only, never the database. A background thread refreshes the snapshot every
 `refresh_seconds` (and `refresh()` does it on demand), so `rollout flags set NAME off`
 reaches the application within one interval. When a refresh fails, the last snapshot is
 kept and `last_error` says why.
@@ -25,12 +25,14 @@ from openfeature.flag_evaluation import FlagResolutionDetails, Reason
 from openfeature.provider import AbstractProvider
 from openfeature.provider.metadata import Metadata
 
-from .flags import evaluate
+from . import flags
 
-_SNAPSHOT = """
-SELECT name, enabled, percent FROM rollout.flags
-WHERE env = coalesce(%s, (SELECT value #>> '{}' FROM rollout.meta WHERE key = 'environment'))
-"""
+# one query for the whole snapshot, a row a flag, its targets as jsonb ({subject: included})
+_SNAPSHOT_OF = ("SELECT f.name, f.enabled, f.percent, {} FROM rollout.flags AS f "
+                "WHERE f.env = coalesce(%s, (SELECT value #>> '{{}}' FROM rollout.meta WHERE key = 'environment'))")
+_SNAPSHOT = _SNAPSHOT_OF.format("coalesce((SELECT jsonb_object_agg(t.subject, t.included) FROM rollout.flag_targets "
+                                "AS t WHERE t.env = f.env AND t.name = f.name), '{}')")
+_SNAPSHOT_UNTARGETED = _SNAPSHOT_OF.format("'{}'::jsonb")  # a rollout schema from before targeting
 
 
 class FlagClient:
@@ -39,7 +41,7 @@ class FlagClient:
     def __init__(self, conninfo: str, *, env: str | None = None, refresh_seconds: float = 15.0,
                  background: bool = True):
         self._conninfo, self._env, self.refresh_seconds = conninfo, env, refresh_seconds
-        self._snapshot: Mapping[str, tuple[bool, int]] = MappingProxyType({})
+        self._snapshot: Mapping[str, tuple[bool, int, Mapping[str, bool]]] = MappingProxyType({})
         self._conn: psycopg.Connection | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -52,12 +54,25 @@ class FlagClient:
 
     def is_enabled(self, name: str, subject: object) -> bool:
         """Whether `subject` sees flag `name`: from the snapshot, with no query. Unknown flags are off."""
+        return self.resolve(name, subject)[0]
+
+    def resolve(self, name: str, subject: object) -> tuple[bool, str]:
+        """`subject`'s answer for flag `name` and why (flags.DISABLED, TARGETING_MATCH, STATIC,
+        SPLIT); an unknown flag is off, DISABLED."""
         value = self._snapshot.get(name)
-        return value is not None and evaluate(name, value[0], value[1], subject)
+        if value is None:
+            return False, flags.DISABLED
+        enabled, percent, targets = value
+        return flags.resolve(name, enabled, percent, subject, targets)
 
     def value(self, name: str) -> tuple[bool, int] | None:
         """(enabled, percent) of a flag in the snapshot, None when the environment lacks it."""
-        return self._snapshot.get(name)
+        value = self._snapshot.get(name)
+        return value[:2] if value is not None else None
+
+    def snapshot(self) -> Mapping[str, tuple[bool, int, Mapping[str, bool]]]:
+        """Every flag: (enabled, percent, targets), as one consistent, immutable picture."""
+        return self._snapshot
 
     def refresh(self) -> None:
         """Fetch every flag in one query and swap the snapshot in whole."""
@@ -66,11 +81,15 @@ class FlagClient:
                 if self._conn is None or self._conn.closed or self._conn.broken:
                     self._conn = psycopg.connect(self._conninfo, autocommit=True, connect_timeout=5,
                                                  application_name="rollout flag client")
-                rows = self._conn.execute(_SNAPSHOT, (self._env,)).fetchall()
+                try:
+                    rows = self._conn.execute(_SNAPSHOT, (self._env,)).fetchall()
+                except psycopg.errors.UndefinedTable:
+                    rows = self._conn.execute(_SNAPSHOT_UNTARGETED, (self._env,)).fetchall()
             except psycopg.Error as exc:
                 self.last_error = " ".join(str(exc).split()) or type(exc).__name__
                 return
-            self._snapshot = MappingProxyType({name: (enabled, percent) for name, enabled, percent in rows})
+            self._snapshot = MappingProxyType({name: (enabled, percent, MappingProxyType(targets))
+                                               for name, enabled, percent, targets in rows})
             self.last_error, self.refreshed_at = None, time.monotonic()
 
     def _refresh_forever(self) -> None:
@@ -111,17 +130,12 @@ class RolloutProvider(AbstractProvider):
         if value is None:
             return FlagResolutionDetails(default_value, ErrorCode.FLAG_NOT_FOUND,
                                          f"no flag {flag_key!r} in this environment", Reason.ERROR)
-        enabled, percent = value
         subject = evaluation_context.targeting_key if evaluation_context else None
-        if not enabled or percent == 0:
-            return FlagResolutionDetails(False, reason=Reason.DISABLED, variant="off")
-        if percent == 100:
-            return FlagResolutionDetails(True, reason=Reason.STATIC, variant="on")
-        if subject is None:
+        on, why = self.client.resolve(flag_key, subject)
+        if why == flags.SPLIT and subject is None:
             return FlagResolutionDetails(default_value, ErrorCode.TARGETING_KEY_MISSING,
                                          "a percentage rollout needs the subject id as targeting_key", Reason.ERROR)
-        on = self.client.is_enabled(flag_key, subject)
-        return FlagResolutionDetails(on, reason=Reason.SPLIT, variant="on" if on else "off")
+        return FlagResolutionDetails(on, reason=Reason(why), variant="on" if on else "off")
 
     def _type_mismatch(self, default_value):
         return FlagResolutionDetails(default_value, ErrorCode.TYPE_MISMATCH, "rollout flags are boolean", Reason.ERROR)

@@ -147,12 +147,26 @@ class Environment(_Model):
         return self
 
 
+# a subject a flag targets: a guild id, a user id; printable, as the operator will read it back
+Subject = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f]+$")]
+
+
 class Flag(_Model):
     """A feature flag: its value in each environment lives in that environment's database."""
 
     description: str
     default: FlagValue = Field(False, description="on, off, or a percentage 0-100")
     environments: dict[Name, FlagValue] = Field(default_factory=dict, description="default per environment")
+    include: Seq(Subject) = Field((), description="subjects always in, in every environment, ahead of the "
+                                                  "percentage (never while the flag is off)")
+    exclude: Seq(Subject) = Field((), description="subjects always out, in every environment")
+
+    @model_validator(mode="after")
+    def _targets_disjoint(self) -> "Flag":
+        both = sorted(set(self.include) & set(self.exclude))
+        if both:
+            raise ValueError(f"subject {both[0]!r} is both included and excluded")
+        return self
 
 
 class Check(_Model):

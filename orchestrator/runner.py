@@ -134,22 +134,30 @@ def _apply_step(session: Session, step: Step) -> str:
     return "finished"
 
 
-def _flag_short_of_on(session: Session, step: Step):
-    """The step's flag value when it is not fully on (some subjects still get the old shape), else None."""
+def _flag_short_of_on(session: Session, step: Step) -> str | None:
+    """How the step's flag falls short of on for everyone (some subjects still get the old
+    shape), or None when it does not."""
     if step.flag is None:
         return None
     value = flags.read(session.conn, session.plan, session.env)[step.flag]
-    return None if value.enabled and value.percent >= 100 else value
+    if not value.enabled or value.percent < 100:
+        return f"flag {step.flag} is {value.shown}, not on"
+    if value.excluded:
+        shown = ", ".join(value.excluded[:5]) + (", ..." if len(value.excluded) > 5 else "")
+        return (f"flag {step.flag} is on but always excludes {len(value.excluded)} subject"
+                f"{'s' if len(value.excluded) != 1 else ''} ({shown}; `rollout flags target {step.flag} --remove ID` "
+                "puts one back)")
+    return None
 
 
 def _require_flag_on(session: Session, step: Step) -> None:
     """A flagged step's contract runs only with its flag on: finishing an interrupted contract, or one
     a hand edit started, must not take the old shape away from subjects the flag still sends to it."""
-    if (value := _flag_short_of_on(session, step)) is not None:
-        raise StepFailed(f"step {step.id!r} would go on with its contract (the finalize migrations), but flag "
-                         f"{step.flag} is {value.shown}: the contract would take away the shape the application uses "
-                         f"when the flag is off. `rollout flags set {step.flag} on` once 100% is safe, then run the same "
-                         f"command again; or `rollout rollback {step.id}`")
+    if (short := _flag_short_of_on(session, step)) is not None:
+        raise StepFailed(f"step {step.id!r} would go on with its contract (the finalize migrations), but {short}: the "
+                         f"contract would take away the shape the application uses when the flag is off for a subject. "
+                         f"`rollout flags set {step.flag} on` once 100% is safe, then run the same command again; or "
+                         f"`rollout rollback {step.id}`")
 
 
 def _contract(session: Session, step: Step) -> None:
@@ -174,10 +182,10 @@ def _stage_blocker(session: Session, step: Step, current: state.StepState) -> _B
     if current.halted:
         return _Blocker(f"halted: {current.halted}; `rollout advance {step.id}` resumes it once you have looked")
     if current.stage == len(stages.stages) - 1:
-        if (value := _flag_short_of_on(session, step)) is not None:  # set back by hand, or the stage edited by hand
-            return _Blocker(f"flag {step.flag} is {value.shown}, not on, while the rollout records its last stage "
-                            f"(100%): the contract would take away the shape the application still uses when it is "
-                            f"off. `rollout flags set {step.flag} on` once 100% is safe, or `rollout abort {step.id}`")
+        if (short := _flag_short_of_on(session, step)) is not None:  # set back or targeted by hand
+            return _Blocker(f"{short}, while the rollout records its last stage (100%): the contract would take away "
+                            f"the shape the application still uses when the flag is off for a subject. `rollout flags "
+                            f"set {step.flag} on` once 100% is safe, or `rollout abort {step.id}`")
     percent = stages.stages[current.stage]
     measuring = []  # (gate, seconds until its next measurement is due)
     for gate in stages.gates:

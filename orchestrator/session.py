@@ -223,8 +223,9 @@ def refuse_lost_records(conn: psycopg.Connection, plan: Plan, env: str) -> None:
 
 
 def _ensure_schema_briefly(conn: psycopg.Connection, env: str) -> None:
-    """Create the state schema if it is missing, holding the environment lock only meanwhile."""
-    if state.schema_exists(conn):
+    """Create the state schema if it is missing, or upgrade an older one, holding the environment
+    lock only meanwhile."""
+    if state.schema_exists(conn) and not state.schema_older(conn):
         state.ensure_schema_current(conn)
         return
     with acquire_env_lock(conn, env):

@@ -17,7 +17,7 @@ from psycopg.types.json import Jsonb
 
 from .errors import RolloutError
 
-SCHEMA_VERSION = 6  # 5: rollout.backfills.waiting; 6: rollout.steps.halted. Guards are installed by _intact()
+SCHEMA_VERSION = 7  # 5: rollout.backfills.waiting; 6: rollout.steps.halted; 7: rollout.flag_targets. Guards are installed by _intact()
 
 PENDING = "pending"
 MIGRATING = "migrating"
@@ -144,6 +144,20 @@ CREATE TABLE IF NOT EXISTS rollout.flag_history (
     new_percent smallint NOT NULL,
     reason text
 );
+ALTER TABLE rollout.flag_history ADD COLUMN IF NOT EXISTS targets jsonb;  -- a targeting change: what moved
+-- Subjects a flag always includes or always excludes here, ahead of its percentage (never
+-- ahead of off: the kill switch turns a flag off for everyone). `declared`: named by the plan,
+-- which keeps them in step; the others were added with `rollout flags target`.
+CREATE TABLE IF NOT EXISTS rollout.flag_targets (
+    env text NOT NULL,
+    name text NOT NULL,
+    subject text NOT NULL,
+    included boolean NOT NULL,
+    declared boolean NOT NULL DEFAULT false,
+    updated_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    updated_by text NOT NULL,
+    PRIMARY KEY (env, name, subject)
+);
 CREATE OR REPLACE FUNCTION rollout.bucket(flag text, subject text) RETURNS integer
 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
     SELECT (('x' || lpad(left(encode(sha256(convert_to(flag || ':' || subject, 'UTF8')), 'hex'), 8), 16, '0'))
@@ -152,7 +166,10 @@ $$;
 CREATE OR REPLACE FUNCTION rollout.is_enabled(flag text, subject text, environment text DEFAULT NULL)
 RETURNS boolean LANGUAGE sql STABLE PARALLEL SAFE AS $$
     SELECT coalesce((
-        SELECT f.enabled AND (f.percent >= 100 OR rollout.bucket(flag, subject) < f.percent * 100)
+        SELECT f.enabled AND coalesce(
+            (SELECT t.included FROM rollout.flag_targets AS t  -- one probe of its primary key
+             WHERE t.env = f.env AND t.name = f.name AND t.subject = is_enabled.subject),
+            f.percent >= 100 OR rollout.bucket(flag, subject) < f.percent * 100)
         FROM rollout.flags AS f
         WHERE f.name = flag
           AND f.env = coalesce(environment, (SELECT value #>> '{}' FROM rollout.meta WHERE key = 'environment'))
@@ -164,7 +181,7 @@ $$;
 REVOKE ALL ON ALL TABLES IN SCHEMA rollout FROM PUBLIC;
 GRANT USAGE ON SCHEMA rollout TO PUBLIC;
 GRANT SELECT ON rollout.meta, rollout.steps, rollout.transitions, rollout.runs, rollout.events, rollout.flags,
-    rollout.flag_history TO PUBLIC;
+    rollout.flag_history, rollout.flag_targets TO PUBLIC;
 GRANT EXECUTE ON FUNCTION rollout.bucket(text, text), rollout.is_enabled(text, text, text) TO PUBLIC;
 
 -- Rows a backfill with on_error: record could not convert, with PostgreSQL's reason.
@@ -283,7 +300,8 @@ def schema_exists(conn: psycopg.Connection) -> bool:
     return conn.execute("SELECT to_regclass('rollout.steps') IS NOT NULL").fetchone()[0]
 
 
-_TABLES = ("meta", "transitions", "steps", "runs", "events", "backfills", "flags", "flag_history", "backfill_errors")
+_TABLES = ("meta", "transitions", "steps", "runs", "events", "backfills", "flags", "flag_history", "backfill_errors",
+           "flag_targets")
 
 
 def _missing_tables(conn: psycopg.Connection) -> list[str]:
@@ -349,6 +367,12 @@ def _intact(conn: psycopg.Connection) -> bool:
         "AND tgrelid IN ('rollout.steps'::regclass, 'rollout.events'::regclass) AND tgenabled <> 'D')",
         (list(_TRIGGERS),)).fetchone()
     return moves == sum(len(t) for t in TRANSITIONS.values()) and triggers == len(_TRIGGERS)
+
+
+def schema_older(conn: psycopg.Connection) -> bool:
+    """Whether the state schema is an older version this rollout upgrades."""
+    version = _recorded(conn)[1]
+    return version is not None and version < SCHEMA_VERSION
 
 
 def ensure_schema_current(conn: psycopg.Connection) -> None:

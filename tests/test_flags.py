@@ -81,6 +81,10 @@ def test_the_three_evaluators_agree_bit_for_bit(notes, dsn, db):
                              "FROM unnest(%s::text[]) WITH ORDINALITY AS t (s, n)", (subjects,)).fetchone()[0]
     assert sql_buckets == [bucket("notes_write", s) for s in subjects]
 
+    # thousands of targeted subjects, ahead of the percentage (never ahead of off)
+    included, excluded = subjects[:3000:2], subjects[1:3000:2]
+    assert notes("flags", "target", "notes_write", "--include", ",".join(included),
+                 "--exclude", ",".join(excluded)).exit_code == 0
     openfeature.set_provider(RolloutProvider(client := FlagClient(dsn, refresh_seconds=60)))
     try:
         of = openfeature.get_client()
@@ -91,14 +95,65 @@ def test_the_three_evaluators_agree_bit_for_bit(notes, dsn, db):
                                 "FROM unnest(%s::text[]) WITH ORDINALITY AS t (s, n)", (subjects,)).fetchone()[0]
             in_python = [client.is_enabled("notes_write", s) for s in subjects]
             assert in_python == in_sql, value
-            sample = subjects[::1000]
-            in_openfeature = [of.get_boolean_value("notes_write", False, EvaluationContext(targeting_key=s))
-                              for s in sample]
-            assert in_openfeature == in_python[::1000], value
-        share = sum(in_python) / len(subjects)
-        assert share == 1.0  # 'on'
+            sample = subjects[:10] + subjects[::1000]
+            details = [of.get_boolean_details("notes_write", False, EvaluationContext(targeting_key=s))
+                       for s in sample]
+            assert [d.value for d in details] == in_python[:10] + in_python[::1000], value
+            reasons = {d.reason for d in details[:10]}
+            assert reasons == ({"DISABLED"} if value == "0" else {"TARGETING_MATCH"}), (value, reasons)
+            if value != "0":
+                assert all(in_python[:3000:2]) and not any(in_python[1:3000:2]), value
+        assert in_python[3000:] == [True] * (len(subjects) - 3000)  # 'on'
     finally:
         openfeature.shutdown()
+
+
+def test_targets_are_set_recorded_shown_and_kept_in_step_with_the_plan(tmp_path, dsn, db):
+    plan = PLAN.replace("    description: the application writes notes\n",
+                        "    description: the application writes notes\n    include: [team-guild]\n")
+    rollout = Rollout(write_plan(tmp_path, plan.format(hold="0"), FILES), dsn)
+    assert rollout("flags", "set", "notes_write", "10").exit_code == 0  # the plan's target is stored with it
+    targeted = rollout("flags", "target", "notes_write", "--include", "a, b", "--exclude", "c", "--reason", "canary")
+    assert targeted.exit_code == 0 and "1 always out" in targeted.output, targeted.output
+    got = rollout("flags", "get", "notes_write", "--subject", "c")
+    assert got.output.splitlines() == ["10%", "always in: a, b, team-guild", "always out: c", "c: off (targeted)"]
+    assert db.execute("SELECT rollout.is_enabled('notes_write', 'team-guild'), rollout.is_enabled('notes_write', "
+                      "'a'), rollout.is_enabled('notes_write', 'c')").fetchone() == (True, True, False)
+    listed = {f["name"]: f for f in json.loads(rollout("flags", "list", "--json").output)["flags"]}
+    assert listed["notes_write"]["include"] == ["a", "b", "team-guild"] and listed["notes_write"]["exclude"] == ["c"]
+    # the plan's targets change in the plan only
+    refused = rollout("flags", "target", "notes_write", "--remove", "team-guild")
+    assert refused.exit_code == 2 and "targeted by the plan" in refused.output, refused.output
+    assert rollout("flags", "target", "notes_write", "--remove", "b").exit_code == 0
+    assert rollout("flags", "set", "notes_write", "off").exit_code == 0
+    assert db.execute("SELECT rollout.is_enabled('notes_write', 'team-guild')").fetchone() == (False,)  # off is off
+    history = json.loads(rollout("flags", "history", "notes_write", "--json").output)
+    assert [(h["targets"], h["reason"]) for h in history if h["targets"]] == [
+        ({"include": ["team-guild"]}, "the plan's targets"), ({"include": ["a", "b"], "exclude": ["c"]}, "canary"),
+        ({"remove": ["b"]}, None)]
+    events = [e["message"] for e in json.loads(rollout("events", "--json").output) if e["kind"] == "flag.targeted"]
+    assert events == ["flag notes_write: +in a, b; +out c (canary)", "flag notes_write: -b"]
+    # a target the plan no longer names is dropped by the next command; the operator's stay
+    rollout = Rollout(write_plan(tmp_path, PLAN.format(hold="0"), FILES), dsn)
+    assert rollout("flags", "set", "notes_write", "50").exit_code == 0
+    assert db.execute("SELECT array_agg(subject ORDER BY subject) FROM rollout.flag_targets").fetchone() == (["a", "c"],)
+    for bad, message in ((("--include", "x\x1by"), "printable"), ((), "name the subjects"),
+                         (("--include", "a", "--exclude", "a"), "given twice")):
+        result = rollout("flags", "target", "notes_write", *bad)
+        assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output, result.output
+
+
+def test_an_excluded_subject_keeps_the_contract_away(notes, db):
+    assert notes("apply").exit_code == 0
+    db.execute("INSERT INTO notes (body) VALUES ('hello')")
+    for _ in range(3):
+        assert notes("advance", "notes").exit_code == 0
+    assert notes("flags", "target", "notes_write", "--exclude", "guild-on-the-old-shape").exit_code == 0
+    refused = notes("advance", "notes")
+    assert refused.exit_code == 1 and "always excludes 1 subject (guild-on-the-old-shape" in refused.output, refused.output
+    assert step_status(notes)["state"] == "rolling_out"
+    assert notes("flags", "target", "notes_write", "--remove", "guild-on-the-old-shape").exit_code == 0
+    assert notes("advance", "notes").exit_code == 0 and step_status(notes)["state"] == "done"
 
 
 def test_bucketing_is_sticky_and_accurate():
