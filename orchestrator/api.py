@@ -235,6 +235,18 @@ def flag_target(plan: Plan, env: str, name: str, *, include: list[str] = (), exc
     return value
 
 
+def flags_serve(plan: Plan, env: str, *, dsn: str | None = None, host: str, port: int, refresh_seconds: float,
+                keys: list[str] | None, actor: str, announce: Callable[[str], None] = print) -> None:
+    """Serve the environment's flags over HTTP (OFREP, /metrics, /healthz) until interrupted. The
+    flags are stored first (their plan defaults and targets), as any command that touches the
+    environment does, so a fresh database serves its plan's values."""
+    from .flag_server import serve  # uvicorn loads only for the server
+
+    with open_session(plan, env, dsn=dsn, actor=actor, command="flags serve", report=_quiet, lock=False):
+        pass
+    serve(plan, env, dsn=dsn, host=host, port=port, refresh_seconds=refresh_seconds, keys=keys, announce=announce)
+
+
 def flags_declared(plan: Plan, name: str) -> None:
     flags.declared(plan, name)
 

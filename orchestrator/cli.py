@@ -446,7 +446,7 @@ def abort(opts: _Options, step: str, reason: str | None, actor: str) -> None:
 
 @cli.group(cls=_RolloutGroup)
 def flags() -> None:
-    """Feature flags of this environment: list, get, set, target, history."""
+    """Feature flags of this environment: list, get, set, target, history, serve."""
 
 
 @flags.command("list")
@@ -525,6 +525,29 @@ def flags_target(opts: _Options, name: str, include: tuple[str, ...], exclude: t
                             remove=list(remove), reason=reason, dsn=opts.dsn, actor=actor)
     out.print(f"flag {name} in {opts.env}: {value.shown}, {len(value.included)} always in, "
               f"{len(value.excluded)} always out")
+
+
+@flags.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True, help="The address to listen on.")
+@click.option("--port", default=8016, show_default=True, type=click.IntRange(0, 65535),
+              help="The port to listen on (0: any free port, printed at start).")
+@click.option("--refresh", default="5s", show_default=True, help="How often the flags are read again.")
+@click.option("--keys-env", default="ROLLOUT_FLAGS_API_KEYS", show_default=True, metavar="VARIABLE",
+              help="The environment variable holding the accepted API keys, comma-separated.")
+@click.option("--no-auth", is_flag=True, help="Accept requests without an API key (only behind a proxy that "
+              "authenticates them).")
+@_actor_option
+@pass_options
+def flags_serve(opts: _Options, host: str, port: int, refresh: str, keys_env: str, no_auth: bool, actor: str) -> None:
+    """Serve this environment's flags over HTTP: OpenFeature's OFREP, /metrics, /healthz."""
+    from .flag_server import api_keys  # uvicorn loads only for the server
+
+    seconds = _duration(refresh, "--refresh") / 1000
+    if seconds <= 0:
+        raise UsageError("--refresh must be longer than 0")
+    api.flags_serve(opts.plan, opts.env, dsn=opts.dsn, host=host, port=port, refresh_seconds=seconds,
+                    keys=api_keys(keys_env, required=not no_auth), actor=actor,
+                    announce=click.echo)
 
 
 @flags.command("history")
