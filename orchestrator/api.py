@@ -237,13 +237,17 @@ def flag_target(plan: Plan, env: str, name: str, *, include: list[str] = (), exc
 
 def flags_serve(plan: Plan, env: str, *, dsn: str | None = None, host: str, port: int, refresh_seconds: float,
                 keys: list[str] | None, actor: str, announce: Callable[[str], None] = print) -> None:
-    """Serve the environment's flags over HTTP (OFREP, /metrics, /healthz) until interrupted. The
-    flags are stored first (their plan defaults and targets), as any command that touches the
-    environment does, so a fresh database serves its plan's values."""
+    """Serve the environment's flags over HTTP (OFREP, /metrics, /healthz) until interrupted.
+    Flags the database does not hold yet are stored first (their plan defaults and targets), as
+    any command that touches the environment does, so a fresh database serves its plan's values;
+    once they are stored, the server only reads, and the application's role can run it."""
     from .flag_server import serve  # uvicorn loads only for the server
 
-    with open_session(plan, env, dsn=dsn, actor=actor, command="flags serve", report=_quiet, lock=False):
-        pass
+    with connect(resolve_target(plan, env, dsn), "rollout flags serve") as conn:
+        stored = flags.read(conn, plan, env)
+    if any(value.source != "database" for value in stored.values()):
+        with open_session(plan, env, dsn=dsn, actor=actor, command="flags serve", report=_quiet, lock=False):
+            pass
     serve(plan, env, dsn=dsn, host=host, port=port, refresh_seconds=refresh_seconds, keys=keys, announce=announce)
 
 

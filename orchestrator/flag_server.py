@@ -172,8 +172,12 @@ def serve(plan: Plan, env: str, *, dsn: str | None, host: str, port: int, refres
                  f"(refresh every {refresh_seconds:g}s{'' if keys else ', no API key required'})")
         config = uvicorn.Config(FlagApp(client, keys, collector), log_level="warning", access_log=False,
                                 lifespan="off", server_header=False)
-        uvicorn.Server(config).run(sockets=[sock])
+        try:
+            uvicorn.Server(config).run(sockets=[sock])
+        except KeyboardInterrupt:
+            pass  # uvicorn shut down gracefully, then raised again the signal that stopped it
         collector.close()
+        announce(f"stopped serving the flags of {env}")
     finally:
         client.close()
 

@@ -130,3 +130,23 @@ def test_the_application_role_cannot_take_the_environment_lock_or_keep_operators
         app.execute("ROLLBACK")
     result = Rollout(operator.plan, app_dsn)("apply")
     assert result.exit_code == 2 and "may not" in result.output and "Traceback" not in result.output
+
+
+def test_the_application_role_runs_the_flag_server_once_the_flags_are_stored(tmp_path, dsn, app_role):
+    from .test_flag_server import Served
+
+    role, app_dsn = app_role
+    operator = Rollout(write_plan(tmp_path, PLAN, FILES), dsn)
+    assert operator("apply").exit_code == 0  # stores the flags: from now on the server only reads
+    server = Served(operator.plan, app_dsn)
+    try:
+        status, _, answer = server.evaluate("notes_write", "42")
+        with psycopg.connect(app_dsn, autocommit=True) as app:
+            in_sql = app.execute("SELECT rollout.is_enabled('notes_write', '42')").fetchone()[0]
+        assert status == 200 and answer["value"] is in_sql, answer
+        metrics = server.request("GET", "/metrics", key=None)[2].decode()
+        assert 'rollout_step_state{state="rolling_out",step="notes"} 1.0' in metrics
+    finally:
+        server.process.terminate()  # systemd's stop: a clean end, not an interruption
+        output, _ = server.process.communicate(timeout=30)
+    assert server.process.returncode == 0 and "stopped serving the flags of local" in output, output
