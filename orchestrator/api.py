@@ -181,7 +181,7 @@ def advance(plan: Plan, env: str, step_id: str | None = None, *, dsn: str | None
         if not steps:  # --all, from cron: a halted rollout waits for a person
             states = s.states()
             steps = [st for st in plan.order() if states[st.id].state == state.ROLLING_OUT]
-            return [runner.advance(s, step, resume=False) for step in steps]
+            return [runner.advance_or_wait(s, step, interval, resume=False) for step in steps]
         return [runner.advance(s, step) for step in steps]
 
 
@@ -227,6 +227,9 @@ def flag_target(plan: Plan, env: str, name: str, *, include: list[str] = (), exc
         raise UsageError("name the subjects: --include ID, --exclude ID or --remove ID (each may be repeated)")
     with open_session(plan, env, dsn=dsn, actor=actor, command=f"flags target {name}", report=report,
                       lock=False) as s:
+        if exclude and (contracted := flags.past_contract(s.conn, plan, env, name)):
+            raise UsageError(f"flag {name} cannot exclude subjects in {env}: {', '.join(contracted)} ran its contract, "
+                             "so the old shape an excluded subject would be sent to is gone")
         with s.conn.transaction():
             value = flags.target(s.conn, env, name, actor, reason, include=include, exclude=exclude, remove=remove)
             moved = flags.shown_targets({"include": include, "exclude": exclude, "remove": remove})

@@ -79,8 +79,10 @@ class FlagClient:
         with self._lock:
             try:
                 if self._conn is None or self._conn.closed or self._conn.broken:
+                    # no prepared statements: an application may reach its database through a
+                    # transaction-mode pooler (Supabase's port 6543), which would mix them up
                     self._conn = psycopg.connect(self._conninfo, autocommit=True, connect_timeout=5,
-                                                 application_name="rollout flag client")
+                                                 application_name="rollout flag client", prepare_threshold=None)
                 try:
                     rows = self._conn.execute(_SNAPSHOT, (self._env,)).fetchall()
                 except psycopg.errors.UndefinedTable:

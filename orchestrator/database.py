@@ -94,8 +94,12 @@ def resolve_target(plan: Plan, env_name: str, dsn: str | None = None, *, start: 
 def connect(target: Target, purpose: str = "rollout") -> psycopg.Connection:
     """An autocommit connection (transactions are explicit), or a clear DatabaseUnavailable."""
     try:
+        # prepare_threshold=None: no automatic server-side prepared statements, which a transaction-mode
+        # pooler hands to whichever server session runs the next transaction (the kill switch and
+        # stage moves work through one)
         return psycopg.connect(
-            target.conninfo, autocommit=True, connect_timeout=10, application_name=f"{purpose} [{target.env}]"[:63]
+            target.conninfo, autocommit=True, connect_timeout=10, application_name=f"{purpose} [{target.env}]"[:63],
+            prepare_threshold=None,
         )
     except psycopg.Error as exc:
         reason = " ".join(target.scrub(str(exc)).split()) or type(exc).__name__  # every line: the first says why

@@ -13,6 +13,7 @@ logged (uvicorn's access log is off). TLS is a proxy's job (docs/flags.md).
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import os
@@ -49,8 +50,9 @@ class FlagApp:
         path, method = scope["path"], scope["method"]
         if path == "/healthz":
             await self._healthz(send)
-        elif path == "/metrics":
-            await _send(send, 200, generate_latest(self.registry), (b"content-type", CONTENT_TYPE_LATEST.encode()))
+        elif path == "/metrics":  # it reads the database: off the event loop, so evaluations never wait on it
+            text = await asyncio.to_thread(generate_latest, self.registry)
+            await _send(send, 200, text, (b"content-type", CONTENT_TYPE_LATEST.encode()))
         elif path == PREFIX or path.startswith(PREFIX + "/"):
             await self._evaluate(scope, receive, send, path)
         else:
@@ -62,10 +64,15 @@ class FlagApp:
             return
         headers = dict(scope["headers"])
         if (refused := self._refused(headers)) is not None:
-            await _json(send, refused, {"errorDetails": "an API key is needed: Authorization: Bearer <key>, or "
-                                        "X-API-Key" if refused == 401 else "this API key is not accepted"})
+            if refused == 401:
+                await _json(send, 401, {"errorDetails": "an API key is needed: Authorization: Bearer <key>, or "
+                                        "X-API-Key"}, (b"www-authenticate", b'Bearer realm="rollout flags"'))
+            else:
+                await _json(send, 403, {"errorDetails": "this API key is not accepted"})
             return
         body = await _body(receive, headers)
+        if body is _GONE:
+            return
         if body is None:
             await _json(send, 413, {"errorDetails": f"the request body is larger than {MAX_BODY} bytes"})
             return
@@ -104,14 +111,19 @@ class FlagApp:
     async def _healthz(self, send) -> None:
         at, interval = self.client.refreshed_at, self.client.refresh_seconds
         age = time.monotonic() - at if at is not None else None
-        fresh = age is not None and age < 3 * interval + 5
+        fresh = age is not None and age < 3 * interval + 1
+        # no error text: /healthz needs no key, and a connection error names hosts and roles
         await _json(send, 200 if fresh else 503, {
             "status": "ok" if fresh else "stale", "flags": len(self.client.snapshot()),
-            "snapshot_age_seconds": round(age, 3) if age is not None else None, "last_error": self.client.last_error})
+            "snapshot_age_seconds": round(age, 3) if age is not None else None,
+            "database": "unreachable" if self.client.last_error else "ok"})
+
+
+_GONE = b"\0gone"  # the client went away before its body arrived: nothing to answer
 
 
 async def _body(receive, headers: dict[bytes, bytes]) -> bytes | None:
-    """The whole request body, or None when it is larger than MAX_BODY."""
+    """The whole request body, None when it is larger than MAX_BODY, or _GONE."""
     declared = headers.get(b"content-length", b"0")
     if declared.isdigit() and int(declared) > MAX_BODY:
         return None
@@ -119,7 +131,7 @@ async def _body(receive, headers: dict[bytes, bytes]) -> bytes | None:
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            return b""
+            return _GONE
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > MAX_BODY:

@@ -24,6 +24,7 @@ from psycopg.types.json import Jsonb
 from . import state
 from .errors import UsageError
 from .plan import Plan, StagedRollout
+from .plan_parts import SUBJECT_PATTERN
 
 BUCKETS = 10_000
 
@@ -125,8 +126,8 @@ def checked_subjects(given: list[str]) -> list[str]:
     spaces separate several in one argument."""
     subjects = [s for text in given for s in re.split(r"[\s,]+", text) if s]
     for subject in subjects:
-        if len(subject) > 256 or re.search(r"[\x00-\x1f\x7f]", subject):
-            raise UsageError(f"a subject is at most 256 printable characters (got {subject[:40]!r})")
+        if not re.fullmatch(SUBJECT_PATTERN, subject):
+            raise UsageError(f"a subject is 1 to 256 printable characters (got {subject[:40]!r})")
     return subjects
 
 
@@ -180,14 +181,28 @@ def sync_defaults(conn: psycopg.Connection, plan: Plan, env: str, actor: str) ->
             conn.execute("INSERT INTO rollout.flag_history (env, name, actor, new_enabled, new_percent, reason) "
                          "VALUES (%s, %s, %s, %s, %s, 'plan default')", (env, name, actor, enabled, percent))
             added.append(name)
-        _sync_declared_targets(conn, env, name, plan.model.flags[name], actor)
+        _sync_declared_targets(conn, env, name, plan.model.flags[name], actor,
+                               exclude=not past_contract(conn, plan, env, name))
     return added
 
 
-def _sync_declared_targets(conn: psycopg.Connection, env: str, name: str, flag, actor: str) -> None:
+def past_contract(conn: psycopg.Connection, plan: Plan, env: str, name: str) -> list[str]:
+    """The steps flag `name` switches whose contract has started here: their old shape is gone,
+    so no subject may be sent back to it."""
+    users = [s.id for s in plan.steps if s.flag == name]
+    if not users or not state.schema_exists(conn):
+        return []
+    return [step_id for (step_id,) in conn.execute(
+        "SELECT step_id FROM rollout.steps WHERE env = %s AND step_id = ANY (%s) AND (state IN ('finalizing', 'done') "
+        "OR (state = 'failed' AND phase = 'finalize')) ORDER BY step_id", (env, users))]
+
+
+def _sync_declared_targets(conn: psycopg.Connection, env: str, name: str, flag, actor: str, *,
+                           exclude: bool) -> None:
     """Keep the subjects the plan names for this flag in step with it: add the new ones, drop
-    the ones it no longer names (the operator's own targets are left alone)."""
-    wanted = {s: True for s in flag.include} | {s: False for s in flag.exclude}
+    the ones it no longer names (the operator's own targets are left alone). Without `exclude`
+    (a step of the flag is past its contract) the plan's exclusions are not applied."""
+    wanted = {s: True for s in flag.include} | ({s: False for s in flag.exclude} if exclude else {})
     have = dict(conn.execute("SELECT subject, included FROM rollout.flag_targets WHERE env = %s AND name = %s "
                              "AND declared", (env, name)).fetchall())
     if have == wanted:

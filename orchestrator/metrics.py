@@ -83,6 +83,7 @@ class RolloutCollector(Collector):
         with self._lock:
             if self._conn is None or self._conn.closed or self._conn.broken:
                 self._conn = connect(self.target, "rollout flags serve metrics")
+                self._conn.execute("SET statement_timeout = '5s'")  # a scrape never hangs on a slow database
             if not self._conn.execute("SELECT to_regclass('rollout.steps') IS NOT NULL").fetchone()[0]:
                 return [], []
             return (self._conn.execute(_STEPS, (self.target.env,)).fetchall(),

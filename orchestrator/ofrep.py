@@ -36,6 +36,8 @@ def context_of(body: bytes) -> dict:
         request = json.loads(body or b"{}")
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest("PARSE_ERROR", f"the request body is not JSON: {exc}") from None
+    except RecursionError:
+        raise BadRequest("PARSE_ERROR", "the request body nests too deeply") from None
     if not isinstance(request, dict):
         raise BadRequest("PARSE_ERROR", "the request body must be a JSON object: {\"context\": {...}}")
     context = request.get("context", {})
@@ -79,7 +81,8 @@ def evaluate_all(snapshot: Snapshot, body: bytes, if_none_match: str | None = No
     except BadRequest as exc:
         return 400, {"errorCode": exc.code, "errorDetails": exc.details}, ""
     tag = etag(snapshot, context)
-    if if_none_match is not None and tag in (t.strip() for t in if_none_match.split(",")):
+    # weak comparison, as If-None-Match asks: W/"x" matches "x"
+    if if_none_match is not None and tag in (t.strip().removeprefix("W/") for t in if_none_match.split(",")):
         return 304, None, tag
     subject = context.get("targetingKey")
     return 200, {"flags": [evaluation(snapshot, key, subject)[1] for key in sorted(snapshot)]}, tag

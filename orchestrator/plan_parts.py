@@ -147,8 +147,10 @@ class Environment(_Model):
         return self
 
 
-# a subject a flag targets: a guild id, a user id; printable, as the operator will read it back
-Subject = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f]+$")]
+# a subject a flag targets: a guild id, a user id; printable, as the operator will read it back, and
+# without spaces or commas, which separate subjects on the command line
+SUBJECT_PATTERN = r"^[^\s,\x00-\x1f\x7f]{1,256}$"
+Subject = Annotated[str, StringConstraints(pattern=SUBJECT_PATTERN)]
 
 
 class Flag(_Model):

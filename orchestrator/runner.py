@@ -119,7 +119,8 @@ def _apply_step(session: Session, step: Step) -> str:
             blocker = _stage_blocker(session, step, current)
             if blocker:
                 return f"at 100%, not finalized: {blocker.reason}"
-            _contract(session, step)
+            if (moved := _contract_unless_moved(session, step, current)) is not None:
+                return moved.message
         elif now == ABORTED:
             session.report(session.event("wait", f"rollout aborted; flag {step.flag} is off. `rollout advance "
                                          f"{step.id}` restarts it, `rollout rollback {step.id}` undoes the step",
@@ -134,19 +135,19 @@ def _apply_step(session: Session, step: Step) -> str:
     return "finished"
 
 
-def _flag_short_of_on(session: Session, step: Step) -> str | None:
+def _flag_short_of_on(session: Session, step: Step) -> tuple[str, bool] | None:
     """How the step's flag falls short of on for everyone (some subjects still get the old
-    shape), or None when it does not."""
+    shape), and whether only targeted exclusions are why; None when it does not."""
     if step.flag is None:
         return None
     value = flags.read(session.conn, session.plan, session.env)[step.flag]
     if not value.enabled or value.percent < 100:
-        return f"flag {step.flag} is {value.shown}, not on"
+        return f"flag {step.flag} is {value.shown}, not on", False
     if value.excluded:
         shown = ", ".join(value.excluded[:5]) + (", ..." if len(value.excluded) > 5 else "")
         return (f"flag {step.flag} is on but always excludes {len(value.excluded)} subject"
-                f"{'s' if len(value.excluded) != 1 else ''} ({shown}; `rollout flags target {step.flag} --remove ID` "
-                "puts one back)")
+                f"{'s' if len(value.excluded) != 1 else ''} ({shown}; `rollout flags target {step.flag} --remove ID`, "
+                f"or the plan's flags.{step.flag}.exclude, puts one back)", True)
     return None
 
 
@@ -154,7 +155,7 @@ def _require_flag_on(session: Session, step: Step) -> None:
     """A flagged step's contract runs only with its flag on: finishing an interrupted contract, or one
     a hand edit started, must not take the old shape away from subjects the flag still sends to it."""
     if (short := _flag_short_of_on(session, step)) is not None:
-        raise StepFailed(f"step {step.id!r} would go on with its contract (the finalize migrations), but {short}: the "
+        raise StepFailed(f"step {step.id!r} would go on with its contract (the finalize migrations), but {short[0]}: the "
                          f"contract would take away the shape the application uses when the flag is off for a subject. "
                          f"`rollout flags set {step.flag} on` once 100% is safe, then run the same command again; or "
                          f"`rollout rollback {step.id}`")
@@ -166,6 +167,9 @@ def _contract(session: Session, step: Step) -> None:
         session.transition(step.id, FINALIZING, "finalizing (contract migrations)")
     else:
         session.transition(step.id, DONE, "done")
+
+
+EXCLUDED_WAIT = 5.0  # seconds a watch waits before it looks again at a flag that still excludes subjects
 
 
 @dataclass(frozen=True)
@@ -182,8 +186,11 @@ def _stage_blocker(session: Session, step: Step, current: state.StepState) -> _B
     if current.halted:
         return _Blocker(f"halted: {current.halted}; `rollout advance {step.id}` resumes it once you have looked")
     if current.stage == len(stages.stages) - 1:
-        if (short := _flag_short_of_on(session, step)) is not None:  # set back or targeted by hand
-            return _Blocker(f"{short}, while the rollout records its last stage (100%): the contract would take away "
+        if (short := _flag_short_of_on(session, step)) is not None:
+            reason, excluded = short
+            if excluded:  # a deliberate choice, not a fault: the contract waits until none is left out
+                return _Blocker(f"{reason}: the contract waits, since they still use the old shape", EXCLUDED_WAIT)
+            return _Blocker(f"{reason}, while the rollout records its last stage (100%): the contract would take away "
                             f"the shape the application still uses when the flag is off for a subject. `rollout flags "
                             f"set {step.flag} on` once 100% is safe, or `rollout abort {step.id}`")
     percent = stages.stages[current.stage]
@@ -289,11 +296,8 @@ def advance(session: Session, step: Step, *, restart: bool = True, resume: bool 
     nxt = 0 if current.stage is None else current.stage + 1
     if nxt == len(stages.stages):
         with session.holding_environment(f"advance {step.id}"):  # the contract changes the schema
-            with session.step_row(step.id) as now:
-                if (moved := _moved(step, current, now)) is not None:
-                    return moved
-                _require_flag_on(session, step)
-                _contract(session, step)
+            if (moved := _contract_unless_moved(session, step, current)) is not None:
+                return moved
             if session.state_of(step.id).state == FINALIZING:
                 _run_migrations(session, step, "finalize", "apply")
                 session.transition(step.id, DONE, "finalized; done")
@@ -317,10 +321,22 @@ def advance(session: Session, step: Step, *, restart: bool = True, resume: bool 
     return Advance(step.id, "advanced", f"flag {step.flag} at {percent}%")
 
 
+def _contract_unless_moved(session: Session, step: Step, seen: state.StepState) -> Advance | None:
+    """Start the contract of a rollout judged ready at `seen`, unless a command without the
+    environment lock (a watch's revert or halt, an abort) moved it since; then say so."""
+    with session.step_row(step.id) as now:
+        if (moved := _moved(step, seen, now)) is not None:
+            return moved
+        _require_flag_on(session, step)
+        _contract(session, step)
+    return None
+
+
 def _moved(step: Step, seen: state.StepState, now: state.StepState) -> Advance | None:
     """advance takes no environment lock: when another command (a second watch, an abort, a
-    rollback) moved the rollout between what this one judged and its row lock, it holds instead."""
-    if (now.state, now.stage, now.halted) == (ROLLING_OUT, seen.stage, None):
+    rollback) moved the rollout between what this one judged and its row lock, it holds instead.
+    stage_since tells a stage left and come back to (advanced, then reverted) from one never left."""
+    if (now.state, now.stage, now.halted, now.stage_since) == (ROLLING_OUT, seen.stage, None, seen.stage_since):
         return None
     where = f"{now.state}{', halted' if now.halted else ''}" + (f" at stage {now.stage + 1}" if now.stage is not None
                                                                  and now.state == ROLLING_OUT else "")
@@ -336,7 +352,7 @@ def watch(session: Session, step: Step, interval: float) -> Advance:
     while True:
         if session.state_of(step.id).state == ABORTED:
             raise Stopped(f"the rollout of {step.id!r} was aborted from another terminal; watch stopped")
-        result = _advance_or_wait(session, step, interval, resume=resume)
+        result = advance_or_wait(session, step, interval, resume=resume)
         resume = False
         if (stopped := _settle(session, step, result)) is not None:
             raise stopped
@@ -358,7 +374,7 @@ def watch_all(session: Session, interval: float) -> list[Advance]:
             return list(last.values())
         waits = []
         for step in moving:
-            result = last[step.id] = _advance_or_wait(session, step, interval, resume=False)
+            result = last[step.id] = advance_or_wait(session, step, interval, resume=False)
             _settle(session, step, result)  # one step's trouble never stops the others
             if result.outcome == "holding":
                 waits.append(result.wait_seconds + 0.05)
@@ -368,9 +384,9 @@ def watch_all(session: Session, interval: float) -> list[Advance]:
             time.sleep(min(waits))
 
 
-def _advance_or_wait(session: Session, step: Step, interval: float, *, resume: bool) -> Advance:
-    """advance, for a watch: a contract that finds the environment held by another operator
-    waits for it (a stage move never needs it)."""
+def advance_or_wait(session: Session, step: Step, interval: float, *, resume: bool) -> Advance:
+    """advance, for a watch or `--all`: a contract that finds the environment held by another
+    operator waits for it (a stage move never needs it), and the other steps go on."""
     try:
         return advance(session, step, restart=False, resume=resume)
     except EnvironmentLocked as exc:

@@ -166,7 +166,7 @@ $$;
 CREATE OR REPLACE FUNCTION rollout.is_enabled(flag text, subject text, environment text DEFAULT NULL)
 RETURNS boolean LANGUAGE sql STABLE PARALLEL SAFE AS $$
     SELECT coalesce((
-        SELECT f.enabled AND coalesce(
+        SELECT f.enabled AND f.percent > 0 AND coalesce(
             (SELECT t.included FROM rollout.flag_targets AS t  -- one probe of its primary key
              WHERE t.env = f.env AND t.name = f.name AND t.subject = is_enabled.subject),
             f.percent >= 100 OR rollout.bucket(flag, subject) < f.percent * 100)

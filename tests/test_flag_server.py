@@ -114,7 +114,11 @@ def test_ofrep_answers_as_the_protocol_says(served):
     assert (status, answer["errorCode"]) == (400, "PARSE_ERROR")
     status, _, answer = server.request("POST", "/ofrep/v1/evaluate/flags/wide", {"context": {"targetingKey": 7}})
     assert (status, answer["errorCode"]) == (400, "INVALID_CONTEXT")
-    assert server.evaluate("wide", "42", key=None)[0] == 401
+    status, headers, _ = server.evaluate("wide", "42", key=None)
+    assert status == 401 and headers["www-authenticate"].startswith("Bearer")
+    nested = b'{"context": {"targetingKey": "42", "deep": ' + b"[" * 20_000 + b"]" * 20_000 + b"}}"
+    status, _, answer = server.request("POST", "/ofrep/v1/evaluate/flags/wide", nested)
+    assert (status, answer["errorCode"]) == (400, "PARSE_ERROR")
     assert server.evaluate("wide", "42", key="not-the-key-at-all")[0] == 403
     assert server.evaluate("wide", "42", key=None, headers={"Authorization": f"Bearer {KEY}"})[0] == 200
     assert server.request("GET", "/ofrep/v1/evaluate/flags/wide")[0] == 405
@@ -126,6 +130,8 @@ def test_ofrep_answers_as_the_protocol_says(served):
     status, headers, body = server.request("POST", "/ofrep/v1/evaluate/flags", {"context": {"targetingKey": "42"}},
                                            headers={"If-None-Match": tag})
     assert (status, headers["etag"], body) == (304, tag, b"")
+    assert server.request("POST", "/ofrep/v1/evaluate/flags", {"context": {"targetingKey": "42"}},
+                          headers={"If-None-Match": f'"other", W/{tag}'})[0] == 304
     assert server.request("POST", "/ofrep/v1/evaluate/flags", {"context": {"targetingKey": "43"}},
                           headers={"If-None-Match": tag})[0] == 200
     assert rollout("flags", "set", "dark", "on").exit_code == 0
@@ -137,7 +143,7 @@ def test_ofrep_answers_as_the_protocol_says(served):
     assert server.evaluate("dark", "42")[2]["value"] is True
     # health and metrics
     status, _, health = server.request("GET", "/healthz", key=None)
-    assert status == 200 and health["status"] == "ok" and health["flags"] == 4
+    assert status == 200 and health["status"] == "ok" and health["flags"] == 4 and health["database"] == "ok"
     status, headers, text = server.request("GET", "/metrics", key=None)
     metrics = text.decode()
     for line in ('rollout_flag_percent{flag="wide"} 30.0', 'rollout_flag_targets{flag="wide",target="exclude"} 1.0',

@@ -4,6 +4,8 @@ advance / abort / watch, finalize only at 100%, and the promotion gate between e
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 
 import psycopg
@@ -71,7 +73,7 @@ def step_status(rollout: Rollout) -> dict:
 
 
 def flag(rollout: Rollout, name: str = "notes_write") -> str:
-    return rollout("flags", "get", name).stdout.strip()
+    return rollout("flags", "get", name).stdout.splitlines()[0]  # the value; its targets follow
 
 
 def test_the_three_evaluators_agree_bit_for_bit(notes, dsn, db):
@@ -137,6 +139,10 @@ def test_targets_are_set_recorded_shown_and_kept_in_step_with_the_plan(tmp_path,
     rollout = Rollout(write_plan(tmp_path, PLAN.format(hold="0"), FILES), dsn)
     assert rollout("flags", "set", "notes_write", "50").exit_code == 0
     assert db.execute("SELECT array_agg(subject ORDER BY subject) FROM rollout.flag_targets").fetchone() == (["a", "c"],)
+    # a flag on at 0% (only a hand edit makes one) is off for everyone, targets too, in SQL as in Python
+    db.execute("UPDATE rollout.flags SET enabled = true, percent = 0 WHERE name = 'notes_write'")
+    assert db.execute("SELECT rollout.is_enabled('notes_write', 'a')").fetchone() == (False,)
+    assert not evaluate("notes_write", True, 0, "a", {"a": True})
     for bad, message in ((("--include", "x\x1by"), "printable"), ((), "name the subjects"),
                          (("--include", "a", "--exclude", "a"), "given twice")):
         result = rollout("flags", "target", "notes_write", *bad)
@@ -149,11 +155,21 @@ def test_an_excluded_subject_keeps_the_contract_away(notes, db):
     for _ in range(3):
         assert notes("advance", "notes").exit_code == 0
     assert notes("flags", "target", "notes_write", "--exclude", "guild-on-the-old-shape").exit_code == 0
-    refused = notes("advance", "notes")
-    assert refused.exit_code == 1 and "always excludes 1 subject (guild-on-the-old-shape" in refused.output, refused.output
+    held = notes("advance", "notes")  # nothing failed: the contract waits
+    assert held.exit_code == 0 and "always excludes 1 subject (guild-on-the-old-shape" in held.output, held.output
     assert step_status(notes)["state"] == "rolling_out"
+    # a watch waits too (it neither aborts nor turns the flag off), and goes on once the subject is back
+    watch = subprocess.Popen([sys.executable, "-c", "from orchestrator.cli import main; main()", "--plan",
+                              str(notes.plan), "--dsn", notes.dsn, "advance", "notes", "--watch", "--interval", "50ms"],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    time.sleep(1.5)
+    assert watch.poll() is None and flag(notes) == "on" and step_status(notes)["state"] == "rolling_out"
     assert notes("flags", "target", "notes_write", "--remove", "guild-on-the-old-shape").exit_code == 0
-    assert notes("advance", "notes").exit_code == 0 and step_status(notes)["state"] == "done"
+    output, _ = watch.communicate(timeout=60)
+    assert watch.returncode == 0 and step_status(notes)["state"] == "done", output
+    # after the contract no subject may be sent back to the old shape
+    late = notes("flags", "target", "notes_write", "--exclude", "guild-on-the-old-shape")
+    assert late.exit_code == 2 and "notes ran its contract" in late.output, late.output
 
 
 def test_bucketing_is_sticky_and_accurate():

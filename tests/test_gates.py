@@ -300,6 +300,8 @@ def test_a_watch_reverts_and_a_rollout_advances_while_another_operator_holds_the
             assert moved.exit_code == 0 and flag(db) == (True, percent), moved.output
         contract = rollout("advance", "widen")  # the contract changes the schema: it needs the environment
         assert contract.exit_code == 3 and "is locked by" in contract.output, contract.output
+        cron = rollout("advance", "--all")  # cron's run holds that step and goes on with the others
+        assert cron.exit_code == 0 and "its contract waits for the environment" in cron.output, cron.output
         assert json.loads(rollout("status", "--json").output)["steps"][0]["state"] == "rolling_out"
     finished = rollout("advance", "widen")
     assert finished.exit_code == 0, finished.output

@@ -92,3 +92,14 @@ def test_stage_moves_work_through_a_transaction_pooler_and_the_contract_is_refus
                       "AND attname = 'doubled'").fetchone() == (False,)
     assert Rollout(path, dsn)("advance", "items").exit_code == 0
     assert db.execute("SELECT state FROM rollout.steps WHERE step_id = 'items'").fetchone() == ("done",)
+
+
+def test_the_flag_client_reads_through_a_transaction_pooler(bouncers, tmp_path, dsn, db):
+    from orchestrator.client import FlagClient
+
+    db.execute(SETUP)
+    assert Rollout(write_plan(tmp_path, PLAN), dsn)("flags", "set", "doubled", "on").exit_code == 0
+    with FlagClient(_through(bouncers, "transaction", dsn), background=False) as client:
+        for _ in range(12):  # more than psycopg's threshold for preparing a statement on the server
+            client.refresh()
+            assert client.last_error is None and client.is_enabled("doubled", "42")
