@@ -228,8 +228,12 @@ class _BlockerWatch:
                     ).fetchone()
                     if row:
                         pid, user, state, query, held = row
-                        self.last = (f"blocked by pid {pid} (user {user}, {state}, holding its lock for "
-                                     f"{held or 0:.1f}s): {' '.join((query or '').split())}")
+                        if state is None:  # another role's session, without pg_read_all_stats: PostgreSQL hides it
+                            self.last = (f"blocked by pid {pid} (user {user}); its query is hidden from this role "
+                                         "(membership in pg_read_all_stats shows it)")
+                        else:
+                            self.last = (f"blocked by pid {pid} (user {user}, {state}, holding its lock for "
+                                         f"{held or 0:.1f}s): {' '.join((query or '').split())}")
         except psycopg.Error:
             pass  # the watcher only improves the message; it must never fail the migration
 

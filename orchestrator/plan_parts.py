@@ -122,6 +122,27 @@ class BackfillPacing(_Model):
         return job.model_copy(update=given)
 
 
+RoleName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")]
+
+
+class FlagsApi(_Model):
+    """The flag functions published into a schema an HTTP API exposes (PostgREST, Supabase)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, populate_by_name=True)
+
+    in_schema: RoleName = Field("public", alias="schema", description="the schema the API exposes (default public)")
+    roles: Seq(RoleName) = Field(description="roles that may call them: Supabase's anon, authenticated, service_role")
+    readers: Seq(RoleName) = Field((), description="roles that may still read rollout's tables (a FlagClient's, "
+                                                   "`rollout flags serve`'s); nobody else may")
+
+    @model_validator(mode="after")
+    def _some_roles(self) -> "FlagsApi":
+        if not self.roles:
+            raise ValueError("name the roles that may call the flag functions (e.g. [anon, authenticated, "
+                             "service_role])")
+        return self
+
+
 class Environment(_Model):
     """Where a plan is applied: the embedded server, or a database named by an environment variable."""
 
@@ -139,6 +160,10 @@ class Environment(_Model):
                                                  "or aborted, flags set, backfills finished or stopped")
     backfills: BackfillPacing = Field(default_factory=BackfillPacing,
                                       description="pacing for every backfill here, generated ones included")
+    flags_api: FlagsApi | None = Field(None, description="publish rollout_is_enabled and rollout_flags where an "
+                                                         "HTTP API (PostgREST, Supabase) exposes them")
+    notify_postgrest: bool = Field(False, description="send NOTIFY pgrst, 'reload schema' with each migration, so "
+                                                      "a self-hosted PostgREST serves the new schema at once")
 
     @model_validator(mode="after")
     def _one_database(self) -> "Environment":

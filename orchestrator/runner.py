@@ -571,10 +571,15 @@ def _run_one(session: Session, step: Step, migration: Migration, phase: str, dir
         session.record("backup", f"backed up {', '.join(present)} to {os.path.relpath(path, session.plan.directory)} "
                        f"before {migration.id}", step_id=step.id, detail={"path": path, "tables": present})
 
+    def record() -> None:
+        session.record(f"migration.{direction}", f"{verb} {migration.id} ({time.monotonic() - started:.2f}s)",
+                       step_id=step.id, detail={"migration": migration.id, "phase": phase})
+        if session.plan.environment(session.env).notify_postgrest:
+            # in the migration's own transaction: PostgREST hears it only once the change is committed
+            session.conn.execute("NOTIFY pgrst, 'reload schema'")
+
     hooks = Hooks(
-        record=lambda: session.record(
-            f"migration.{direction}", f"{verb} {migration.id} ({time.monotonic() - started:.2f}s)",
-            step_id=step.id, detail={"migration": migration.id, "phase": phase}),
+        record=record,
         on_retry=lambda attempt, pause: session.report(session.event(
             "lock.retry", f"{migration.id} hit lock_timeout (attempt {attempt}); retrying in "
             f"{pause * 1000:.0f}ms", step_id=step.id, ok=False)),

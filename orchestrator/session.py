@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import psycopg
 
-from . import flags, state
+from . import flags, publish, state
 from .database import Target, connect, resolve_target
 from .errors import ConnectionLost, RolloutError
 from .locks import EnvLock, acquire_env_lock
@@ -88,14 +88,10 @@ class Session:
             yield
             outcome = "ok"
         except RolloutError as exc:
-            outcome = "stopped" if exc.exit_code == 4 else "step failed"
+            outcome = _outcome(exc)
             raise
         finally:
-            if not self.conn.closed and not self.conn.broken:
-                try:
-                    state.finish_run(self.conn, self.run_id, outcome)
-                except psycopg.OperationalError:
-                    pass  # the server went away: the next run marks this one interrupted
+            _finish_run(self.conn, self.run_id, outcome)
             self.lock.release()
             self.lock = self.run_id = None
 
@@ -161,7 +157,7 @@ def open_session(plan: Plan, env: str, *, dsn: str | None, actor: str, command: 
         yield session
         outcome = "ok"
     except RolloutError as exc:
-        outcome = "stopped" if exc.exit_code == 4 else "step failed"
+        outcome = _outcome(exc)
         raise
     except psycopg.OperationalError as exc:
         if not conn.broken:
@@ -171,16 +167,28 @@ def open_session(plan: Plan, env: str, *, dsn: str | None, actor: str, command: 
             f"({' '.join(target.scrub(str(exc)).split())}); everything committed before it is kept. "
             "Run the same command again to continue") from None
     finally:
-        if not conn.closed and not conn.broken and "session" in locals() and session.run_id is not None:
-            try:
-                state.finish_run(conn, session.run_id, outcome)
-            except psycopg.OperationalError:
-                pass  # the server went away: the next run marks this one interrupted
+        if "session" in locals():
+            _finish_run(conn, session.run_id, outcome)
         conn.close()
         if held is not None:
             held.release()
         if notifier is not None:
             notifier.close()
+
+
+def _outcome(exc: RolloutError) -> str:
+    """How a run that raised `exc` ended, as rollout.runs records it."""
+    return "stopped" if exc.exit_code == 4 else "step failed"
+
+
+def _finish_run(conn: psycopg.Connection, run_id: int | None, outcome: str) -> None:
+    """Close the run, unless there is none or the connection is gone (the next run marks it interrupted)."""
+    if run_id is None or conn.closed or conn.broken:
+        return
+    try:
+        state.finish_run(conn, run_id, outcome)
+    except psycopg.OperationalError:
+        pass  # the server went away meanwhile
 
 
 def _take_environment(conn: psycopg.Connection, plan: Plan, target: Target, command: str,
@@ -192,6 +200,7 @@ def _take_environment(conn: psycopg.Connection, plan: Plan, target: Target, comm
     held = acquire_env_lock(conn, target.env)
     try:
         state.ensure_schema(conn)
+        publish.sync(conn, plan, target.env)
         run_id, stale = state.begin_run(conn, target.env, command, actor)
     except BaseException:
         held.release()

@@ -163,8 +163,10 @@ LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
     SELECT (('x' || lpad(left(encode(sha256(convert_to(flag || ':' || subject, 'UTF8')), 'hex'), 8), 16, '0'))
             ::bit(64)::bigint % 10000)::integer
 $$;
+-- SECURITY DEFINER with a fixed search_path: any role may evaluate a flag (the plan's triggers do,
+-- as whoever writes) even where rollout's tables are private (flags_api), and none can redirect a name.
 CREATE OR REPLACE FUNCTION rollout.is_enabled(flag text, subject text, environment text DEFAULT NULL)
-RETURNS boolean LANGUAGE sql STABLE PARALLEL SAFE AS $$
+RETURNS boolean LANGUAGE sql STABLE PARALLEL SAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
     SELECT coalesce((
         SELECT f.enabled AND f.percent > 0 AND coalesce(
             (SELECT t.included FROM rollout.flag_targets AS t  -- one probe of its primary key

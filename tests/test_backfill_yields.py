@@ -62,25 +62,38 @@ def _wait_for(predicate, what: str, seconds: float = 60):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def _fresh_items(db, replica=None) -> None:
+    """A primary with nothing of rollout's and ROWS items, which the standby has too."""
+    db.execute("DROP TABLE IF EXISTS items; DROP SCHEMA IF EXISTS rollout CASCADE; DROP TABLE IF EXISTS "
+               "_yoyo_migration, _yoyo_log, _yoyo_version, yoyo_lock CASCADE")
+    db.execute(f"CREATE TABLE items (id bigint PRIMARY KEY, n bigint); "
+               f"INSERT INTO items SELECT g, g FROM generate_series(1, {ROWS}) AS g")
+    if replica is not None:
+        _wait_for(lambda: replica.execute("SELECT to_regclass('items')").fetchone()[0], "the standby to have items")
+
+
+def _apply_in_background(path, dsn) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", "from orchestrator.cli import main; main()", "--plan", str(path),
+                             "--dsn", dsn, "apply"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _waiting(db, what: str) -> tuple:
+    """The first backfill row that says why it waits (waiting, rows_covered), once there is one."""
+    return _wait_for(lambda: db.execute(
+        "SELECT waiting, rows_covered FROM rollout.backfills WHERE waiting IS NOT NULL").fetchone()
+        if db.execute("SELECT to_regclass('rollout.backfills')").fetchone()[0] else None, what)
+
+
 def test_a_backfill_waits_while_a_standby_is_behind_and_goes_on_once_it_catches_up(replicated, tmp_path):
     primary, standby = replicated
     dsn = primary.url("postgres")
     with psycopg.connect(dsn, autocommit=True) as db, psycopg.connect(standby.url(), autocommit=True) as replica:
-        db.execute("DROP TABLE IF EXISTS items; DROP SCHEMA IF EXISTS rollout CASCADE; DROP TABLE IF EXISTS "
-                   "_yoyo_migration, _yoyo_log, _yoyo_version, yoyo_lock CASCADE")
-        db.execute(f"CREATE TABLE items (id bigint PRIMARY KEY, n bigint); "
-                   f"INSERT INTO items SELECT g, g FROM generate_series(1, {ROWS}) AS g")
-        _wait_for(lambda: replica.execute("SELECT to_regclass('items')").fetchone()[0], "the standby to have items")
+        _fresh_items(db, replica)
         path = write_plan(tmp_path, PLAN, FILES)
         replica.execute("SELECT pg_wal_replay_pause()")
         try:
-            run = subprocess.Popen([sys.executable, "-c", "from orchestrator.cli import main; main()", "--plan",
-                                    str(path), "--dsn", dsn, "apply"], stdout=subprocess.PIPE,
-                                   stderr=subprocess.STDOUT, text=True)
-            waiting = _wait_for(lambda: db.execute(
-                "SELECT waiting, rows_covered FROM rollout.backfills WHERE name = 'doubled' AND waiting IS NOT NULL"
-            ).fetchone() if db.execute("SELECT to_regclass('rollout.backfills')").fetchone()[0] else None,
-                "the backfill to wait for the standby")
+            run = _apply_in_background(path, dsn)
+            waiting = _waiting(db, "the backfill to wait for the standby")
             assert "standby standby1 replays" in waiting[0] and "limit 0.3s" in waiting[0], waiting
             assert 0 < waiting[1] < ROWS  # it wrote, saw the standby fall behind, and stopped writing
             held = waiting[1]
@@ -104,10 +117,7 @@ def test_a_standby_that_keeps_up_costs_no_wait(replicated, tmp_path):
     primary, _ = replicated
     dsn = primary.url("postgres")
     with psycopg.connect(dsn, autocommit=True) as db:
-        db.execute("DROP TABLE IF EXISTS items; DROP SCHEMA IF EXISTS rollout CASCADE; DROP TABLE IF EXISTS "
-                   "_yoyo_migration, _yoyo_log, _yoyo_version, yoyo_lock CASCADE")
-        db.execute(f"CREATE TABLE items (id bigint PRIMARY KEY, n bigint); "
-                   f"INSERT INTO items SELECT g, g FROM generate_series(1, {ROWS}) AS g")
+        _fresh_items(db)
         applied = Rollout(write_plan(tmp_path, PLAN, FILES), dsn)("apply")
         assert applied.exit_code == 0, applied.output
         assert db.execute("SELECT count(*) FROM rollout.events WHERE kind = 'backfill.waiting'").fetchone() == (0,)
@@ -135,24 +145,15 @@ def test_the_environment_paces_the_backfills_operations_generate(replicated, tmp
     dsn = primary.url("postgres")
     with psycopg.connect(dsn, autocommit=True) as db, psycopg.connect(standby.url(), autocommit=True) as replica:
         def fresh(limit: str):
-            db.execute("DROP TABLE IF EXISTS items; DROP SCHEMA IF EXISTS rollout CASCADE; DROP TABLE IF EXISTS "
-                       "_yoyo_migration, _yoyo_log, _yoyo_version, yoyo_lock CASCADE")
-            db.execute(f"CREATE TABLE items (id bigint PRIMARY KEY, n bigint); "
-                       f"INSERT INTO items SELECT g, g FROM generate_series(1, {ROWS}) AS g")
-            _wait_for(lambda: replica.execute("SELECT to_regclass('items')").fetchone()[0], "the standby's items")
+            _fresh_items(db, replica)
             (tmp_path / limit).mkdir()
             return write_plan(tmp_path / limit, GENERATED.replace("LIMIT", limit))
 
         path = fresh("300ms")
         replica.execute("SELECT pg_wal_replay_pause()")
         try:
-            run = subprocess.Popen([sys.executable, "-c", "from orchestrator.cli import main; main()", "--plan",
-                                    str(path), "--dsn", dsn, "apply"], stdout=subprocess.PIPE,
-                                   stderr=subprocess.STDOUT, text=True)
-            waiting = _wait_for(lambda: db.execute(
-                "SELECT waiting FROM rollout.backfills WHERE waiting IS NOT NULL").fetchone()
-                if db.execute("SELECT to_regclass('rollout.backfills')").fetchone()[0] else None,
-                "the generated backfill to wait for the standby")
+            run = _apply_in_background(path, dsn)
+            waiting = _waiting(db, "the generated backfill to wait for the standby")
             assert "limit 0.3s" in waiting[0], waiting  # the environment's limit, not the default 10s
         finally:
             replica.execute("SELECT pg_wal_replay_resume()")

@@ -119,3 +119,37 @@ def test_a_failed_check_reaches_a_webhook_without_the_rows_it_found():
     for style in ("json", "slack"):
         body = json.dumps(payload(event, style))
         assert "example.com" not in body and "recent (found 2 rows)" in body, body
+
+
+POSTGREST = """\
+version: 1
+environments:
+  local: {database: embedded, notify_postgrest: NOTIFY}
+steps:
+  - id: widen
+    title: an index and a column
+    priority: high
+    operations:
+      - {op: create_index, name: items_n, table: items, columns: [n]}
+      - {op: add_column, table: items, column: note, type: text}
+"""
+
+
+@pytest.mark.parametrize("notify", [True, False])
+def test_postgrest_hears_of_each_migration_once_it_committed(notify, tmp_path, dsn, db):
+    """What a self-hosted PostgREST listens to: NOTIFY pgrst, 'reload schema', on the channel
+    PostgREST LISTENs on, delivered only once each migration has committed."""
+    import psycopg
+
+    db.execute("CREATE TABLE items (id bigint PRIMARY KEY, n bigint)")
+    rollout = Rollout(write_plan(tmp_path, POSTGREST.replace("NOTIFY", str(notify).lower())), dsn)
+    with psycopg.connect(dsn, autocommit=True) as postgrest:
+        postgrest.execute("LISTEN pgrst")
+        assert rollout("apply").exit_code == 0
+        heard = [n.payload for n in postgrest.notifies(timeout=1.0)]
+        migrations = db.execute("SELECT count(*) FROM rollout.events WHERE kind = 'migration.apply'").fetchone()[0]
+        assert heard == (["reload schema"] * migrations if notify else []), heard
+        assert migrations >= 2
+        assert rollout("rollback", "widen").exit_code == 0
+        heard = [n.payload for n in postgrest.notifies(timeout=1.0)]
+        assert heard == (["reload schema"] * migrations if notify else []), heard

@@ -150,3 +150,54 @@ def test_the_application_role_runs_the_flag_server_once_the_flags_are_stored(tmp
         server.process.terminate()  # systemd's stop: a clean end, not an interruption
         output, _ = server.process.communicate(timeout=30)
     assert server.process.returncode == 0 and "stopped serving the flags of local" in output, output
+
+
+def test_the_bot_plan_runs_under_a_role_with_supabases_attributes(server, bot_plan):
+    """Supabase's operator role, `postgres`, is no superuser: NOSUPERUSER, CREATEROLE, CREATEDB,
+    owner of the bot's tables, member of the predefined roles Supabase grants it. The whole bot
+    plan (seed, preview, apply through every stage and contract with its backups, verify,
+    rollback of every step) runs as such a role."""
+    from .test_bot_plan import run_the_bot_plan
+
+    role, database = f"supa_{uuid.uuid4().hex[:8]}", f"supa_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(server.url("postgres"), autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE ROLE {} LOGIN NOSUPERUSER CREATEROLE CREATEDB").format(sql.Identifier(role)))
+        for predefined in ("pg_monitor", "pg_read_all_data", "pg_signal_backend"):
+            admin.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(predefined), sql.Identifier(role)))
+        admin.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(database), sql.Identifier(role)))
+    dsn = make_conninfo(server.url(database), user=role)
+    try:
+        with psycopg.connect(dsn, autocommit=True) as db:
+            assert db.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone() == (False,)
+            run_the_bot_plan(Rollout(bot_plan, dsn), db)
+    finally:
+        with psycopg.connect(server.url("postgres"), autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database)))
+            admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+def test_a_blocker_of_another_role_is_named_without_its_hidden_query(server, tmp_path):
+    """Without pg_read_all_stats PostgreSQL hides other roles' sessions: the lock report says so,
+    and still names the session, instead of failing or printing nothing."""
+    from .test_apply import FILES as WIDGET_FILES, PLAN as WIDGET_PLAN
+
+    role, database = f"plain_{uuid.uuid4().hex[:8]}", f"plain_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(server.url("postgres"), autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE ROLE {} LOGIN NOSUPERUSER CREATEDB").format(sql.Identifier(role)))
+        admin.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(database), sql.Identifier(role)))
+    try:
+        widgets = Rollout(write_plan(tmp_path, WIDGET_PLAN.format(budget="600ms"), WIDGET_FILES),
+                          make_conninfo(server.url(database), user=role))
+        assert widgets("apply").exit_code == 0
+        with psycopg.connect(server.url(database)) as blocker:  # the superuser: a session this role cannot see
+            pid = blocker.info.backend_pid
+            blocker.execute("LOCK TABLE widgets IN ACCESS SHARE MODE")
+            result = widgets("rollback", "widgets")
+            blocker.rollback()
+        assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+        assert (f"blocked by pid {pid}" in result.output
+                and "its query is hidden from this role" in result.output), result.output
+    finally:
+        with psycopg.connect(server.url("postgres"), autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database)))
+            admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))

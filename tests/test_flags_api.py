@@ -1,0 +1,95 @@
+"""Flags through an HTTP API (PostgREST, Supabase): with `flags_api`, rollout publishes
+rollout_is_enabled and rollout_flags into the exposed schema, callable by the plan's roles only,
+answering as rollout.is_enabled does; nothing else of rollout becomes readable by those roles.
+The application side runs as PostgREST runs a request: a transaction, SET LOCAL ROLE, the
+request's settings as transaction-local, no search_path of its own."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from .conftest import Rollout, write_plan
+
+PLAN = """\
+version: 1
+environments:
+  local:
+    database: embedded
+    API
+flags:
+  wide: {description: the new shape, default: 30, include: [team-guild], exclude: [grumpy-guild]}
+  calm: {description: fully on, default: on}
+steps: []
+"""
+
+
+@pytest.fixture
+def roles(server, dsn):
+    """Supabase's API roles (NOLOGIN: PostgREST switches to them), another role, and a reader."""
+    suffix = uuid.uuid4().hex[:8]
+    names = {kind: f"{kind}_{suffix}" for kind in ("anon", "authenticated", "other", "reader")}
+    with psycopg.connect(server.url("postgres"), autocommit=True) as admin:
+        for name in names.values():
+            admin.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(name)))
+    yield names
+    with psycopg.connect(dsn, autocommit=True) as owner:
+        for name in names.values():
+            owner.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(name)))
+    with psycopg.connect(server.url("postgres"), autocommit=True) as admin:
+        for name in names.values():
+            admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(name)))
+
+
+def as_request(dsn: str, role: str, query: str, params=(), headers: dict | None = None):
+    """One PostgREST request: BEGIN; SET LOCAL ROLE; the request's settings; the query; COMMIT."""
+    with psycopg.connect(dsn) as conn:
+        conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(role)))
+        conn.execute("SELECT set_config('request.headers', %s, true), set_config('request.jwt.claims', %s, true)",
+                     (json.dumps(headers or {}), json.dumps({"role": role})))
+        return conn.execute(query, params).fetchall()
+
+
+def test_the_api_roles_evaluate_flags_and_read_nothing_else(tmp_path, dsn, db, roles):
+    api = (f"flags_api: {{schema: public, roles: [{roles['anon']}, {roles['authenticated']}], "
+           f"readers: [{roles['reader']}]}}")
+    rollout = Rollout(write_plan(tmp_path, PLAN.replace("API", api)), dsn)
+    applied = rollout("apply")
+    assert applied.exit_code == 0, applied.output
+    subjects = ["team-guild", "grumpy-guild"] + [str(1_090_000_000_000_000_000 + i * 104_729) for i in range(5000)]
+    expected = db.execute("SELECT array_agg(rollout.is_enabled('wide', s) ORDER BY n) "
+                          "FROM unnest(%s::text[]) WITH ORDINALITY AS t (s, n)", (subjects,)).fetchone()[0]
+    for role in (roles["anon"], roles["authenticated"]):
+        served = as_request(dsn, role, "SELECT array_agg(public.rollout_is_enabled('wide', s) ORDER BY n) "
+                                       "FROM unnest(%s::text[]) WITH ORDINALITY AS t (s, n)", (subjects,))[0][0]
+        assert served == expected and served[:2] == [True, False]
+        assert as_request(dsn, role, "SELECT * FROM public.rollout_flags('team-guild')") == [("calm", True),
+                                                                                            ("wide", True)]
+    # nothing else: rollout's tables are neither readable nor writable by the API's roles
+    for statement in ("SELECT * FROM rollout.flags", "SELECT * FROM rollout.events", "SELECT * FROM rollout.steps",
+                      "UPDATE rollout.flags SET percent = 100", "DELETE FROM rollout.flag_targets"):
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            as_request(dsn, roles["anon"], statement)
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):  # a role the plan does not name
+        as_request(dsn, roles["other"], "SELECT public.rollout_is_enabled('wide', '42')")
+    assert as_request(dsn, roles["reader"], "SELECT count(*) FROM rollout.flags") == [(2,)]
+    definition = db.execute("SELECT prosecdef, proconfig FROM pg_proc WHERE oid = "
+                            "'public.rollout_is_enabled(text, text)'::regprocedure").fetchone()
+    assert definition == (True, ["search_path=pg_catalog, pg_temp"])
+    # the plan drops the setting: the functions go, and rollout's state is readable as before
+    rollout = Rollout(write_plan(tmp_path, PLAN.replace("API", "")), dsn)
+    assert rollout("apply").exit_code == 0
+    assert db.execute("SELECT to_regprocedure('public.rollout_is_enabled(text, text)')").fetchone() == (None,)
+    assert as_request(dsn, roles["other"], "SELECT count(*) FROM rollout.flags") == [(2,)]
+
+
+def test_a_role_or_schema_the_database_lacks_is_named(tmp_path, dsn, db, roles):
+    for api, message in (("flags_api: {roles: [no_such_role_x]}", "names the role 'no_such_role_x'"),
+                         (f"flags_api: {{schema: api_v1, roles: [{roles['anon']}]}}", "flags_api.schema is 'api_v1'")):
+        result = Rollout(write_plan(tmp_path, PLAN.replace("API", api)), dsn)("apply")
+        assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output, result.output
+    assert db.execute("SELECT to_regprocedure('public.rollout_is_enabled(text, text)')").fetchone() == (None,)
