@@ -20,7 +20,7 @@ from .errors import UsageError
 from .operations import Operation
 
 from .plan_parts import (  # the plan's vocabulary, as other modules import it from here
-    Allowance, Backfill, Check, Environment, Flag, Gate, Name, Seq, StagedRollout, Timeouts, _Model,
+    Actor, Allowance, Backfill, Check, Environment, Flag, Gate, Name, Seq, StagedRollout, Timeouts, _Model,
 )
 
 
@@ -69,6 +69,7 @@ class PlanModel(_Model):
     environments: dict[Name, Environment]
     flags: dict[Name, Flag] = Field(default_factory=dict)
     timeouts: Timeouts = Field(default_factory=Timeouts, description="defaults for every step")
+    actor: Actor = Field(default_factory=Actor, description="where rollout.actor() finds who acts, after app.actor")
     steps: Seq(Step)
 
 

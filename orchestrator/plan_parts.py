@@ -143,6 +143,16 @@ class FlagsApi(_Model):
         return self
 
 
+class Actor(_Model):
+    """Where rollout.actor() finds who acts, after a session's app.actor: a request header or a
+    JWT claim, as PostgREST (Supabase's API) sets them for each request."""
+
+    header: Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")] | None = Field(
+        None, description="a request header, lowercase as PostgREST passes it (e.g. x-actor)")
+    claim: Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_.:-]{0,62}$")] | None = Field(
+        None, description="a claim of the request's JWT (e.g. sub)")
+
+
 class Environment(_Model):
     """Where a plan is applied: the embedded server, or a database named by an environment variable."""
 

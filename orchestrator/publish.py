@@ -1,4 +1,5 @@
-"""Flag functions published where an HTTP API sees them (PostgREST, Supabase's API).
+"""What the plan publishes into the database for applications: the flag functions where an
+HTTP API sees them (PostgREST, Supabase's API), and rollout.actor(), who acts.
 
 PostgREST exposes a few schemas (Supabase: `public`), not `rollout`, and runs each request as
 the request's role (`anon`, `authenticated`, `service_role`). With `flags_api` in an
@@ -14,9 +15,14 @@ mode rollout's tables are no longer readable by PUBLIC, only by the operator and
 `readers`; rollout.is_enabled stays callable by every role (it is SECURITY DEFINER too, so the
 plan's own triggers keep evaluating flags for any writer).
 
-The published shape is recorded in rollout.meta ('flags_api'); a command that holds the
-environment lock brings the database in line with the plan, and takes it back when the plan
-drops the setting.
+rollout.actor(fallback) says who acts, for audit columns and captures: the session's
+`app.actor` when an application sets it (SET LOCAL), else the request header or JWT claim the
+plan's `actor:` names (PostgREST passes both as transaction settings, and supabase-js can send
+a header but cannot run SET LOCAL), else `fallback`.
+
+The published shape is recorded in rollout.meta ('flags_api', 'actor'); a command that holds
+the environment lock brings the database in line with the plan, and takes it back when the
+plan drops a setting.
 """
 
 from __future__ import annotations
@@ -34,8 +40,36 @@ _SIGNATURES = {"rollout_is_enabled": "(text, text)", "rollout_flags": "(text)"}
 
 
 def sync(conn: psycopg.Connection, plan: Plan, env: str) -> None:
-    """Publish, change or withdraw the flag functions as the environment's `flags_api` says.
-    Call with the environment lock held."""
+    """Bring rollout.actor() and the flag functions in line with the plan. Call with the
+    environment lock held."""
+    _sync_actor(conn, plan)
+    _sync_flags_api(conn, plan, env)
+
+
+def _sync_actor(conn: psycopg.Connection, plan: Plan) -> None:
+    actor = plan.model.actor
+    desired = {"header": actor.header, "claim": actor.claim}
+    if state.get_meta(conn, "actor") == desired:
+        return
+    # an empty value says nothing, as an empty app.actor does
+    setting = sql.SQL("nullif(nullif(current_setting({}, true), '')::jsonb ->> {}, '')")
+    from_request = [setting.format(sql.Literal("request.headers"), sql.Literal(actor.header))] if actor.header else []
+    from_request += [setting.format(sql.Literal("request.jwt.claims"), sql.Literal(actor.claim))] if actor.claim else []
+    with conn.transaction():
+        conn.execute(sql.SQL(
+            "CREATE OR REPLACE FUNCTION rollout.actor(fallback text DEFAULT NULL) RETURNS text LANGUAGE sql STABLE "
+            "PARALLEL SAFE AS $$ SELECT coalesce({}) $$").format(sql.SQL(", ").join([
+                sql.SQL("nullif(current_setting('app.actor', true), '')"), *from_request, sql.SQL("fallback")])))
+        conn.execute("GRANT EXECUTE ON FUNCTION rollout.actor(text) TO PUBLIC")
+        sources = ["app.actor", *([f"the request header {actor.header}"] if actor.header else []),
+                   *([f"the JWT claim {actor.claim}"] if actor.claim else []), "the fallback"]
+        conn.execute(sql.SQL("COMMENT ON FUNCTION rollout.actor(text) IS {}").format(
+            sql.Literal("who acts: " + ", else ".join(sources) + " (actor: in rollout.yaml)")))
+        state.set_meta(conn, "actor", desired)
+
+
+def _sync_flags_api(conn: psycopg.Connection, plan: Plan, env: str) -> None:
+    """Publish, change or withdraw the flag functions as the environment's `flags_api` says."""
     wanted = plan.environment(env).flags_api
     desired = _recorded_form(wanted, env)
     recorded = state.get_meta(conn, "flags_api")

@@ -93,3 +93,49 @@ def test_a_role_or_schema_the_database_lacks_is_named(tmp_path, dsn, db, roles):
         result = Rollout(write_plan(tmp_path, PLAN.replace("API", api)), dsn)("apply")
         assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output, result.output
     assert db.execute("SELECT to_regprocedure('public.rollout_is_enabled(text, text)')").fetchone() == (None,)
+
+
+ACTOR = """\
+version: 1
+environments:
+  local: {database: embedded}
+actor: {header: x-actor, claim: sub}
+steps:
+  - id: notes
+    title: notes that say who wrote them
+    priority: high
+    operations:
+      - op: create_table
+        table: notes
+        columns:
+          - {name: id, type: bigint, primary_key: true}
+          - {name: created_by, type: text, not_null: true, default: "rollout.actor('bot')"}
+"""
+
+
+def test_the_actor_comes_from_the_session_the_request_header_or_the_jwt(tmp_path, dsn, db, roles):
+    """supabase-js cannot SET LOCAL app.actor, but it can send a header, and PostgREST passes the
+    JWT's claims: rollout.actor() takes app.actor, else the plan's header, else its claim."""
+    assert Rollout(write_plan(tmp_path, ACTOR), dsn)("apply").exit_code == 0
+    db.execute(sql.SQL("GRANT INSERT, SELECT ON notes TO {}").format(sql.Identifier(roles["anon"])))
+
+    def written_by(key: int, headers: dict, claims: dict | None = None, session: str | None = None) -> str:
+        with psycopg.connect(dsn) as conn:  # one PostgREST request, with the bot's settings
+            conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(roles["anon"])))
+            conn.execute("SELECT set_config('request.headers', %s, true), set_config('request.jwt.claims', %s, true)",
+                         (json.dumps(headers), json.dumps(claims or {"role": roles["anon"]})))
+            if session is not None:
+                conn.execute("SELECT set_config('app.actor', %s, true)", (session,))
+            return conn.execute("INSERT INTO notes (id) VALUES (%s) RETURNING created_by", (key,)).fetchone()[0]
+
+    assert written_by(1, {"x-actor": "4242"}) == "4242"
+    assert written_by(2, {}, {"sub": "user-77", "role": roles["anon"]}) == "user-77"
+    assert written_by(3, {"x-actor": "4242"}, {"sub": "user-77"}) == "4242"  # the header first
+    assert written_by(4, {"x-actor": "4242"}, session="app-9") == "app-9"  # a SQL session's app.actor first
+    assert written_by(5, {"x-actor": ""}) == "bot"
+    with psycopg.connect(dsn, autocommit=True) as plain:  # no request at all: the fallback
+        assert plain.execute("SELECT rollout.actor('bot'), rollout.actor()").fetchone() == ("bot", None)
+    # the plan names other sources: the next command that holds the environment redefines it
+    Rollout(write_plan(tmp_path, ACTOR.replace("actor: {header: x-actor, claim: sub}", "actor: {claim: email}")),
+            dsn)("apply")
+    assert written_by(6, {"x-actor": "4242"}, {"email": "mod@example.org"}) == "mod@example.org"
