@@ -6,7 +6,7 @@ import getpass
 import os
 import socket
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 
 import psycopg
@@ -139,7 +139,7 @@ def open_session(plan: Plan, env: str, *, dsn: str | None, actor: str, command: 
         if lock:
             held, run_id, stale = _take_environment(conn, plan, target, command, actor)
         else:
-            _ensure_schema_briefly(conn, env)
+            _ensure_schema_briefly(conn, plan, env)
             run_id, stale = None, []
         hooks = plan.environment(env).notify
         notifier = Notifier(target, hooks, os.environ) if hooks else None
@@ -169,6 +169,11 @@ def open_session(plan: Plan, env: str, *, dsn: str | None, actor: str, command: 
     finally:
         if "session" in locals():
             _finish_run(conn, session.run_id, outcome)
+        if held is not None and not conn.closed and not conn.broken:
+            # again at the end: yoyo's tables, made by the first migration, get the default privileges of
+            # their schema (Supabase's give its API roles everything), which flags_api takes back
+            with suppress(RolloutError, psycopg.Error):
+                publish.sync(conn, plan, env)
         conn.close()
         if held is not None:
             held.release()
@@ -231,7 +236,7 @@ def refuse_lost_records(conn: psycopg.Connection, plan: Plan, env: str) -> None:
         "run the command again")
 
 
-def _ensure_schema_briefly(conn: psycopg.Connection, env: str) -> None:
+def _ensure_schema_briefly(conn: psycopg.Connection, plan: Plan, env: str) -> None:
     """Create the state schema if it is missing, or upgrade an older one, holding the environment
     lock only meanwhile."""
     if state.schema_exists(conn) and not state.schema_older(conn):
@@ -239,3 +244,4 @@ def _ensure_schema_briefly(conn: psycopg.Connection, env: str) -> None:
         return
     with acquire_env_lock(conn, env):
         state.ensure_schema(conn)
+        publish.sync(conn, plan, env)  # an upgrade grants the state to PUBLIC: flags_api takes it back

@@ -17,7 +17,7 @@ from psycopg.types.json import Jsonb
 
 from .errors import RolloutError
 
-SCHEMA_VERSION = 7  # 5: rollout.backfills.waiting; 6: rollout.steps.halted; 7: rollout.flag_targets. Guards are installed by _intact()
+SCHEMA_VERSION = 8  # 5: rollout.backfills.waiting; 6: rollout.steps.halted; 7: rollout.flag_targets; 8: is_enabled SECURITY DEFINER. Guards are installed by _intact()
 
 PENDING = "pending"
 MIGRATING = "migrating"

@@ -87,6 +87,35 @@ def test_the_api_roles_evaluate_flags_and_read_nothing_else(tmp_path, dsn, db, r
     assert as_request(dsn, roles["other"], "SELECT count(*) FROM rollout.flags") == [(2,)]
 
 
+def test_default_privileges_like_supabases_do_not_open_the_functions_or_the_state(tmp_path, dsn, db, roles):
+    """Supabase grants its API roles everything new in public by default privileges: the
+    published functions and yoyo's bookkeeping (which lives in public) must not keep that."""
+    for kind in ("FUNCTIONS", "TABLES"):
+        db.execute(sql.SQL("ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON {} TO {}").format(
+            sql.SQL(kind), sql.Identifier(roles["other"])))
+    api = f"flags_api: {{schema: public, roles: [{roles['anon']}]}}"
+    db.execute("CREATE TABLE items (id bigint PRIMARY KEY, n bigint)")
+    step = ("steps:\n  - id: index\n    title: an index\n    priority: low\n    operations:\n"
+            "      - {op: create_index, name: items_n, table: items, columns: [n]}\n")
+    rollout = Rollout(write_plan(tmp_path, PLAN.replace("API", api).replace("steps: []\n", step)), dsn)
+    assert rollout("apply").exit_code == 0  # its first migration creates yoyo's tables, in public
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        as_request(dsn, roles["other"], "SELECT public.rollout_is_enabled('wide', '42')")
+    for statement in ("SELECT * FROM _yoyo_migration", "DELETE FROM _yoyo_migration", "SELECT * FROM rollout.flags"):
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            as_request(dsn, roles["other"], statement)
+    assert as_request(dsn, roles["anon"], "SELECT public.rollout_is_enabled('calm', '42')") == [(True,)]
+    # a function of the application's under the same name is never taken over
+    db.execute("DROP FUNCTION public.rollout_flags(text)")
+    db.execute("CREATE FUNCTION public.rollout_flags(subject text) RETURNS TABLE (flag text, enabled boolean) "
+               "LANGUAGE sql AS $$ SELECT 'mine', true $$")
+    refused = rollout("apply")
+    assert refused.exit_code == 2 and "exists already and is not rollout's" in refused.output, refused.output
+    for kind in ("FUNCTIONS", "TABLES"):
+        db.execute(sql.SQL("ALTER DEFAULT PRIVILEGES IN SCHEMA public REVOKE ALL ON {} FROM {}").format(
+            sql.SQL(kind), sql.Identifier(roles["other"])))
+
+
 def test_a_role_or_schema_the_database_lacks_is_named(tmp_path, dsn, db, roles):
     for api, message in (("flags_api: {roles: [no_such_role_x]}", "names the role 'no_such_role_x'"),
                          (f"flags_api: {{schema: api_v1, roles: [{roles['anon']}]}}", "flags_api.schema is 'api_v1'")):
@@ -115,7 +144,8 @@ steps:
 
 def test_the_actor_comes_from_the_session_the_request_header_or_the_jwt(tmp_path, dsn, db, roles):
     """supabase-js cannot SET LOCAL app.actor, but it can send a header, and PostgREST passes the
-    JWT's claims: rollout.actor() takes app.actor, else the plan's header, else its claim."""
+    JWT's claims: rollout.actor() takes app.actor, else the plan's claim (verified by PostgREST),
+    else its header (any client can send one)."""
     assert Rollout(write_plan(tmp_path, ACTOR), dsn)("apply").exit_code == 0
     db.execute(sql.SQL("GRANT INSERT, SELECT ON notes TO {}").format(sql.Identifier(roles["anon"])))
 
@@ -130,7 +160,7 @@ def test_the_actor_comes_from_the_session_the_request_header_or_the_jwt(tmp_path
 
     assert written_by(1, {"x-actor": "4242"}) == "4242"
     assert written_by(2, {}, {"sub": "user-77", "role": roles["anon"]}) == "user-77"
-    assert written_by(3, {"x-actor": "4242"}, {"sub": "user-77"}) == "4242"  # the header first
+    assert written_by(3, {"x-actor": "4242"}, {"sub": "user-77"}) == "user-77"  # a verified claim before a header
     assert written_by(4, {"x-actor": "4242"}, session="app-9") == "app-9"  # a SQL session's app.actor first
     assert written_by(5, {"x-actor": ""}) == "bot"
     with psycopg.connect(dsn, autocommit=True) as plain:  # no request at all: the fallback
