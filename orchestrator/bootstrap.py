@@ -14,10 +14,8 @@ from psycopg import sql
 
 from . import bulk_load, state
 from .errors import StepFailed, UsageError, describe_error
+from .migrations import YOYO_TABLES
 from .session import Session
-
-# Tables rollout or yoyo create themselves: they do not make a database "not empty".
-_OWN_TABLES = ("_yoyo_migration", "_yoyo_log", "_yoyo_version", "yoyo_lock")
 
 
 def bootstrap_if_empty(session: Session) -> None:
@@ -34,7 +32,7 @@ def bootstrap_if_empty(session: Session) -> None:
         WHERE c.relkind IN ('r', 'p', 'v', 'm') AND c.relname <> ALL (%s)
           AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'rollout') AND n.nspname NOT LIKE 'pg\\_%%'
         """,
-        (list(_OWN_TABLES),),
+        (list(YOYO_TABLES),),  # rollout's own (yoyo's) do not make a database "not empty"
     ).fetchone()[0]
     record = {"file": env.bootstrap, "sha256": hashlib.sha256(text.encode()).hexdigest()}
     with session.conn.transaction():

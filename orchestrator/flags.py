@@ -170,9 +170,13 @@ def read(conn: psycopg.Connection, plan: Plan, env: str) -> dict[str, FlagValue]
 
 
 def sync_defaults(conn: psycopg.Connection, plan: Plan, env: str, actor: str) -> list[str]:
-    """Store the plan's default of every flag this database does not hold yet."""
-    added = []
-    for name in plan.model.flags:
+    """Store the plan's default of every flag this database does not hold yet, and keep the
+    subjects the plan targets in step with it."""
+    added, declared = [], {}
+    for name, subject, included in conn.execute(
+            "SELECT name, subject, included FROM rollout.flag_targets WHERE env = %s AND declared", (env,)):
+        declared.setdefault(name, {})[subject] = included
+    for name, flag in plan.model.flags.items():
         enabled, percent = plan_default(plan, name, env)
         row = conn.execute(
             "INSERT INTO rollout.flags (env, name, enabled, percent, updated_by) VALUES (%s, %s, %s, %s, %s) "
@@ -181,8 +185,11 @@ def sync_defaults(conn: psycopg.Connection, plan: Plan, env: str, actor: str) ->
             conn.execute("INSERT INTO rollout.flag_history (env, name, actor, new_enabled, new_percent, reason) "
                          "VALUES (%s, %s, %s, %s, %s, 'plan default')", (env, name, actor, enabled, percent))
             added.append(name)
-        _sync_declared_targets(conn, env, name, plan.model.flags[name], actor,
-                               exclude=not past_contract(conn, plan, env, name))
+        # past its contract a step's old shape is gone: the plan's exclusions are not applied then
+        wanted = {s: True for s in flag.include} | (
+            {s: False for s in flag.exclude} if flag.exclude and not past_contract(conn, plan, env, name) else {})
+        if declared.get(name, {}) != wanted:
+            _sync_declared_targets(conn, env, name, declared.get(name, {}), wanted, actor)
     return added
 
 
@@ -197,16 +204,10 @@ def past_contract(conn: psycopg.Connection, plan: Plan, env: str, name: str) -> 
         "OR (state = 'failed' AND phase = 'finalize')) ORDER BY step_id", (env, users))]
 
 
-def _sync_declared_targets(conn: psycopg.Connection, env: str, name: str, flag, actor: str, *,
-                           exclude: bool) -> None:
-    """Keep the subjects the plan names for this flag in step with it: add the new ones, drop
-    the ones it no longer names (the operator's own targets are left alone). Without `exclude`
-    (a step of the flag is past its contract) the plan's exclusions are not applied."""
-    wanted = {s: True for s in flag.include} | ({s: False for s in flag.exclude} if exclude else {})
-    have = dict(conn.execute("SELECT subject, included FROM rollout.flag_targets WHERE env = %s AND name = %s "
-                             "AND declared", (env, name)).fetchall())
-    if have == wanted:
-        return
+def _sync_declared_targets(conn: psycopg.Connection, env: str, name: str, have: dict[str, bool],
+                           wanted: dict[str, bool], actor: str) -> None:
+    """From the plan's targets the database holds (`have`) to the ones it names now: add the
+    new ones, drop the ones it no longer names (the operator's own targets are left alone)."""
     gone = [s for s in have if s not in wanted]
     changed = {s: inside for s, inside in wanted.items() if have.get(s) != inside}
     conn.execute("DELETE FROM rollout.flag_targets WHERE env = %s AND name = %s AND declared AND subject = ANY (%s)",

@@ -10,8 +10,9 @@ reports progress, so a standby whose replay has stopped keeps showing the last v
 and a caught-up one keeps its last value for a while. So the meter remembers when the primary's
 WAL reached each position it saw: a standby that has replayed up to R is at least as late as
 the first moment the primary was past R. A standby that has replayed all the primary wrote
-counts as 0; `replay_lag` is used only for a standby that was behind before the first look. A role that may not see the standbys' positions (neither superuser
-nor a member of pg_read_all_stats) gets NULLs from PostgreSQL: nothing is measured.
+counts as 0; `replay_lag` is used only for a standby that was behind before the first look.
+A role that may not see the standbys' positions (neither superuser nor a member of
+pg_read_all_stats) gets NULLs from PostgreSQL: nothing is measured.
 """
 
 from __future__ import annotations

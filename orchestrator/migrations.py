@@ -24,6 +24,7 @@ from .locks import session_timeouts, set_local_timeouts, with_lock_retries
 from .plan import Direction, Migration, Timeouts
 
 YOYO_TABLE = "_yoyo_migration"
+YOYO_TABLES = (YOYO_TABLE, "_yoyo_log", "_yoyo_version", "yoyo_lock")  # yoyo's bookkeeping, in the application's schema
 
 
 class _SharedConnectionBackend(PostgresqlPsycopgBackend):

@@ -128,7 +128,7 @@ RoleName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_$]{0,
 class FlagsApi(_Model):
     """The flag functions published into a schema an HTTP API exposes (PostgREST, Supabase)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, populate_by_name=True)
+    model_config = ConfigDict(populate_by_name=True)  # merged with _Model's
 
     in_schema: RoleName = Field("public", alias="schema", description="the schema the API exposes (default public)")
     roles: Seq(RoleName) = Field(description="roles that may call them: Supabase's anon, authenticated, service_role")

@@ -32,6 +32,7 @@ from psycopg import sql
 
 from . import state
 from .errors import UsageError, describe_error
+from .migrations import YOYO_TABLES
 from .plan import Plan
 from .plan_parts import FlagsApi
 
@@ -107,8 +108,8 @@ def _state_tables(conn: psycopg.Connection) -> list[sql.Composable]:
     """rollout's tables and yoyo's bookkeeping (which lives in the application's schema)."""
     rows = conn.execute(
         "SELECT n.nspname, c.relname FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace "
-        "WHERE c.relkind IN ('r', 'p') AND (n.nspname = 'rollout' OR c.oid = ANY (ARRAY[to_regclass('_yoyo_migration'), "
-        "to_regclass('_yoyo_log'), to_regclass('_yoyo_version'), to_regclass('yoyo_lock')]))").fetchall()
+        "WHERE c.relkind IN ('r', 'p') AND (n.nspname = 'rollout' OR c.oid IN (SELECT to_regclass(t) "
+        "FROM unnest(%s::text[]) AS t))", (list(YOYO_TABLES),)).fetchall()
     return [sql.Identifier(schema, name) for schema, name in rows]
 
 

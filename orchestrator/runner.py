@@ -424,11 +424,7 @@ def _halt(session: Session, step: Step, result: Advance) -> RolloutError:
             if back is None:
                 _flag_off(session, step, f"gate failed: {result.message}")
             else:
-                old, _ = flags.write(session.conn, session.env, step.flag, True, stages.stages[back], session.actor,
-                                     f"gate failed: {result.message}")
-                session.record("flag.set", f"flag {step.flag}: {old.shown if old else 'unset'} -> "
-                               f"{stages.stages[back]}% (gate failed)", step_id=step.id,
-                               detail={"flag": step.flag, "enabled": True, "percent": stages.stages[back]})
+                _set_flag(session, step, stages.stages[back], f"gate failed: {result.message}", said="gate failed")
             state.set_stage(session.conn, session.env, step.id, back)
             where = "off" if back is None else f"{stages.stages[back]}%"
             session.record("rollout.reverted", f"{result.message}; flag {step.flag} back to {where}",
@@ -462,11 +458,19 @@ def abort(session: Session, step: Step, reason: str | None) -> None:
 
 
 def _flag_off(session: Session, step: Step, reason: str) -> flags.FlagValue | None:
-    """The kill switch: set the step's flag off (the old shape), with its history row and an event,
-    in the caller's transaction; returns the value it had. `abort` and `rollback` both use it."""
-    old, _ = flags.write(session.conn, session.env, step.flag, False, 0, session.actor, reason)
-    session.record("flag.set", f"flag {step.flag}: {old.shown if old else 'unset'} -> off ({reason})",
-                   step_id=step.id, detail={"flag": step.flag, "enabled": False, "percent": 0, "reason": reason})
+    """The kill switch: set the step's flag off (the old shape); returns the value it had. `abort`,
+    `rollback` and a failed gate use it."""
+    return _set_flag(session, step, 0, reason)
+
+
+def _set_flag(session: Session, step: Step, percent: int, reason: str, said: str | None = None
+              ) -> flags.FlagValue | None:
+    """Set the step's flag to `percent` (0: off) with its history row (`reason`) and an event
+    (saying `said`, else the reason), in the caller's transaction; returns the value it had."""
+    old, new = flags.write(session.conn, session.env, step.flag, percent > 0, percent, session.actor, reason)
+    session.record("flag.set", f"flag {step.flag}: {old.shown if old else 'unset'} -> {new.shown} ({said or reason})",
+                   step_id=step.id, detail={"flag": step.flag, "enabled": percent > 0, "percent": percent,
+                                            "reason": reason})
     return old
 
 

@@ -6,7 +6,7 @@ import getpass
 import os
 import socket
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import psycopg
@@ -52,6 +52,9 @@ class Session:
         """yoyo's bookkeeping on this session's connection, created on first use."""
         if self._backend is None:
             self._backend = yoyo_backend(self.conn)
+            # yoyo's tables may be new, with their schema's default privileges (Supabase's give its API
+            # roles everything), and yoyo_backend grants them to PUBLIC: flags_api takes that back
+            publish.sync(self.conn, self.plan, self.env)
         return self._backend
 
     def states(self) -> dict[str, state.StepState]:
@@ -169,11 +172,6 @@ def open_session(plan: Plan, env: str, *, dsn: str | None, actor: str, command: 
     finally:
         if "session" in locals():
             _finish_run(conn, session.run_id, outcome)
-        if held is not None and not conn.closed and not conn.broken:
-            # again at the end: yoyo's tables, made by the first migration, get the default privileges of
-            # their schema (Supabase's give its API roles everything), which flags_api takes back
-            with suppress(RolloutError, psycopg.Error):
-                publish.sync(conn, plan, env)
         conn.close()
         if held is not None:
             held.release()
