@@ -112,6 +112,8 @@ VOLATILE = {"random", "gen_random_uuid", "uuid_generate_v4", "uuid_generate_v1",
 NOT_VOLATILE = {"now", "transaction_timestamp", "statement_timestamp", "current_timestamp", "current_date",
                 "current_setting", "to_jsonb", "jsonb_build_object", "json_build_object", "array", "lower", "upper",
                 "concat", "make_interval", "to_timestamp", "date_trunc", "coalesce", "abs", "length"}
+# rollout's own functions that are STABLE (orchestrator/publish.py), known by their qualified name
+ROLLOUT_STABLE = {"rollout.actor"}
 
 
 @dataclass

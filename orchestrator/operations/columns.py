@@ -30,7 +30,7 @@ from pglast.visitors import Visitor
 from psycopg import sql
 from pydantic import Field, model_validator
 
-from ..analysis.alter_table import NOT_VOLATILE
+from ..analysis.alter_table import NOT_VOLATILE, ROLLOUT_STABLE
 from ..plan_parts import Allowance, Backfill, Check, ColumnName, Seq, TableName, _Model
 from . import names
 from .base import CONTRACT, EXPAND, Compiled, Operation, Part, check
@@ -55,12 +55,13 @@ def _table_fits(table: str) -> None:
 
 
 def _calls(expression: str) -> list[str]:
-    """The functions an expression calls (CURRENT_TIMESTAMP and its kind count as now())."""
+    """The functions an expression calls, schema-qualified as written (CURRENT_TIMESTAMP and its
+    kind count as now())."""
     found: list[str] = []
 
     class Calls(Visitor):
         def visit_FuncCall(self, ancestors, node):
-            found.append(node.funcname[-1].sval.lower())
+            found.append(".".join(part.sval.lower() for part in node.funcname))
 
         def visit_SQLValueFunction(self, ancestors, node):
             found.append("now")
@@ -88,7 +89,7 @@ def _constant(default: str) -> bool:
     catalog, no rewrite): it calls only functions the analysis knows not to be volatile. Any
     other, one rollout does not know included, counts as volatile: the safe side (the column is
     added without it and a backfill fills the rows)."""
-    return all(name in NOT_VOLATILE for name in _calls(default))
+    return all(name in NOT_VOLATILE or name in ROLLOUT_STABLE for name in _calls(default))
 
 
 def _label(*words: str) -> str:
