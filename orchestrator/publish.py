@@ -163,11 +163,27 @@ def _publish(conn: psycopg.Connection, api: FlagsApi, env: str) -> None:
             f"{_MARK} for environment {env} (flags_api in rollout.yaml): evaluates like rollout.is_enabled")))
     readers = sql.SQL(", ").join(map(sql.Identifier, api.readers))
     for table in _state_tables(conn):  # the state, and yoyo's bookkeeping, the operator's alone (and readers')
-        target = table.as_string(conn)
-        for grantee in _grantees(conn, _TABLE_GRANTEES, target):
-            conn.execute(sql.SQL("REVOKE ALL ON {} FROM {}").format(table, grantee))
+        _revoke_all(conn, table)
         if api.readers:
             conn.execute(sql.SQL("GRANT SELECT ON {} TO {}").format(table, readers))
+    for table in _kept_tables(conn):  # the originals operations keep for a rollback: the operator's alone
+        _revoke_all(conn, table)
+
+
+def _revoke_all(conn: psycopg.Connection, table: sql.Composable) -> None:
+    for grantee in _grantees(conn, _TABLE_GRANTEES, table.as_string(conn)):
+        conn.execute(sql.SQL("REVOKE ALL ON {} FROM {}").format(table, grantee))
+
+
+def _kept_tables(conn: psycopg.Connection) -> list[sql.Composable]:
+    """The tables operations create beside the application's (orchestrator/operations/names.py):
+    originals kept for a rollback, which an API role that could write them would corrupt. The
+    triggers that write them run as their owner, so no application role needs a grant."""
+    rows = conn.execute(
+        "SELECT n.nspname, c.relname FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace "
+        "WHERE c.relkind IN ('r', 'p') AND c.relname LIKE '\\_rollout\\_%' "
+        "AND n.nspname NOT IN ('rollout', 'pg_catalog', 'information_schema')").fetchall()
+    return [sql.Identifier(schema, name) for schema, name in rows]
 
 
 def _withdraw(conn: psycopg.Connection, recorded: dict) -> None:

@@ -17,7 +17,7 @@ from psycopg.types.json import Jsonb
 
 from .errors import RolloutError
 
-SCHEMA_VERSION = 8  # 5: rollout.backfills.waiting; 6: rollout.steps.halted; 7: rollout.flag_targets; 8: is_enabled SECURITY DEFINER. Guards are installed by _intact()
+SCHEMA_VERSION = 9  # 5: rollout.backfills.waiting; 6: rollout.steps.halted; 7: rollout.flag_targets; 8: is_enabled SECURITY DEFINER; 9: flag_changed_at. Guards are installed by _intact()
 
 PENDING = "pending"
 MIGRATING = "migrating"
@@ -176,6 +176,15 @@ RETURNS boolean LANGUAGE sql STABLE PARALLEL SAFE SECURITY DEFINER SET search_pa
         WHERE f.name = flag
           AND f.env = coalesce(environment, (SELECT value #>> '{}' FROM rollout.meta WHERE key = 'environment'))
     ), false)
+$$;
+
+-- When a flag's answers last changed here (a stage, the kill switch, a target): a stage check
+-- judges the rows written since, when every subject the flag names was already on the new shape.
+CREATE OR REPLACE FUNCTION rollout.flag_changed_at(flag text, environment text DEFAULT NULL)
+RETURNS timestamptz LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT max(h.at) FROM rollout.flag_history AS h
+    WHERE h.name = flag
+      AND h.env = coalesce(environment, (SELECT value #>> '{}' FROM rollout.meta WHERE key = 'environment'))
 $$;
 
 -- Least privilege: every role (the application's too) may read the state and evaluate
