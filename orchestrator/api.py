@@ -113,12 +113,16 @@ class StepStatus:
 
 def status(plan: Plan, env: str, *, dsn: str | None = None) -> list[StepStatus]:
     """Each step's state in `env`. Read-only: takes no lock and writes nothing."""
-    target = resolve_target(plan, env, dsn)
-    with connect(target, "rollout status") as conn:
-        states = state.step_states(conn, env)
-        applied = applied_hashes(conn)
-        values = flags.read(conn, plan, env)
-        live = state.schema_exists(conn) and _live_run(conn, env)
+    with connect(resolve_target(plan, env, dsn), "rollout status") as conn:
+        return status_of(conn, plan, env)
+
+
+def status_of(conn, plan: Plan, env: str) -> list[StepStatus]:
+    """`status` on a connection the caller holds (a fleet's status reads more on it)."""
+    states = state.step_states(conn, env)
+    applied = applied_hashes(conn)
+    values = flags.read(conn, plan, env)
+    live = state.schema_exists(conn) and _live_run(conn, env)
     rows = []
     for step in plan.order():
         current = states[step.id]

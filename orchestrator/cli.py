@@ -7,6 +7,7 @@ import os
 import re
 import signal
 import sys
+import threading
 import time
 
 import click
@@ -18,10 +19,10 @@ from rich import box
 from rich.table import Table
 from rich.text import Text
 
-from . import api, embedded, report
+from . import api, embedded, fleet, fleet_targets, fleet_view, report
 from .backfill import Progress as BackfillProgress
 from .database import resolve_target
-from .errors import EXIT_INTERRUPTED, EXIT_STEP_FAILED, PermissionDenied, RolloutError, UsageError
+from .errors import EXIT_INTERRUPTED, EXIT_STEP_FAILED, EXIT_STOPPED, PermissionDenied, RolloutError, UsageError
 from .flags import bucket, resolve
 from .plan import Plan, json_schema
 from .plan_parts import parse_duration
@@ -158,8 +159,10 @@ class _RolloutGroup(click.Group):
 
 
 class _Options:
-    def __init__(self, plan_path: str, env: str, dsn: str | None, actor: str | None = None, verbose: bool = False):
-        self.plan_path, self.env, self.dsn, self.actor, self.verbose = plan_path, env, dsn, actor, verbose
+    def __init__(self, plan_path: str, env: str, dsn: str | None, actor: str | None = None, verbose: bool = False,
+                 targets: tuple[str, ...] = (), labels: tuple[str, ...] = ()):
+        self.plan_path, self.env, self._dsn, self.actor, self.verbose = plan_path, env, dsn, actor, verbose
+        self.targets, self.labels = targets, labels
         self._plan: Plan | None = None
 
     @property
@@ -167,6 +170,28 @@ class _Options:
         if self._plan is None:
             self._plan = api.load_plan(self.plan_path)
         return self._plan
+
+    @property
+    def fleet(self) -> list | None:
+        """The fleet's targets this command acts on (--target, --label), or None for one database."""
+        if self._dsn is not None or not self.plan.environment(self.env).is_fleet:
+            if self.targets or self.labels:
+                raise UsageError(f"environment {self.env!r} is one database: --target and --label choose targets "
+                                 "of a fleet (docs/fleets.md)")
+            return None
+        labels = dict(fleet_targets.parse_label(text) for text in self.labels)
+        return fleet.chosen(self.plan, self.env, self.targets, labels)
+
+    @property
+    def dsn(self) -> str | None:
+        """--dsn, or the one fleet target --target names, for the commands that act on one database."""
+        chosen = self.fleet
+        if chosen is None:
+            return self._dsn
+        if len(chosen) != 1:
+            raise UsageError(f"environment {self.env!r} is a fleet of {count(len(chosen), 'target')}: this command "
+                             "acts on one database; name it with --target NAME (`rollout status` lists them)")
+        return chosen[0].conninfo
 
     def confirm(self, action: str, yes: bool) -> None:
         """Environments marked `confirm: true` ask first; without a terminal, --yes is required."""
@@ -187,16 +212,21 @@ pass_options = click.make_pass_decorator(_Options)
               help="The environment to act on (env ROLLOUT_ENV).")
 @click.option("--dsn", envvar="ROLLOUT_DSN", help="Use this database instead of the environment's (env ROLLOUT_DSN).")
 @click.option("--actor", help="Who the audit trail names (env ROLLOUT_ACTOR, default user@host).")
+@click.option("--target", "targets", multiple=True, metavar="NAME",
+              help="In a fleet: act on this target only (repeat for more).")
+@click.option("--label", "labels", multiple=True, metavar="KEY=VALUE",
+              help="In a fleet: act on the targets with this label (repeat: all of them).")
 @click.option("-v", "--verbose", is_flag=True, help="Print each migration, check and transition, not only outcomes.")
 @click.version_option(package_name="rollout")
 @click.pass_context
-def cli(ctx: click.Context, plan_path: str, env: str, dsn: str | None, actor: str | None, verbose: bool) -> None:
+def cli(ctx: click.Context, plan_path: str, env: str, dsn: str | None, actor: str | None,
+        targets: tuple[str, ...], labels: tuple[str, ...], verbose: bool) -> None:
     """Roll PostgreSQL schema changes out step by step: preconditions, migrate, verify, finalize.
 
     Exit codes: 0 ok; 1 a step or check failed; 2 invalid plan or arguments; 3 environment locked;
     4 stopped by an operator (a paused or cancelled backfill); 130 interrupted (Ctrl-C, SIGTERM).
     """
-    ctx.obj = _Options(plan_path, env, dsn, actor, verbose)
+    ctx.obj = _Options(plan_path, env, dsn, actor, verbose, targets, labels)
 
 
 @cli.command()
@@ -253,12 +283,43 @@ class _Count(click.IntRange):
 @_actor_option
 @pass_options
 def apply(opts: _Options, step: str | None, yes: bool, force: bool, no_backup: bool, actor: str) -> None:
-    """Apply pending steps in order (STEP: only it and what it depends on)."""
+    """Apply pending steps in order (STEP: only it and what it depends on). In a fleet: every
+    target, wave by wave."""
     opts.confirm(f"applying {step or 'all pending steps'}", yes)
+    if opts.fleet is not None:
+        _fleet_outcome(fleet.apply(opts.plan, opts.env, opts.fleet, actor=actor, step=step, force=force,
+                                   backup=not no_backup, say=_say), opts.env)
+        return
     with _ProgressView() as view:
         result = api.apply(opts.plan, opts.env, dsn=opts.dsn, actor=actor, target=step, force=force,
                            backup=not no_backup, report=_reporter(opts), progress=view)
     _summary(result, opts.env)
+
+
+_SAY = threading.Lock()
+
+
+def _say(line: str) -> None:
+    """A fleet run's progress line, from whichever thread: one line at a time."""
+    with _SAY:
+        out.print(_text(line))
+
+
+def _fleet_outcome(run: fleet.FleetRun, env: str) -> None:
+    """The fleet run's tally, its failures, why it stopped; exit 1 on a failure, 4 on an
+    inconclusive gate."""
+    tally: dict[str, int] = {}
+    for o in run.outcomes:
+        tally[o.result] = tally.get(o.result, 0) + 1
+    out.print(_text(f"{env}: " + ", ".join(f"{n} {result}" for result, n in tally.items()), style="bold"))
+    for o in run.failed:
+        out.print(_text(f"✗ {o.target} ({o.wave}): {o.message}", style="red"))
+    if run.stopped:
+        out.print(_text(f"stopped: {run.stopped}; run the same command again to go on", style="yellow"))
+    if run.stopped_by == "inconclusive":
+        sys.exit(EXIT_STOPPED)
+    if run.failed or run.stopped_by == "gate":
+        sys.exit(EXIT_STEP_FAILED)
 
 
 def _summary(result, env: str) -> None:
@@ -417,6 +478,12 @@ def advance(opts: _Options, step: str | None, every: bool, watch: bool, interval
     if bool(step) == every:
         raise UsageError("name a STEP or pass --all (not both)")
     seconds = _duration(interval, "--interval") / 1000
+    if opts.fleet is not None:
+        if watch:
+            raise UsageError("--watch follows one database; in a fleet, run `rollout advance` again (e.g. from cron): "
+                             "each run takes the fleet one stage on, wave by wave")
+        _fleet_outcome(fleet.advance(opts.plan, opts.env, opts.fleet, actor=actor, step=step, say=_say), opts.env)
+        return
     results = api.advance(opts.plan, opts.env, step, dsn=opts.dsn, actor=actor, watch=watch, interval=seconds,
                           report=_reporter(opts))
     for r in results:
@@ -440,7 +507,12 @@ def advance(opts: _Options, step: str | None, every: bool, watch: bool, interval
 @_actor_option
 @pass_options
 def abort(opts: _Options, step: str, reason: str | None, actor: str) -> None:
-    """Turn STEP's flag off at once and mark its rollout aborted (works while others run)."""
+    """Turn STEP's flag off at once and mark its rollout aborted (works while others run). In a
+    fleet: on every target at once."""
+    if opts.fleet is not None:
+        _fleet_outcome(fleet.abort(opts.plan, opts.env, opts.fleet, step, actor=actor, reason=reason, say=_say),
+                       opts.env)
+        return
     api.abort(opts.plan, opts.env, step, reason=reason, dsn=opts.dsn, actor=actor, report=_reporter(opts))
 
 
@@ -503,7 +575,13 @@ def flags_get(opts: _Options, name: str, subject: str | None) -> None:
 @_actor_option
 @pass_options
 def flags_set(opts: _Options, name: str, value: str, reason: str | None, actor: str) -> None:
-    """Set NAME to on, off or a percentage (0-100) of subjects. Takes effect at once."""
+    """Set NAME to on, off or a percentage (0-100) of subjects. Takes effect at once (in a fleet,
+    on every target at once)."""
+    if opts.fleet is not None:
+        api.flags_declared(opts.plan, name)
+        _fleet_outcome(fleet.flag_set(opts.plan, opts.env, opts.fleet, name, value, actor=actor, reason=reason,
+                                      say=_say), opts.env)
+        return
     old, new = api.flag_set(opts.plan, opts.env, name, value, reason=reason, dsn=opts.dsn, actor=actor)
     out.print(f"flag {name} in {opts.env}: {old.shown if old else 'unset'} -> {new.shown}")
 
@@ -607,7 +685,16 @@ def verify(opts: _Options, step: str | None, actor: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @pass_options
 def status(opts: _Options, as_json: bool) -> None:
-    """Each step's state in this environment, and any flag whose value disagrees with it."""
+    """Each step's state in this environment, and any flag whose value disagrees with it. In a
+    fleet: counts per state, the targets by state (grouped), failures, waves and ETA."""
+    if opts.fleet is not None:
+        seen = fleet.status(opts.plan, opts.env, opts.fleet)
+        if as_json:
+            click.echo(json.dumps(fleet_view.as_json(seen), indent=2))
+        else:
+            for renderable in fleet_view.render(seen, out.width):
+                out.print(renderable)
+        return
     rows = api.status(opts.plan, opts.env, dsn=opts.dsn)
     if as_json:
         click.echo(json.dumps({"env": opts.env, "steps": [r.__dict__ for r in rows]}, indent=2))
@@ -656,7 +743,14 @@ def status_table(rows, title: str, width: int) -> Table:
               help="How many of the latest events.")
 @pass_options
 def events(opts: _Options, as_json: bool, limit: int) -> None:
-    """The audit trail: who did what, when, with what result."""
+    """The audit trail: who did what, when, with what result (in a fleet: merged, with each target)."""
+    if opts.fleet is not None:
+        merged = fleet.events(opts.plan, opts.env, opts.fleet, limit)
+        if as_json:
+            click.echo(json.dumps([{"target": t, **e.as_json()} for t, e in merged], indent=2, default=str))
+            return
+        out.print(fleet_view.events_table(merged, f"events in {opts.env}"))
+        return
     rows = api.events(opts.plan, opts.env, dsn=opts.dsn, limit=limit)
     if as_json:
         click.echo(json.dumps([e.as_json() for e in rows], indent=2, default=str))
@@ -839,18 +933,21 @@ def _duration(text: str, option: str) -> int:
 
 def _global_options_anywhere(group: click.Group) -> None:
     """`rollout apply --env staging` as well as `rollout --env staging apply`: every command also
-    accepts --plan, --env and --dsn after its name."""
+    accepts --plan, --env, --dsn, --target and --label after its name."""
     for command in group.commands.values():
         if isinstance(command, click.Group):
             _global_options_anywhere(command)
             continue
         for flag, attribute, help_text in (("--plan", "plan_path", "The plan file."),
                                            ("--env", "env", "The environment to act on."),
-                                           ("--dsn", "dsn", "Use this database instead of the environment's.")):
+                                           ("--dsn", "_dsn", "Use this database instead of the environment's."),
+                                           ("--target", "targets", "In a fleet: act on this target (repeat for more)."),
+                                           ("--label", "labels", "In a fleet: the targets with this KEY=VALUE.")):
             if any(flag in p.opts for p in command.params):
                 continue
+            many = flag in ("--target", "--label")
             command.params.append(click.Option([flag], expose_value=False, is_eager=True, help=help_text,
-                                               callback=_set_option(attribute)))
+                                               multiple=many, callback=_set_option(attribute)))
         if not any("--verbose" in p.opts for p in command.params):
             command.params.append(click.Option(["-v", "--verbose"], is_flag=True, default=None, expose_value=False,
                                                is_eager=True, help="Print each migration, check and transition.",
@@ -859,7 +956,7 @@ def _global_options_anywhere(group: click.Group) -> None:
 
 def _set_option(attribute: str):
     def callback(ctx: click.Context, param, value):
-        if value is not None:
+        if value is not None and value != ():
             setattr(ctx.find_object(_Options), attribute, value)
     return callback
 

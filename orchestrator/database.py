@@ -76,6 +76,9 @@ def resolve_target(plan: Plan, env_name: str, dsn: str | None = None, *, start: 
                          f"--dsn out to use environment {env_name!r}'s own")
     if dsn:
         return Target(env_name, dsn, embedded=False)
+    if env.is_fleet:
+        raise UsageError(f"environment {env_name!r} is a fleet: name the database to act on (--target NAME), or use a "
+                         "command that acts on the whole fleet (apply, advance, flags set, abort, status, events)")
     if env.database == "embedded":
         info = embedded.start(plan.directory) if start else embedded.running(plan.directory)
         if info is None:

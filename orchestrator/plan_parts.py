@@ -153,8 +153,58 @@ class Actor(_Model):
         None, description="a claim of the request's JWT (e.g. sub)")
 
 
+# a fleet target's name, as operators type it after --target: tenant ids, regions, shard numbers
+TARGET_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
+TargetName = Annotated[str, StringConstraints(pattern=TARGET_PATTERN)]
+LabelKey = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_.-]{0,62}$")]
+LabelValue = Annotated[str, StringConstraints(pattern=r"^[^\s=,\x00-\x1f\x7f]{1,128}$")]
+
+
+class FleetTarget(_Model):
+    """One database of a fleet, named in the plan."""
+
+    name: TargetName
+    dsn_env: Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] = Field(
+        description="the environment variable that holds its DSN")
+    labels: dict[LabelKey, LabelValue] = Field(default_factory=dict, description="e.g. {region: eu, tier: canary}")
+
+
+class TargetsQuery(_Model):
+    """A fleet listed by a query against a catalog database (the way teams list their tenants)."""
+
+    dsn_env: Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] = Field(
+        description="the environment variable that holds the catalog database's DSN")
+    sql: str = Field(description="returns name, dsn and optionally labels (jsonb); a DSN may name ${VARIABLE}s")
+
+
+class Wave(_Model):
+    """A part of the fleet, applied (or advanced) once the waves before it are done and their gates pass."""
+
+    name: Name
+    targets: Seq(TargetName) = Field((), description="these targets")
+    labels: dict[LabelKey, LabelValue] = Field(default_factory=dict, description="the targets with all these labels")
+    percent: Annotated[int, Field(ge=1, le=100)] | None = Field(
+        None, description="the targets, in name order, that bring the waves so far to this share of the fleet")
+    parallel: Annotated[int, Field(ge=1, le=64)] = Field(1, description="targets worked on at once (and connections)")
+    on_error: Literal["stop", "continue"] = Field("stop", description="stop: a failed target stops the fleet run "
+                                                                      "after the targets in flight")
+    failure_limit: Annotated[int, Field(ge=0)] | None = Field(
+        None, description="with on_error: continue, stop once more targets than this failed in the wave")
+    gates: Seq(Gate) = Field((), description="measured after the wave, before the next starts")
+
+    @model_validator(mode="after")
+    def _one_selector(self) -> "Wave":
+        chosen = [key for key in ("targets", "labels", "percent") if getattr(self, key)]
+        if len(chosen) > 1:
+            raise ValueError(f"a wave selects by one of targets, labels or percent, not {' and '.join(chosen)}")
+        if self.failure_limit is not None and self.on_error == "stop":
+            raise ValueError("failure_limit goes with on_error: continue (stop stops at the first failure)")
+        return self
+
+
 class Environment(_Model):
-    """Where a plan is applied: the embedded server, or a database named by an environment variable."""
+    """Where a plan is applied: the embedded server, a database named by an environment variable,
+    or a fleet of databases."""
 
     database: Literal["embedded"] | None = Field(None, description="'embedded': the built-in PostgreSQL server")
     dsn_env: Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] | None = Field(
@@ -175,11 +225,35 @@ class Environment(_Model):
     notify_postgrest: bool = Field(False, description="send NOTIFY pgrst, 'reload schema' with each migration, so "
                                                       "a self-hosted PostgREST serves the new schema at once")
 
+    targets: Seq(FleetTarget) = Field((), description="a fleet: each target's name, dsn_env and labels")
+    targets_file: str | None = Field(None, description="a fleet listed in a file, relative to the plan: "
+                                                       "'NAME DSN [label=value ...]' a line; a DSN may name ${VARIABLE}s")
+    targets_query: TargetsQuery | None = Field(None, description="a fleet listed by a query against a catalog database")
+    waves: Seq(Wave) = Field((), description="the fleet's order: canary first, then waves (default: one wave)")
+
     @model_validator(mode="after")
     def _one_database(self) -> "Environment":
-        if (self.database is None) == (self.dsn_env is None):
-            raise ValueError("an environment needs exactly one of 'database: embedded' or 'dsn_env: VARIABLE'")
+        given = [key for key in ("database", "dsn_env", "targets", "targets_file", "targets_query")
+                 if getattr(self, key)]
+        if len(given) != 1:
+            raise ValueError("an environment needs exactly one of 'database: embedded', 'dsn_env: VARIABLE', or a "
+                             "fleet: 'targets', 'targets_file' or 'targets_query'" +
+                             (f" (it has {', '.join(given)})" if given else ""))
+        if self.waves and not self.is_fleet:
+            raise ValueError("waves order a fleet: give the environment targets, targets_file or targets_query")
+        names = [w.name for w in self.waves]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"two waves are named {twice[0]!r}")
+        listed = [t.name for t in self.targets]
+        twice = sorted({n for n in listed if listed.count(n) > 1})
+        if twice:
+            raise ValueError(f"two targets are named {twice[0]!r}")
         return self
+
+    @property
+    def is_fleet(self) -> bool:
+        return bool(self.targets or self.targets_file or self.targets_query)
 
 
 # a subject a flag targets: a guild id, a user id; printable, as the operator will read it back, and

@@ -1,0 +1,381 @@
+"""One plan across a fleet of databases, wave by wave.
+
+A fleet environment lists many databases (fleet_targets.py). Every target is a whole rollout
+environment: `apply` and `advance` run on each exactly as on one database, under its own lock,
+with its state and events in it. That is what makes a fleet run safe to kill and to share:
+- a killed run is run again: each target continues where it stopped, and a target that is done
+  has nothing left to do (its records say so), so no migration runs twice;
+- two processes on one fleet (two machines, two CI jobs) each skip a target the other holds
+  (its lock is taken) and come back to it at the end of the wave, when it is done or free;
+- an unreachable target is retried, then counted as a failure of its wave.
+
+Waves run in order; within a wave at most `parallel` targets are worked on at once, each with
+one connection (so a run holds at most `parallel` connections, whatever the fleet's size). A
+failure stops the run after the targets in flight (`on_error: stop`), or once the wave's
+failures pass `failure_limit` (`on_error: continue`); a wave starts only once the one before
+it is done and its gates passed. The kill switch (`flags set`, `abort`) skips the waves: every
+target at once, bounded by KILL_PARALLEL.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+
+from . import api, gates, state
+from .database import connect
+from .errors import DatabaseUnavailable, EnvironmentLocked, RolloutError, UsageError
+from .fleet_targets import Member, members, select, waves
+from .plan import Plan
+from .plan_parts import Wave
+
+KILL_PARALLEL = 16  # the kill switch and read-only views: every target at once, this many connections
+ATTEMPTS = 3  # an unreachable target is tried this many times, RETRY_SECONDS apart (doubling)
+RETRY_SECONDS = 1.0
+BUSY_SECONDS = 1.0  # how often to look again at a target another process holds
+
+Say = Callable[[str], None]
+
+
+class Waiting(Exception):
+    """A target cannot go on yet, and that is no failure (a stage's hold time is not over): the
+    waves after it wait for the next run."""
+
+
+@dataclass
+class Outcome:
+    target: str
+    wave: str
+    result: str  # done | failed | waiting | not started
+    message: str
+    seconds: float = 0.0
+
+
+@dataclass
+class FleetRun:
+    outcomes: list[Outcome] = field(default_factory=list)
+    stopped: str | None = None  # why the run ended before the last wave
+    stopped_by: str | None = None  # failure | gate | inconclusive (a gate could not be measured) | waiting
+
+    @property
+    def failed(self) -> list[Outcome]:
+        return [o for o in self.outcomes if o.result == "failed"]
+
+
+def _quiet(line: str) -> None:
+    """The default: outcomes are returned, and each target's events are in its database."""
+
+
+def chosen(plan: Plan, env: str, names: tuple[str, ...] = (), labels: dict[str, str] | None = None) -> list[Member]:
+    return select(members(plan, env), names, labels)
+
+
+def _attempt(member: Member, work: Callable[[Member], str], say: Say) -> tuple[str, str]:
+    """Run `work` on one target: (result, message); an unreachable target is tried ATTEMPTS times."""
+    delay = RETRY_SECONDS
+    for attempt in range(1, ATTEMPTS + 1):
+        try:
+            return "done", work(member)
+        except EnvironmentLocked as exc:
+            return "busy", str(exc)
+        except Waiting as exc:
+            return "waiting", str(exc)
+        except DatabaseUnavailable as exc:
+            if attempt == ATTEMPTS:
+                return "failed", f"unreachable after {ATTEMPTS} attempts: {exc}"
+            say(f"  {member.name}: unreachable, trying again in {delay:.0f}s ({attempt}/{ATTEMPTS})")
+            time.sleep(delay)
+            delay *= 2
+        except RolloutError as exc:
+            return "failed", str(exc)
+    raise AssertionError("unreachable")  # pragma: no cover - the loop returns
+
+
+def run_waves(planned: list[tuple[Wave, list[Member]]], work: Callable[[Member], str], say: Say = _quiet,
+              environ: dict[str, str] | None = None) -> FleetRun:
+    """Work on every target, wave by wave (see the module's docstring)."""
+    run = FleetRun()
+    for number, (wave, targets) in enumerate(planned):
+        if run.stopped:
+            run.outcomes += [Outcome(m.name, wave.name, "not started", run.stopped) for m in targets]
+            continue
+        if not targets:
+            continue
+        say(f"wave {wave.name}: {len(targets)} target{'s' if len(targets) != 1 else ''}, {wave.parallel} at a time")
+        outcomes = _run_wave(wave, targets, work, say)
+        run.outcomes += outcomes
+        failed = [o for o in outcomes if o.result == "failed"]
+        waiting = [o for o in outcomes if o.result == "waiting"]
+        limit = 0 if wave.on_error == "stop" else wave.failure_limit
+        if limit is not None and len(failed) > limit:
+            run.stopped_by = "failure"
+            run.stopped = (f"wave {wave.name} stopped at {len(failed)} failed target{'s' if len(failed) != 1 else ''} "
+                           f"({'on_error: stop' if wave.on_error == 'stop' else f'failure_limit {limit}'})")
+        elif waiting:
+            run.stopped_by = "waiting"
+            run.stopped = f"wave {wave.name} waits: {waiting[0].target}: {waiting[0].message}"
+        elif wave.gates and number + 1 < len(planned):
+            verdict = _gates(wave, environ if environ is not None else dict(os.environ), say)
+            if verdict:
+                run.stopped_by, run.stopped = verdict
+    return run
+
+
+def _run_wave(wave: Wave, targets: list[Member], work: Callable[[Member], str], say: Say) -> list[Outcome]:
+    queue, held, outcomes = list(targets), [], []
+    failures = 0
+    limit = 0 if wave.on_error == "stop" else wave.failure_limit
+    with ThreadPoolExecutor(max_workers=wave.parallel) as pool:
+        running: dict[Future, tuple[Member, float]] = {}
+        while queue or running or held:
+            stop = limit is not None and failures > limit
+            while queue and len(running) < wave.parallel and not stop:
+                member = queue.pop(0)
+                running[pool.submit(_attempt, member, work, say)] = (member, time.monotonic())
+            if not running:
+                if stop:
+                    outcomes += [Outcome(m.name, wave.name, "not started", "the wave stopped") for m in queue + held]
+                    return outcomes
+                # the targets another process holds: look again once it has let go
+                time.sleep(BUSY_SECONDS)
+                queue, held = held, []
+                continue
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                member, started = running.pop(future)
+                result, message = future.result()
+                if result == "busy":
+                    if not any(m.name == member.name for m in held):
+                        say(f"  {member.name}: held by another rollout, coming back to it ({message})")
+                    held.append(member)
+                    continue
+                outcome = Outcome(member.name, wave.name, result, message, time.monotonic() - started)
+                failures += result == "failed"
+                outcomes.append(outcome)
+                mark = {"done": "✓", "failed": "✗", "waiting": "…"}[result]
+                say(f"  {mark} {member.name}: {message}")
+        if limit is not None and failures > limit:
+            outcomes += [Outcome(m.name, wave.name, "not started", "the wave stopped") for m in queue]
+    return outcomes
+
+
+def _gates(wave: Wave, environ: dict[str, str], say: Say) -> tuple[str, str] | None:
+    """Measure the wave's gates before the next wave: (gate | inconclusive, why the run stops) or None."""
+    for gate in wave.gates:
+        verdicts: list[str] = []
+        while True:
+            measured = gates.measure(gate, environ)
+            verdicts.append(measured.verdict)
+            say(f"  gate {gate.name}: {measured.shown()}")
+            verdict, why = gates.tally(verdicts, gate)
+            if verdict == "passed":
+                break
+            if verdict in ("failed", "inconclusive"):
+                return ("gate" if verdict == "failed" else verdict), f"wave {wave.name}: gate {gate.name} {verdict}: {why}"
+            time.sleep(gate.interval / 1000)
+    return None
+
+
+# -- the commands ------------------------------------------------------------------------------
+
+def _planned(plan: Plan, env: str, targets: list[Member]) -> list[tuple[Wave, list[Member]]]:
+    return waves(plan.environment(env), members(plan, env), targets)
+
+
+def apply(plan: Plan, env: str, targets: list[Member], *, actor: str, step: str | None = None,
+          force: bool = False, backup: bool = True, say: Say = _quiet) -> FleetRun:
+    """`rollout apply` on every target, wave by wave."""
+    if step:
+        plan.step(step)
+
+    def work(member: Member) -> str:
+        result = api.apply(plan, env, dsn=member.conninfo, actor=actor, target=step, force=force, backup=backup)
+        said = [f"done now: {', '.join(result.finished)}"] if result.finished else []
+        reasons: dict[str, list[str]] = {}
+        for waiting, why in result.waiting.items():
+            reasons.setdefault(why, []).append(waiting)
+        said += [f"{why}: {', '.join(steps)}" for why, steps in reasons.items()]
+        return "; ".join(said) or "every step done already"
+
+    return run_waves(_planned(plan, env, targets), work, say)
+
+
+def advance(plan: Plan, env: str, targets: list[Member], *, actor: str, step: str | None = None,
+            say: Say = _quiet) -> FleetRun:
+    """Move a rollout (or every rollout in progress) one stage on across the fleet, wave by wave,
+    each target checked on its own. Targets ahead of the fleet's lowest stage wait for the rest,
+    so a run killed half-way, run again, levels the fleet instead of pushing the first waves on."""
+    planned = _planned(plan, env, targets)
+    stages = _stages(plan, env, targets)
+    steps = [plan.step(step)] if step else [
+        s for s in plan.order() if any(row.get(s.id, (None,))[0] == state.ROLLING_OUT for row in stages.values())]
+    run = FleetRun()
+    for current in steps:
+        positions = [row[current.id][1] for row in stages.values()
+                     if current.id in row and row[current.id][0] == state.ROLLING_OUT]
+        lowest = min(positions, default=None)
+
+        def work(member: Member, step=current, lowest=lowest) -> str:
+            here = stages.get(member.name, {}).get(step.id)
+            if here is None or here[0] != state.ROLLING_OUT:
+                return f"{step.id} is {here[0] if here else 'unknown'} here: nothing to advance"
+            if lowest is not None and here[1] > lowest:
+                return f"{step.id} is ahead of the fleet ({_stage(here[1])}): it waits for the others"
+            [moved] = api.advance(plan, env, step.id, dsn=member.conninfo, actor=actor)
+            if moved.outcome == "holding":
+                raise Waiting(f"{step.id}: {moved.message}")
+            if moved.outcome in ("refused", "halted"):
+                raise _Refused(f"{step.id}: {moved.outcome}: {moved.message}")
+            return f"{step.id}: {moved.message}"
+
+        say(f"{current.id}: the fleet is at {_stage(lowest)} at the lowest; the targets there move one stage on")
+        part = run_waves(planned, work, say)
+        run.outcomes += part.outcomes
+        if part.stopped:
+            run.stopped, run.stopped_by = part.stopped, part.stopped_by
+            break
+    return run
+
+
+class _Refused(RolloutError):
+    """A target's stage checks or gates refused the move: a failure of its wave."""
+
+
+def _stage(index: int | None) -> str:
+    return "the start" if index is None or index < 0 else f"stage {index + 1}"
+
+
+def _stages(plan: Plan, env: str, targets: list[Member]) -> dict[str, dict[str, tuple[str, int]]]:
+    """Each reachable target's steps: (state, stage index). Unreachable targets are left out:
+    the wave reports them when it gets to them."""
+    def read(member: Member):
+        with connect(member.target(env), "rollout advance") as conn:
+            states = state.step_states(conn, env)
+        # -1: not started (no stage yet), so that it sorts before the first stage
+        return {s.id: (states[s.id].state, -1 if states[s.id].stage is None else states[s.id].stage)
+                for s in plan.order()}
+
+    found = {}
+    for member, value in _each(targets, read):
+        if not isinstance(value, Exception):
+            found[member.name] = value
+    return found
+
+
+def _each(targets: Iterable[Member], read: Callable[[Member], object],
+          parallel: int = KILL_PARALLEL) -> list[tuple[Member, object]]:
+    """`read` on every target at once (at most `parallel` connections): a value or the RolloutError it raised."""
+    def attempt(member: Member) -> object:
+        try:
+            return read(member)
+        except RolloutError as exc:
+            return exc
+
+    targets = list(targets)
+    with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(targets)))) as pool:
+        return list(zip(targets, pool.map(attempt, targets)))
+
+
+def _everywhere(targets: list[Member], work: Callable[[Member], str], say: Say) -> FleetRun:
+    run = FleetRun()
+    for member, value in _each(targets, work):
+        failed = isinstance(value, Exception)
+        run.outcomes.append(Outcome(member.name, "all", "failed" if failed else "done", str(value)))
+        say(f"  {'✗' if failed else '✓'} {member.name}: {value}")
+    return run
+
+
+def flag_set(plan: Plan, env: str, targets: list[Member], name: str, value: str, *, actor: str,
+             reason: str | None = None, say: Say = _quiet) -> FleetRun:
+    """The kill switch on the whole fleet at once: no waves."""
+    def work(member: Member) -> str:
+        old, new = api.flag_set(plan, env, name, value, reason=reason, dsn=member.conninfo, actor=actor)
+        return f"{old.shown if old else 'unset'} -> {new.shown}"
+
+    return _everywhere(targets, work, say)
+
+
+def abort(plan: Plan, env: str, targets: list[Member], step: str, *, actor: str, reason: str | None = None,
+          say: Say = _quiet) -> FleetRun:
+    def work(member: Member) -> str:
+        api.abort(plan, env, step, reason=reason, dsn=member.conninfo, actor=actor)
+        return f"{step} aborted, its flag off"
+
+    return _everywhere(targets, work, say)
+
+
+@dataclass
+class TargetStatus:
+    target: str
+    wave: str
+    labels: dict[str, str]
+    steps: list[api.StepStatus] | None  # None: unreachable
+    error: str | None = None
+    apply_seconds: float | None = None  # its last finished apply, for the ETA
+    last_failure: str | None = None  # its latest run failed: the command and the last failed event's message
+
+    @property
+    def done(self) -> bool:
+        return self.steps is not None and all(s.state == state.DONE for s in self.steps)
+
+    @property
+    def applied(self) -> bool:
+        """Every step as far as `apply` takes it: done, or rolling out (advance takes it on)."""
+        return self.steps is not None and all(s.state in (state.DONE, state.ROLLING_OUT) for s in self.steps)
+
+
+@dataclass
+class FleetStatus:
+    env: str
+    targets: list[TargetStatus]
+    waves: list[tuple[Wave, list[str]]]
+
+    def eta_seconds(self) -> float | None:
+        """How long `apply` needs for the targets it has not brought as far as it can, at the pace
+        of the targets' last applies, in each wave's parallel (None: nothing to go by, or nothing left)."""
+        paces = [t.apply_seconds for t in self.targets if t.apply_seconds is not None]
+        left = {t.target for t in self.targets if not t.applied}
+        if not paces or not left:
+            return None
+        pace = sum(paces) / len(paces)
+        return sum(pace * len(left & set(names)) / wave.parallel for wave, names in self.waves)
+
+
+def status(plan: Plan, env: str, targets: list[Member]) -> FleetStatus:
+    """Every target's steps, read at once (at most KILL_PARALLEL connections). Read-only."""
+    planned = _planned(plan, env, targets)
+    wave_of = {m.name: wave.name for wave, ms in planned for m in ms}
+
+    def read(member: Member) -> TargetStatus:
+        with connect(member.target(env), "rollout status") as conn:
+            seen = TargetStatus(member.name, wave_of[member.name], member.labels, api.status_of(conn, plan, env))
+            if not state.schema_exists(conn):
+                return seen
+            seconds = conn.execute(
+                "SELECT extract(epoch FROM finished_at - started_at)::float8 FROM rollout.runs WHERE env = %s "
+                "AND command LIKE 'apply%%' AND outcome = 'ok' ORDER BY id DESC LIMIT 1", (env,)).fetchone()
+            failure = conn.execute(
+                "SELECT r.command, (SELECT e.message FROM rollout.events AS e WHERE e.run_id = r.id AND NOT e.ok "
+                "ORDER BY e.id DESC LIMIT 1) FROM rollout.runs AS r WHERE r.env = %s AND r.id = (SELECT max(id) "
+                "FROM rollout.runs WHERE env = %s) AND r.outcome = 'step failed'", (env, env)).fetchone()
+        seen.apply_seconds = seconds[0] if seconds else None
+        seen.last_failure = f"{failure[0]} failed: {failure[1] or 'see rollout events'}" if failure else None
+        return seen
+
+    rows = [TargetStatus(member.name, wave_of[member.name], member.labels, None, str(value))
+            if isinstance(value, Exception) else value for member, value in _each(targets, read)]
+    return FleetStatus(env, rows, [(wave, [m.name for m in ms]) for wave, ms in planned])
+
+
+def events(plan: Plan, env: str, targets: list[Member], limit: int = 50) -> list[tuple[str, state.Event]]:
+    """The audit trails of the fleet merged: the latest `limit` events, oldest first, each with its target."""
+    merged = []
+    for member, value in _each(targets, lambda m: api.events(plan, env, dsn=m.conninfo, limit=limit)):
+        if isinstance(value, Exception):
+            raise UsageError(f"target {member.name}: {value}")
+        merged += [(member.name, event) for event in value]
+    merged.sort(key=lambda pair: pair[1].at)
+    return merged[-limit:]
