@@ -171,11 +171,14 @@ def events(plan: Plan, env: str, *, dsn: str | None = None, limit: int = 50) -> 
 
 
 def advance(plan: Plan, env: str, step_id: str | None = None, *, dsn: str | None = None, actor: str,
-            watch: bool = False, interval: float = 10.0, report: Reporter = _quiet) -> list[runner.Advance]:
+            watch: bool = False, interval: float = 10.0, report: Reporter = _quiet, resume: bool = True,
+            expect: object = runner.ANY_STAGE) -> list[runner.Advance]:
     """Advance one step's rollout (or, without a step, every rollout in progress) by one stage.
     With watch, keep advancing one step until it is done, aborting on the first failed check.
     A stage move takes no environment lock (row locks keep concurrent commands apart, as for the
-    kill switch); only the contract at 100% takes it, for as long as it runs."""
+    kill switch); only the contract at 100% takes it, for as long as it runs. For one step,
+    `resume` lifts a gate's halt, and `expect` is the stage the caller judged it at
+    (runner.advance)."""
     steps = [plan.step(step_id)] if step_id else []
     command = f"advance {step_id or '--all'}{' --watch' if watch else ''}"
     with open_session(plan, env, dsn=dsn, actor=actor, command=command, report=report, lock=False) as s:
@@ -186,7 +189,7 @@ def advance(plan: Plan, env: str, step_id: str | None = None, *, dsn: str | None
             states = s.states()
             steps = [st for st in plan.order() if states[st.id].state == state.ROLLING_OUT]
             return [runner.advance_or_wait(s, step, interval, resume=False) for step in steps]
-        return [runner.advance(s, step) for step in steps]
+        return [runner.advance(s, step, resume=resume, expect=expect) for step in steps]
 
 
 def abort(plan: Plan, env: str, step_id: str, *, reason: str | None = None, dsn: str | None = None, actor: str,
@@ -383,9 +386,11 @@ def _live_run(conn, env: str) -> bool:
 
 def embedded_environment(plan: Plan, env: str) -> None:
     """`db` commands manage the embedded server; refuse them for other environments."""
-    if plan.environment(env).database != "embedded":
-        raise UsageError(f"environment {env!r} is not embedded (it uses ${plan.environment(env).dsn_env}); "
-                         "`rollout db` manages the embedded server only")
+    environment = plan.environment(env)
+    if environment.database != "embedded":
+        uses = "a fleet of databases" if environment.is_fleet else f"${environment.dsn_env}"
+        raise UsageError(f"environment {env!r} is not embedded (it uses {uses}); `rollout db` manages the embedded "
+                         "server only")
 
 
 def reset(plan: Plan, env: str) -> None:

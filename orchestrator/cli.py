@@ -22,7 +22,7 @@ from rich.text import Text
 from . import api, embedded, fleet, fleet_targets, fleet_view, report
 from .backfill import Progress as BackfillProgress
 from .database import resolve_target
-from .errors import EXIT_INTERRUPTED, EXIT_STEP_FAILED, EXIT_STOPPED, PermissionDenied, RolloutError, UsageError
+from .errors import EXIT_INTERRUPTED, EXIT_STEP_FAILED, PermissionDenied, RolloutError, UsageError
 from .flags import bucket, resolve
 from .plan import Plan, json_schema
 from .plan_parts import parse_duration
@@ -164,6 +164,7 @@ class _Options:
         self.plan_path, self.env, self._dsn, self.actor, self.verbose = plan_path, env, dsn, actor, verbose
         self.targets, self.labels = targets, labels
         self._plan: Plan | None = None
+        self._fleet: fleet_targets.Selection | None = None
 
     @property
     def plan(self) -> Plan:
@@ -172,26 +173,32 @@ class _Options:
         return self._plan
 
     @property
-    def fleet(self) -> list | None:
-        """The fleet's targets this command acts on (--target, --label), or None for one database."""
+    def fleet(self) -> fleet_targets.Selection | None:
+        """The fleet's targets this command acts on (--target, --label), or None for one database.
+        The fleet is listed once per command (a catalog query runs once)."""
+        if self._dsn is not None and (self.targets or self.labels):
+            raise UsageError("--dsn names one database; --target and --label choose targets of a fleet: give one "
+                             "or the other")
         if self._dsn is not None or not self.plan.environment(self.env).is_fleet:
             if self.targets or self.labels:
                 raise UsageError(f"environment {self.env!r} is one database: --target and --label choose targets "
                                  "of a fleet (docs/fleets.md)")
             return None
-        labels = dict(fleet_targets.parse_label(text) for text in self.labels)
-        return fleet.chosen(self.plan, self.env, self.targets, labels)
+        if self._fleet is None:
+            labels = dict(fleet_targets.parse_label(text) for text in self.labels)
+            self._fleet = fleet.chosen(self.plan, self.env, self.targets, labels)
+        return self._fleet
 
     @property
     def dsn(self) -> str | None:
         """--dsn, or the one fleet target --target names, for the commands that act on one database."""
-        chosen = self.fleet
-        if chosen is None:
+        selection = self.fleet
+        if selection is None:
             return self._dsn
-        if len(chosen) != 1:
-            raise UsageError(f"environment {self.env!r} is a fleet of {count(len(chosen), 'target')}: this command "
-                             "acts on one database; name it with --target NAME (`rollout status` lists them)")
-        return chosen[0].conninfo
+        if len(selection.chosen) != 1:
+            raise UsageError(f"environment {self.env!r} is a fleet of {count(len(selection.chosen), 'target')}: this "
+                             "command acts on one database; name it with --target NAME (`rollout status` lists them)")
+        return selection.chosen[0].conninfo
 
     def confirm(self, action: str, yes: bool) -> None:
         """Environments marked `confirm: true` ask first; without a terminal, --yes is required."""
@@ -316,10 +323,8 @@ def _fleet_outcome(run: fleet.FleetRun, env: str) -> None:
         out.print(_text(f"✗ {o.target} ({o.wave}): {o.message}", style="red"))
     if run.stopped:
         out.print(_text(f"stopped: {run.stopped}; run the same command again to go on", style="yellow"))
-    if run.stopped_by == "inconclusive":
-        sys.exit(EXIT_STOPPED)
-    if run.failed or run.stopped_by == "gate":
-        sys.exit(EXIT_STEP_FAILED)
+    if run.exit_code:
+        sys.exit(run.exit_code)
 
 
 def _summary(result, env: str) -> None:
@@ -578,7 +583,6 @@ def flags_set(opts: _Options, name: str, value: str, reason: str | None, actor: 
     """Set NAME to on, off or a percentage (0-100) of subjects. Takes effect at once (in a fleet,
     on every target at once)."""
     if opts.fleet is not None:
-        api.flags_declared(opts.plan, name)
         _fleet_outcome(fleet.flag_set(opts.plan, opts.env, opts.fleet, name, value, actor=actor, reason=reason,
                                       say=_say), opts.env)
         return
@@ -745,11 +749,13 @@ def status_table(rows, title: str, width: int) -> Table:
 def events(opts: _Options, as_json: bool, limit: int) -> None:
     """The audit trail: who did what, when, with what result (in a fleet: merged, with each target)."""
     if opts.fleet is not None:
-        merged = fleet.events(opts.plan, opts.env, opts.fleet, limit)
+        merged, unread = fleet.events(opts.plan, opts.env, opts.fleet, limit)
         if as_json:
             click.echo(json.dumps([{"target": t, **e.as_json()} for t, e in merged], indent=2, default=str))
-            return
-        out.print(fleet_view.events_table(merged, f"events in {opts.env}"))
+        else:
+            out.print(fleet_view.events_table(merged, f"events in {opts.env}"))
+        for target, why in unread.items():  # as `status` shows them: the others' trails are still worth reading
+            click.echo(visible(f"✗ {target}: not read: {why}"), err=True)
         return
     rows = api.events(opts.plan, opts.env, dsn=opts.dsn, limit=limit)
     if as_json:

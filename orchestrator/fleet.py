@@ -9,30 +9,37 @@ with its state and events in it. That is what makes a fleet run safe to kill and
   (its lock is taken) and come back to it at the end of the wave, when it is done or free;
 - an unreachable target is retried, then counted as a failure of its wave.
 
-Waves run in order; within a wave at most `parallel` targets are worked on at once, each with
-one connection (so a run holds at most `parallel` connections, whatever the fleet's size). A
-failure stops the run after the targets in flight (`on_error: stop`), or once the wave's
-failures pass `failure_limit` (`on_error: continue`); a wave starts only once the one before
-it is done and its gates passed. The kill switch (`flags set`, `abort`) skips the waves: every
-target at once, bounded by KILL_PARALLEL.
+Waves run in order; within a wave at most `parallel` targets are worked on at once, each by one
+worker with the connections one command on one database holds (two or three), so a run's
+connections are bounded by `parallel`, whatever the fleet's size. A failure stops the run after
+the targets in flight (`on_error: stop`), or once the wave's failures pass `failure_limit`
+(`on_error: continue`); a wave starts only once the one before it is done and its gates passed.
+The kill switch (`flags set`, `abort`) skips the waves: every target at once, KILL_PARALLEL at
+a time.
+
+Workers are daemon threads: Ctrl-C (or SIGTERM) ends the command at once, and the targets in
+flight lose their connections, so PostgreSQL rolls back what they had not committed; what they
+had (each migration, each backfill batch commits with its record) stays, and the next run
+continues from there.
 """
 
 from __future__ import annotations
 
 import os
+import queue
+import threading
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
-from . import api, gates, state
+from . import api, flags, gates, state
 from .database import connect
-from .errors import DatabaseUnavailable, EnvironmentLocked, RolloutError, UsageError
-from .fleet_targets import Member, members, select, waves
+from .errors import EXIT_STEP_FAILED, DatabaseUnavailable, EnvironmentLocked, RolloutError
+from .fleet_targets import Member, Selection, members, select, waves
 from .plan import Plan
 from .plan_parts import Wave
 
-KILL_PARALLEL = 16  # the kill switch and read-only views: every target at once, this many connections
+KILL_PARALLEL = 16  # the kill switch and read-only views: every target at once, this many workers
 ATTEMPTS = 3  # an unreachable target is tried this many times, RETRY_SECONDS apart (doubling)
 RETRY_SECONDS = 1.0
 BUSY_SECONDS = 1.0  # how often to look again at a target another process holds
@@ -52,6 +59,7 @@ class Outcome:
     result: str  # done | failed | waiting | not started
     message: str
     seconds: float = 0.0
+    exit_code: int = 0  # a failure's: the code one database's command would have exited with
 
 
 @dataclass
@@ -64,34 +72,72 @@ class FleetRun:
     def failed(self) -> list[Outcome]:
         return [o for o in self.outcomes if o.result == "failed"]
 
+    @property
+    def exit_code(self) -> int:
+        """The failures' own code when they agree (4: a paused backfill; 2: unreachable), else 1;
+        a gate that failed is 1, one that could not be measured 4."""
+        codes = {o.exit_code for o in self.failed}
+        if self.stopped_by == "inconclusive":
+            codes.add(4)
+        if self.stopped_by == "gate":
+            codes.add(EXIT_STEP_FAILED)
+        return 0 if not codes else codes.pop() if len(codes) == 1 else EXIT_STEP_FAILED
+
 
 def _quiet(line: str) -> None:
     """The default: outcomes are returned, and each target's events are in its database."""
 
 
-def chosen(plan: Plan, env: str, names: tuple[str, ...] = (), labels: dict[str, str] | None = None) -> list[Member]:
+def chosen(plan: Plan, env: str, names: tuple[str, ...] = (), labels: dict[str, str] | None = None) -> Selection:
+    """The fleet's targets a command acts on (all of them without names or labels), read once."""
     return select(members(plan, env), names, labels)
 
 
-def _attempt(member: Member, work: Callable[[Member], str], say: Say) -> tuple[str, str]:
-    """Run `work` on one target: (result, message); an unreachable target is tried ATTEMPTS times."""
+def _attempt(member: Member, work: Callable[[Member], str], say: Say) -> tuple[str, str, int]:
+    """Run `work` on one target: (result, message, exit code); an unreachable target is tried
+    ATTEMPTS times."""
     delay = RETRY_SECONDS
     for attempt in range(1, ATTEMPTS + 1):
         try:
-            return "done", work(member)
+            return "done", work(member), 0
         except EnvironmentLocked as exc:
-            return "busy", str(exc)
+            return "busy", str(exc), exc.exit_code
         except Waiting as exc:
-            return "waiting", str(exc)
+            return "waiting", str(exc), 0
         except DatabaseUnavailable as exc:
             if attempt == ATTEMPTS:
-                return "failed", f"unreachable after {ATTEMPTS} attempts: {exc}"
+                return "failed", f"unreachable after {ATTEMPTS} attempts: {exc}", exc.exit_code
             say(f"  {member.name}: unreachable, trying again in {delay:.0f}s ({attempt}/{ATTEMPTS})")
             time.sleep(delay)
             delay *= 2
         except RolloutError as exc:
-            return "failed", str(exc)
+            return "failed", str(exc), exc.exit_code
     raise AssertionError("unreachable")  # pragma: no cover - the loop returns
+
+
+class _Workers:
+    """Daemon threads, one per target in flight, reporting into a queue (see the module's docstring)."""
+
+    def __init__(self) -> None:
+        self.results: queue.Queue = queue.Queue()
+        self.running = 0
+
+    def start(self, member: Member, call: Callable[[Member], object]) -> None:
+        def run() -> None:
+            try:
+                self.results.put((member, call(member)))
+            except BaseException as exc:  # a bug: hand it to the main thread, never lose it
+                self.results.put((member, exc))
+
+        self.running += 1
+        threading.Thread(target=run, name=f"rollout {member.name}", daemon=True).start()
+
+    def next(self) -> tuple[Member, object]:
+        member, value = self.results.get()
+        self.running -= 1
+        if isinstance(value, BaseException) and not isinstance(value, RolloutError):
+            raise value
+        return member, value
 
 
 def run_waves(planned: list[tuple[Wave, list[Member]]], work: Callable[[Member], str], say: Say = _quiet,
@@ -109,7 +155,7 @@ def run_waves(planned: list[tuple[Wave, list[Member]]], work: Callable[[Member],
         run.outcomes += outcomes
         failed = [o for o in outcomes if o.result == "failed"]
         waiting = [o for o in outcomes if o.result == "waiting"]
-        limit = 0 if wave.on_error == "stop" else wave.failure_limit
+        limit = _tolerated(wave)
         if limit is not None and len(failed) > limit:
             run.stopped_by = "failure"
             run.stopped = (f"wave {wave.name} stopped at {len(failed)} failed target{'s' if len(failed) != 1 else ''} "
@@ -124,41 +170,41 @@ def run_waves(planned: list[tuple[Wave, list[Member]]], work: Callable[[Member],
     return run
 
 
+def _tolerated(wave: Wave) -> int | None:
+    """How many failed targets the wave goes on past (None: any number)."""
+    return 0 if wave.on_error == "stop" else wave.failure_limit
+
+
 def _run_wave(wave: Wave, targets: list[Member], work: Callable[[Member], str], say: Say) -> list[Outcome]:
-    queue, held, outcomes = list(targets), [], []
-    failures = 0
-    limit = 0 if wave.on_error == "stop" else wave.failure_limit
-    with ThreadPoolExecutor(max_workers=wave.parallel) as pool:
-        running: dict[Future, tuple[Member, float]] = {}
-        while queue or running or held:
-            stop = limit is not None and failures > limit
-            while queue and len(running) < wave.parallel and not stop:
-                member = queue.pop(0)
-                running[pool.submit(_attempt, member, work, say)] = (member, time.monotonic())
-            if not running:
-                if stop:
-                    outcomes += [Outcome(m.name, wave.name, "not started", "the wave stopped") for m in queue + held]
-                    return outcomes
-                # the targets another process holds: look again once it has let go
-                time.sleep(BUSY_SECONDS)
-                queue, held = held, []
-                continue
-            done, _ = wait(running, return_when=FIRST_COMPLETED)
-            for future in done:
-                member, started = running.pop(future)
-                result, message = future.result()
-                if result == "busy":
-                    if not any(m.name == member.name for m in held):
-                        say(f"  {member.name}: held by another rollout, coming back to it ({message})")
-                    held.append(member)
-                    continue
-                outcome = Outcome(member.name, wave.name, result, message, time.monotonic() - started)
-                failures += result == "failed"
-                outcomes.append(outcome)
-                mark = {"done": "✓", "failed": "✗", "waiting": "…"}[result]
-                say(f"  {mark} {member.name}: {message}")
-        if limit is not None and failures > limit:
-            outcomes += [Outcome(m.name, wave.name, "not started", "the wave stopped") for m in queue]
+    """At most `parallel` targets at once; a target another process holds waits at the back."""
+    waiting, held, told, outcomes = list(targets), [], set(), []
+    started: dict[str, float] = {}
+    limit = _tolerated(wave)
+    workers = _Workers()
+    while waiting or held or workers.running:
+        failures = sum(o.result == "failed" for o in outcomes)
+        if limit is not None and failures > limit:  # let the ones in flight finish, start no more
+            waiting, held = [], waiting + held
+            if not workers.running:
+                return outcomes + [Outcome(m.name, wave.name, "not started", "the wave stopped") for m in held]
+        while waiting and workers.running < wave.parallel:
+            member = waiting.pop(0)
+            started[member.name] = time.monotonic()
+            workers.start(member, lambda m: _attempt(m, work, say))
+        if not workers.running:  # only targets another process holds: look again once it has let them go
+            time.sleep(BUSY_SECONDS)
+            waiting, held = held, []
+            continue
+        member, (result, message, code) = workers.next()
+        if result == "busy":
+            if member.name not in told:
+                told.add(member.name)
+                say(f"  {member.name}: held by another rollout, coming back to it ({message})")
+            held.append(member)
+            continue
+        outcomes.append(Outcome(member.name, wave.name, result, message, time.monotonic() - started[member.name],
+                                code))
+        say(f"  {dict(done='✓', failed='✗', waiting='…')[result]} {member.name}: {message}")
     return outcomes
 
 
@@ -181,11 +227,11 @@ def _gates(wave: Wave, environ: dict[str, str], say: Say) -> tuple[str, str] | N
 
 # -- the commands ------------------------------------------------------------------------------
 
-def _planned(plan: Plan, env: str, targets: list[Member]) -> list[tuple[Wave, list[Member]]]:
-    return waves(plan.environment(env), members(plan, env), targets)
+def _planned(plan: Plan, env: str, targets: Selection) -> list[tuple[Wave, list[Member]]]:
+    return waves(plan.environment(env), targets)
 
 
-def apply(plan: Plan, env: str, targets: list[Member], *, actor: str, step: str | None = None,
+def apply(plan: Plan, env: str, targets: Selection, *, actor: str, step: str | None = None,
           force: bool = False, backup: bool = True, say: Say = _quiet) -> FleetRun:
     """`rollout apply` on every target, wave by wave."""
     if step:
@@ -203,29 +249,47 @@ def apply(plan: Plan, env: str, targets: list[Member], *, actor: str, step: str 
     return run_waves(_planned(plan, env, targets), work, say)
 
 
-def advance(plan: Plan, env: str, targets: list[Member], *, actor: str, step: str | None = None,
+@dataclass(frozen=True)
+class _Rollout:
+    """A step on one target, as `advance` judged it: its state, stage index (-1: not started), halt."""
+
+    state: str
+    stage: int
+    halted: str | None
+
+
+def advance(plan: Plan, env: str, targets: Selection, *, actor: str, step: str | None = None,
             say: Say = _quiet) -> FleetRun:
     """Move a rollout (or every rollout in progress) one stage on across the fleet, wave by wave,
     each target checked on its own. Targets ahead of the fleet's lowest stage wait for the rest,
-    so a run killed half-way, run again, levels the fleet instead of pushing the first waves on."""
-    planned = _planned(plan, env, targets)
-    stages = _stages(plan, env, targets)
+    so a run killed half-way, run again, levels the fleet instead of pushing the first waves on;
+    each move names the stage it was judged at, so a target another run moved meanwhile is left
+    as it is. A rollout a gate halted moves only when the operator names its step (as on one
+    database: `--all` leaves it for a person)."""
+    planned, named = _planned(plan, env, targets), step is not None
+    seen = {member.name: value for member, value in _each(targets.chosen, lambda m: _rollouts(plan, env, m))
+            if not isinstance(value, Exception)}  # an unreachable target is reported by its wave
     steps = [plan.step(step)] if step else [
-        s for s in plan.order() if any(row.get(s.id, (None,))[0] == state.ROLLING_OUT for row in stages.values())]
+        s for s in plan.order() if any(row[s.id].state == state.ROLLING_OUT for row in seen.values())]
     run = FleetRun()
     for current in steps:
-        positions = [row[current.id][1] for row in stages.values()
-                     if current.id in row and row[current.id][0] == state.ROLLING_OUT]
-        lowest = min(positions, default=None)
+        lowest = min((row[current.id].stage for row in seen.values() if row[current.id].state == state.ROLLING_OUT),
+                     default=None)
 
         def work(member: Member, step=current, lowest=lowest) -> str:
-            here = stages.get(member.name, {}).get(step.id)
-            if here is None or here[0] != state.ROLLING_OUT:
-                return f"{step.id} is {here[0] if here else 'unknown'} here: nothing to advance"
-            if lowest is not None and here[1] > lowest:
-                return f"{step.id} is ahead of the fleet ({_stage(here[1])}): it waits for the others"
-            [moved] = api.advance(plan, env, step.id, dsn=member.conninfo, actor=actor)
+            here = seen[member.name][step.id] if member.name in seen else _rollouts(plan, env, member)[step.id]
+            if here.state != state.ROLLING_OUT:
+                return f"{step.id} is {here.state} here: nothing to advance"
+            if lowest is not None and here.stage > lowest:
+                return f"{step.id} is ahead of the fleet ({_stage(here.stage)}): it waits for the others"
+            if here.halted and not named:
+                raise Waiting(f"{step.id} is halted ({here.halted}); `rollout advance {step.id}` resumes it")
+            [moved] = api.advance(plan, env, step.id, dsn=member.conninfo, actor=actor, resume=named,
+                                  expect=None if here.stage < 0 else here.stage)
             if moved.outcome == "holding":
+                now = _rollouts(plan, env, member)[step.id]
+                if (now.state, now.stage) != (here.state, here.stage):  # another run moved it as this one did
+                    return f"{step.id}: another command moved it meanwhile: left as it is"
                 raise Waiting(f"{step.id}: {moved.message}")
             if moved.outcome in ("refused", "halted"):
                 raise _Refused(f"{step.id}: {moved.outcome}: {moved.message}")
@@ -243,54 +307,57 @@ def advance(plan: Plan, env: str, targets: list[Member], *, actor: str, step: st
 class _Refused(RolloutError):
     """A target's stage checks or gates refused the move: a failure of its wave."""
 
+    exit_code = EXIT_STEP_FAILED
+
 
 def _stage(index: int | None) -> str:
     return "the start" if index is None or index < 0 else f"stage {index + 1}"
 
 
-def _stages(plan: Plan, env: str, targets: list[Member]) -> dict[str, dict[str, tuple[str, int]]]:
-    """Each reachable target's steps: (state, stage index). Unreachable targets are left out:
-    the wave reports them when it gets to them."""
-    def read(member: Member):
-        with connect(member.target(env), "rollout advance") as conn:
-            states = state.step_states(conn, env)
-        # -1: not started (no stage yet), so that it sorts before the first stage
-        return {s.id: (states[s.id].state, -1 if states[s.id].stage is None else states[s.id].stage)
-                for s in plan.order()}
-
-    found = {}
-    for member, value in _each(targets, read):
-        if not isinstance(value, Exception):
-            found[member.name] = value
-    return found
+def _rollouts(plan: Plan, env: str, member: Member) -> dict[str, _Rollout]:
+    """Each step of the plan on one target, read now."""
+    with connect(member.target(env), "rollout advance") as conn:
+        states = state.step_states(conn, env)
+    return {s.id: _Rollout(states[s.id].state, -1 if states[s.id].stage is None else states[s.id].stage,
+                           states[s.id].halted) for s in plan.order()}
 
 
 def _each(targets: Iterable[Member], read: Callable[[Member], object],
           parallel: int = KILL_PARALLEL) -> list[tuple[Member, object]]:
-    """`read` on every target at once (at most `parallel` connections): a value or the RolloutError it raised."""
+    """`read` on every target, `parallel` at a time: each target's value, or the RolloutError it raised."""
     def attempt(member: Member) -> object:
         try:
             return read(member)
         except RolloutError as exc:
             return exc
 
-    targets = list(targets)
-    with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(targets)))) as pool:
-        return list(zip(targets, pool.map(attempt, targets)))
+    pending, workers, found = list(targets), _Workers(), {}
+    while pending or workers.running:
+        while pending and workers.running < parallel:
+            workers.start(pending.pop(0), attempt)
+        member, value = workers.next()
+        found[member.name] = (member, value)
+    return [found[m.name] for m in targets]
 
 
-def _everywhere(targets: list[Member], work: Callable[[Member], str], say: Say) -> FleetRun:
+def _everywhere(targets: Selection, work: Callable[[Member], str], say: Say) -> FleetRun:
+    """The kill switch's way: every target at once, no waves."""
     run = FleetRun()
-    for member, value in _each(targets, work):
-        failed = isinstance(value, Exception)
-        run.outcomes.append(Outcome(member.name, "all", "failed" if failed else "done", str(value)))
+    for member, value in _each(targets.chosen, work):
+        failed = isinstance(value, RolloutError)
+        run.outcomes.append(Outcome(member.name, "all", "failed" if failed else "done", str(value),
+                                    exit_code=value.exit_code if failed else 0))
         say(f"  {'✗' if failed else '✓'} {member.name}: {value}")
     return run
 
 
-def flag_set(plan: Plan, env: str, targets: list[Member], name: str, value: str, *, actor: str,
+def flag_set(plan: Plan, env: str, targets: Selection, name: str, value: str, *, actor: str,
              reason: str | None = None, say: Say = _quiet) -> FleetRun:
-    """The kill switch on the whole fleet at once: no waves."""
+    """The kill switch on the whole fleet at once: no waves. The name and value are checked once,
+    before any target is touched."""
+    api.flags_declared(plan, name)
+    flags.parse_value(value)
+
     def work(member: Member) -> str:
         old, new = api.flag_set(plan, env, name, value, reason=reason, dsn=member.conninfo, actor=actor)
         return f"{old.shown if old else 'unset'} -> {new.shown}"
@@ -298,8 +365,10 @@ def flag_set(plan: Plan, env: str, targets: list[Member], name: str, value: str,
     return _everywhere(targets, work, say)
 
 
-def abort(plan: Plan, env: str, targets: list[Member], step: str, *, actor: str, reason: str | None = None,
+def abort(plan: Plan, env: str, targets: Selection, step: str, *, actor: str, reason: str | None = None,
           say: Say = _quiet) -> FleetRun:
+    plan.step(step)
+
     def work(member: Member) -> str:
         api.abort(plan, env, step, reason=reason, dsn=member.conninfo, actor=actor)
         return f"{step} aborted, its flag off"
@@ -344,7 +413,7 @@ class FleetStatus:
         return sum(pace * len(left & set(names)) / wave.parallel for wave, names in self.waves)
 
 
-def status(plan: Plan, env: str, targets: list[Member]) -> FleetStatus:
+def status(plan: Plan, env: str, targets: Selection) -> FleetStatus:
     """Every target's steps, read at once (at most KILL_PARALLEL connections). Read-only."""
     planned = _planned(plan, env, targets)
     wave_of = {m.name: wave.name for wave, ms in planned for m in ms}
@@ -366,16 +435,19 @@ def status(plan: Plan, env: str, targets: list[Member]) -> FleetStatus:
         return seen
 
     rows = [TargetStatus(member.name, wave_of[member.name], member.labels, None, str(value))
-            if isinstance(value, Exception) else value for member, value in _each(targets, read)]
+            if isinstance(value, Exception) else value for member, value in _each(targets.chosen, read)]
     return FleetStatus(env, rows, [(wave, [m.name for m in ms]) for wave, ms in planned])
 
 
-def events(plan: Plan, env: str, targets: list[Member], limit: int = 50) -> list[tuple[str, state.Event]]:
-    """The audit trails of the fleet merged: the latest `limit` events, oldest first, each with its target."""
-    merged = []
-    for member, value in _each(targets, lambda m: api.events(plan, env, dsn=m.conninfo, limit=limit)):
-        if isinstance(value, Exception):
-            raise UsageError(f"target {member.name}: {value}")
-        merged += [(member.name, event) for event in value]
+def events(plan: Plan, env: str, targets: Selection, limit: int = 50) -> tuple[list[tuple[str, state.Event]],
+                                                                                  dict[str, str]]:
+    """The audit trails of the fleet merged: the latest `limit` events, oldest first, each with its
+    target; and the targets that could not be read, with why (as `status` reports them)."""
+    merged, unread = [], {}
+    for member, value in _each(targets.chosen, lambda m: api.events(plan, env, dsn=m.conninfo, limit=limit)):
+        if isinstance(value, RolloutError):
+            unread[member.name] = str(value)
+        else:
+            merged += [(member.name, event) for event in value]
     merged.sort(key=lambda pair: pair[1].at)
-    return merged[-limit:]
+    return merged[-limit:], unread

@@ -20,10 +20,15 @@ from pydantic import TypeAdapter, ValidationError
 from .database import Target, connect
 from .errors import UsageError, describe_error
 from .plan import Plan
-from .plan_parts import TARGET_PATTERN, Environment, LabelKey, LabelValue, Wave
+from .plan_parts import TARGET_PATTERN, Environment, LabelKey, LabelValue, Wave, first_repeated
 
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _LABELS = TypeAdapter(dict[LabelKey, LabelValue])
+_LABEL_RULE = ("a label is key=value: the key lowercase letters, digits, '_', '.', '-' (starting with a letter), "
+               "the value without spaces, '=' or ','")
+# a URI's password: a catalog row may name a ${VARIABLE} there, and nowhere else
+_PASSWORD = re.compile(r"^(postgres(?:ql)?://[^:@/?#]*:)([^@/?#]*)(@.*)$", re.DOTALL)
+CATALOG_TIMEOUT = "10s"  # a catalog that hangs must not hang the kill switch for long
 
 
 @dataclass(frozen=True)
@@ -41,6 +46,14 @@ class Member:
         return all(self.labels.get(key) == value for key, value in labels.items())
 
 
+@dataclass(frozen=True)
+class Selection:
+    """The targets a command acts on, and the whole fleet (which places them in waves)."""
+
+    everyone: tuple[Member, ...]
+    chosen: tuple[Member, ...]
+
+
 def members(plan: Plan, env_name: str) -> list[Member]:
     """Every target of the fleet environment, as the plan lists them (or its file, or its query)."""
     env = plan.environment(env_name)
@@ -56,10 +69,8 @@ def members(plan: Plan, env_name: str) -> list[Member]:
                          "targets of a fleet (docs/fleets.md)")
     if not found:
         raise UsageError(f"environment {env_name!r} lists no targets")
-    names = [m.name for m in found]
-    twice = sorted({n for n in names if names.count(n) > 1})
-    if twice:
-        raise UsageError(f"environment {env_name!r} lists the target {twice[0]!r} twice; give each target its own name")
+    if (twice := first_repeated([m.name for m in found])) is not None:
+        raise UsageError(f"environment {env_name!r} lists the target {twice!r} twice; give each target its own name")
     return found
 
 
@@ -70,33 +81,29 @@ def _variable(name: str, where: str) -> str:
     return value
 
 
-def _expand(dsn: str, where: str) -> str:
-    """A DSN with its ${VARIABLE}s filled in from the environment (the secrets stay out of the list)."""
-    return _VARIABLE.sub(lambda m: _variable(m.group(1), where), dsn)
+def _expand(text: str, where: str) -> str:
+    """${VARIABLE}s filled in from the environment (the secrets stay out of the list)."""
+    return _VARIABLE.sub(lambda m: _variable(m.group(1), where), text)
 
 
-def _labels(words: list[str], where: str) -> dict[str, str]:
-    labels = {}
-    for word in words:
-        key, equals, value = word.partition("=")
-        if not equals:
-            raise UsageError(f"{where}: {word!r} is not a label; write key=value after the DSN (e.g. region=eu)")
-        labels[key] = value
+def checked_labels(labels: dict, where: str) -> dict[str, str]:
     try:
         return _LABELS.validate_python(labels)
     except ValidationError:
-        raise UsageError(f"{where}: a label key is lowercase letters, digits, '_', '.', '-' (starting with a letter) "
-                         "and a value has no spaces, '=' or ','") from None
+        raise UsageError(f"{where}: {_LABEL_RULE}") from None
 
 
 def _from_file(path: Path) -> list[Member]:
+    """`NAME DSN [key=value ...]` a line. A DSN is a URI or a ${VARIABLE}, so that a key=value
+    DSN's password is never taken for a label; nothing of a line is echoed (it may hold a
+    secret), only its place."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise UsageError(f"{path}: the targets file does not exist; write one target a line: NAME DSN [key=value ...]"
                          ) from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"{path}: cannot read the targets file ({type(exc).__name__}: {exc})") from None
+        raise UsageError(f"{path}: cannot read the targets file ({type(exc).__name__})") from None
     found = []
     for number, line in enumerate(text.splitlines(), 1):
         words = line.split()
@@ -104,16 +111,21 @@ def _from_file(path: Path) -> list[Member]:
             continue
         where = f"{path}:{number}"
         if not re.fullmatch(TARGET_PATTERN, words[0]):
-            raise UsageError(f"{where}: {_shown(words[0])} is not a target name: letters, digits, '_', '.', '-', "
-                             "starting with a letter or digit, at most 63")
-        if len(words) < 2:
-            raise UsageError(f"{where}: target {words[0]!r} has no DSN; write NAME DSN [key=value ...]")
-        found.append(Member(words[0], _expand(words[1], where), _labels(words[2:], where)))
+            raise UsageError(f"{where}: the line does not start with a target name (letters, digits, '_', '.', '-', "
+                             "starting with a letter or digit, at most 63); write NAME DSN [key=value ...]")
+        if len(words) < 2 or not words[1].startswith(("postgresql://", "postgres://", "${")):
+            raise UsageError(f"{where}: target {words[0]!r} needs a DSN after its name: a URI "
+                             "(postgresql://USER:PASSWORD@HOST:PORT/DBNAME, the password may be ${VARIABLE}), or "
+                             "${VARIABLE} holding the whole DSN")
+        labels = dict(word.partition("=")[::2] for word in words[2:])
+        if any("=" not in word for word in words[2:]):
+            raise UsageError(f"{where}: after the DSN, {_LABEL_RULE}")
+        found.append(Member(words[0], _expand(words[1], where), checked_labels(labels, where)))
     return found
 
 
 def _shown(text: str) -> str:
-    """A value from a file or a database, safe to print: quoted, control characters escaped."""
+    """A value from a database, safe to print: quoted, control characters escaped."""
     return repr(text[:64])
 
 
@@ -124,12 +136,13 @@ def _from_query(env: Environment, env_name: str) -> list[Member]:
     try:
         with connect(catalog, "rollout targets") as conn, conn.transaction():
             conn.execute("SET TRANSACTION READ ONLY")
+            conn.execute(f"SET LOCAL statement_timeout = '{CATALOG_TIMEOUT}'")
             cursor = conn.execute(query.sql)
             columns = [c.name for c in cursor.description or ()]
             rows = cursor.fetchall()
     except psycopg.Error as exc:
         raise UsageError(f"environment {env_name!r}: targets_query failed: {catalog.scrub(describe_error(exc))}") from None
-    if columns[:2] != ["name", "dsn"] or len(columns) > 3 or columns[2:] not in ([], ["labels"]):
+    if columns[:2] != ["name", "dsn"] or columns[2:] not in ([], ["labels"]):
         raise UsageError(f"environment {env_name!r}: targets_query returns the columns {', '.join(columns) or 'none'}; "
                          "it must return name, dsn and optionally labels (a jsonb object)")
     found = []
@@ -141,16 +154,20 @@ def _from_query(env: Environment, env_name: str) -> list[Member]:
         where = f"environment {env_name!r}, targets_query, target {name!r}"
         if not isinstance(dsn, str) or not dsn.strip():
             raise UsageError(f"{where}: the dsn is empty")
-        if labels is not None and (not isinstance(labels, dict) or
-                                   not all(isinstance(v, str) for v in labels.values())):
+        if labels is not None and not isinstance(labels, dict):
             raise UsageError(f"{where}: labels must be a jsonb object of strings, e.g. '{{\"region\": \"eu\"}}'")
-        try:
-            checked = _LABELS.validate_python(labels or {})
-        except ValidationError:
-            raise UsageError(f"{where}: a label key is lowercase letters, digits, '_', '.', '-' and a value has no "
-                             "spaces, '=' or ','") from None
-        found.append(Member(name, _expand(dsn, where), checked))
+        found.append(Member(name, _catalog_dsn(dsn, where), checked_labels(labels or {}, where)))
     return found
+
+
+def _catalog_dsn(dsn: str, where: str) -> str:
+    """A catalog's DSN with its password's ${VARIABLE} filled in. Only the password: whoever may
+    write the catalog must not be able to send any of this machine's variables to a host of theirs."""
+    head, password, tail = match.groups() if (match := _PASSWORD.match(dsn)) else (dsn, "", "")
+    if _VARIABLE.search(head + tail):
+        raise UsageError(f"{where}: a DSN from targets_query may name a ${{VARIABLE}} only as its password "
+                         "(postgresql://USER:${VARIABLE}@HOST/DB)")
+    return head + _expand(password, where) + tail
 
 
 def parse_label(text: str) -> tuple[str, str]:
@@ -161,7 +178,7 @@ def parse_label(text: str) -> tuple[str, str]:
     return key, value
 
 
-def select(found: list[Member], names: tuple[str, ...] = (), labels: dict[str, str] | None = None) -> list[Member]:
+def select(found: list[Member], names: tuple[str, ...] = (), labels: dict[str, str] | None = None) -> Selection:
     """The targets named (every one must exist) that carry every label given."""
     known = {m.name: m for m in found}
     unknown = [n for n in names if n not in known]
@@ -172,13 +189,14 @@ def select(found: list[Member], names: tuple[str, ...] = (), labels: dict[str, s
     if not chosen:
         raise UsageError("no target of this fleet has the labels " +
                          ", ".join(f"{k}={v}" for k, v in (labels or {}).items()))
-    return chosen
+    return Selection(tuple(found), tuple(chosen))
 
 
-def waves(env: Environment, fleet: list[Member], chosen: list[Member]) -> list[tuple[Wave, list[Member]]]:
+def waves(env: Environment, selection: Selection) -> list[tuple[Wave, list[Member]]]:
     """The chosen targets in the environment's waves: each target in the first wave that takes it.
     A `percent` wave counts shares of the whole fleet, so narrowing a command with --target or
     --label never moves a target to another wave."""
+    fleet, chosen = selection.everyone, selection.chosen
     plan_waves = env.waves or (Wave(name="all"),)
     by_name = sorted(fleet, key=lambda m: m.name)
     placed: dict[str, str] = {}

@@ -15,7 +15,7 @@ from . import state
 from .fleet import FleetStatus
 
 MARKS = {state.DONE: "✓", state.ROLLING_OUT: "~", state.PENDING: "·", state.FAILED: "✗", "aborted": "!"}
-LEGEND = "✓ done  ~ rolling out  · pending  ✗ failed  ! aborted  ? unreachable  * busy"
+LEGEND = "✓ done  ~ rolling out  · pending  ✗ failed  ! aborted  ? unreachable  * changing"
 
 
 def _mark(shown_state: str) -> str:

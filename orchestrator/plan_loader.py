@@ -25,7 +25,7 @@ from .errors import PlanError
 from . import operations
 from .analysis import analyze
 from .plan import Check, Direction, Migration, Plan, PlanModel, json_schema
-from .plan_parts import NAME_RULE
+from .plan_parts import NAME_RULE, PATTERN_RULES
 
 MAX_FILE_BYTES = 1024 * 1024  # a migration, a check or a seed file
 BOM = b"\xef\xbb\xbf"
@@ -222,7 +222,8 @@ def _report_validation_error(error: dict, doc: _Document) -> None:
         hint = f"did you mean {guess[0]!r}?" if guess else f"allowed keys: {', '.join(allowed)}"
         doc.at(loc, f"unknown key {loc[-1]!r}; {hint}", key=True)
     elif kind == "string_pattern_mismatch":
-        rule = NAME_RULE if loc[-1] != "dsn_env" else "an environment variable name (letters, digits, '_')"
+        pattern = error.get("ctx", {}).get("pattern", "")
+        rule = PATTERN_RULES.get(pattern, NAME_RULE if pattern == "" else f"the pattern {pattern}")
         doc.at(loc, f"{value!r} is not a valid name: use {rule}")
     elif kind == "value_error":
         doc.at(loc, error["msg"].removeprefix("Value error, "))

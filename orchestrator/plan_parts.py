@@ -153,28 +153,49 @@ class Actor(_Model):
         None, description="a claim of the request's JWT (e.g. sub)")
 
 
+ENV_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+EnvName = Annotated[str, StringConstraints(pattern=ENV_PATTERN)]  # an environment variable
+
 # a fleet target's name, as operators type it after --target: tenant ids, regions, shard numbers
 TARGET_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
 TargetName = Annotated[str, StringConstraints(pattern=TARGET_PATTERN)]
-LabelKey = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_.-]{0,62}$")]
-LabelValue = Annotated[str, StringConstraints(pattern=r"^[^\s=,\x00-\x1f\x7f]{1,128}$")]
+LABEL_KEY_PATTERN, LABEL_VALUE_PATTERN = r"^[a-z][a-z0-9_.-]{0,62}$", r"^[^\s=,\x00-\x1f\x7f]{1,128}$"
+LabelKey = Annotated[str, StringConstraints(pattern=LABEL_KEY_PATTERN)]
+LabelValue = Annotated[str, StringConstraints(pattern=LABEL_VALUE_PATTERN)]
+
+# what each name's pattern asks, in words, for the loader's messages
+PATTERN_RULES = {
+    NAME_PATTERN: NAME_RULE,
+    ENV_PATTERN: "an environment variable name (letters, digits, '_')",
+    TARGET_PATTERN: "letters, digits, '_', '.' and '-', starting with a letter or digit, at most 63 characters",
+    LABEL_KEY_PATTERN: "lowercase letters, digits, '_', '.' and '-', starting with a letter, at most 63 characters",
+    LABEL_VALUE_PATTERN: "1 to 128 characters without spaces, '=', ',' or control characters",
+}
+
+
+def first_repeated(names: list[str]) -> str | None:
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            return name
+        seen.add(name)
+    return None
 
 
 class FleetTarget(_Model):
     """One database of a fleet, named in the plan."""
 
     name: TargetName
-    dsn_env: Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] = Field(
-        description="the environment variable that holds its DSN")
+    dsn_env: EnvName = Field(description="the environment variable that holds its DSN")
     labels: dict[LabelKey, LabelValue] = Field(default_factory=dict, description="e.g. {region: eu, tier: canary}")
 
 
 class TargetsQuery(_Model):
     """A fleet listed by a query against a catalog database (the way teams list their tenants)."""
 
-    dsn_env: Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] = Field(
-        description="the environment variable that holds the catalog database's DSN")
-    sql: str = Field(description="returns name, dsn and optionally labels (jsonb); a DSN may name ${VARIABLE}s")
+    dsn_env: EnvName = Field(description="the environment variable that holds the catalog database's DSN")
+    sql: str = Field(description="returns name, dsn and optionally labels (jsonb); a DSN's password may be a "
+                                 "${VARIABLE}")
 
 
 class Wave(_Model):
@@ -194,7 +215,11 @@ class Wave(_Model):
 
     @model_validator(mode="after")
     def _one_selector(self) -> "Wave":
-        chosen = [key for key in ("targets", "labels", "percent") if getattr(self, key)]
+        chosen = [key for key in ("targets", "labels", "percent") if key in self.model_fields_set]
+        empty = [key for key in ("targets", "labels") if key in chosen and not getattr(self, key)]
+        if empty:  # `targets: []` would otherwise mean the rest of the fleet
+            raise ValueError(f"wave {self.name!r} has an empty {empty[0]}: name at least one, or leave the key out "
+                             "for the rest of the fleet")
         if len(chosen) > 1:
             raise ValueError(f"a wave selects by one of targets, labels or percent, not {' and '.join(chosen)}")
         if self.failure_limit is not None and self.on_error == "stop":
@@ -207,7 +232,7 @@ class Environment(_Model):
     or a fleet of databases."""
 
     database: Literal["embedded"] | None = Field(None, description="'embedded': the built-in PostgreSQL server")
-    dsn_env: Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] | None = Field(
+    dsn_env: EnvName | None = Field(
         None, description="name of the environment variable that holds this environment's DSN"
     )
     bootstrap: str | None = Field(None, description="SQL file applied once to an empty database")
@@ -241,14 +266,9 @@ class Environment(_Model):
                              (f" (it has {', '.join(given)})" if given else ""))
         if self.waves and not self.is_fleet:
             raise ValueError("waves order a fleet: give the environment targets, targets_file or targets_query")
-        names = [w.name for w in self.waves]
-        twice = sorted({n for n in names if names.count(n) > 1})
-        if twice:
-            raise ValueError(f"two waves are named {twice[0]!r}")
-        listed = [t.name for t in self.targets]
-        twice = sorted({n for n in listed if listed.count(n) > 1})
-        if twice:
-            raise ValueError(f"two targets are named {twice[0]!r}")
+        for kind, names in (("waves", [w.name for w in self.waves]), ("targets", [t.name for t in self.targets])):
+            if (twice := first_repeated(names)) is not None:
+                raise ValueError(f"two {kind} are named {twice!r}")
         return self
 
     @property
@@ -295,7 +315,6 @@ class Check(_Model):
         return self
 
 
-EnvName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
 
 
 def _exactly_one(model, *keys: str) -> None:

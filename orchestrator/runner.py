@@ -261,10 +261,16 @@ class Advance:
     gate: str | None = None  # refused by a metric gate: 'failed' or 'inconclusive'
 
 
-def advance(session: Session, step: Step, *, restart: bool = True, resume: bool = True) -> Advance:
+ANY_STAGE = object()
+
+
+def advance(session: Session, step: Step, *, restart: bool = True, resume: bool = True,
+            expect: object = ANY_STAGE) -> Advance:
     """Move a step's flag to its next stage when the current stage's hold and checks allow;
     at 100% with its checks passing, run the finalize migrations and mark the step done.
-    A rollout a gate halted stays halted unless `resume` (an operator named the step)."""
+    A rollout a gate halted stays halted unless `resume` (an operator named the step).
+    `expect`: the stage index (None: not started) the caller judged it at; when the rollout is
+    elsewhere by now, another command moved it, and this one leaves it ("moved")."""
     stages = session.plan.stages(step)
     if stages is None:
         raise UsageError(f"step {step.id!r} has no flag to roll out")
@@ -274,6 +280,8 @@ def advance(session: Session, step: Step, *, restart: bool = True, resume: bool 
                 session.transition(step.id, ROLLING_OUT, f"rollout of flag {step.flag} restarted after an abort")
                 state.set_stage(session.conn, session.env, step.id, None)
     current = session.state_of(step.id)
+    if expect is not ANY_STAGE and (current.state, current.stage) != (ROLLING_OUT, expect):
+        return Advance(step.id, "moved", "another command moved it since this one looked: left as it is")
     if current.state == DONE:
         return Advance(step.id, "done", "already done")
     if current.state != ROLLING_OUT:

@@ -95,6 +95,7 @@ class Session:
             raise
         finally:
             _finish_run(self.conn, self.run_id, outcome)
+            _republish(self.conn, self.plan, self.env)
             self.lock.release()
             self.lock = self.run_id = None
 
@@ -172,6 +173,8 @@ def open_session(plan: Plan, env: str, *, dsn: str | None, actor: str, command: 
     finally:
         if "session" in locals():
             _finish_run(conn, session.run_id, outcome)
+        if held is not None:
+            _republish(conn, plan, env)
         conn.close()
         if held is not None:
             held.release()
@@ -182,6 +185,19 @@ def open_session(plan: Plan, env: str, *, dsn: str | None, actor: str, command: 
 def _outcome(exc: RolloutError) -> str:
     """How a run that raised `exc` ended, as rollout.runs records it."""
     return "stopped" if exc.exit_code == 4 else "step failed"
+
+
+def _republish(conn: psycopg.Connection, plan: Plan, env: str) -> None:
+    """publish.sync again as a command that held the environment ends: what it created (yoyo's
+    tables, the originals an operation keeps) got its schema's default privileges, which
+    flags_api takes back. Best effort: the command's own outcome stands, and the next command
+    that takes the lock does it again."""
+    if conn.closed or conn.broken:
+        return
+    try:
+        publish.sync(conn, plan, env)
+    except (psycopg.Error, RolloutError):
+        pass
 
 
 def _finish_run(conn: psycopg.Connection, run_id: int | None, outcome: str) -> None:

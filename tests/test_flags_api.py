@@ -169,3 +169,27 @@ def test_the_actor_comes_from_the_session_the_request_header_or_the_jwt(tmp_path
     Rollout(write_plan(tmp_path, ACTOR.replace("actor: {header: x-actor, claim: sub}", "actor: {claim: email}")),
             dsn)("apply")
     assert written_by(6, {"x-actor": "4242"}, {"email": "mod@example.org"}) == "mod@example.org"
+
+
+def test_the_originals_an_operation_keeps_are_private_when_the_command_ends(tmp_path, dsn, db, roles):
+    """Supabase's default privileges give its API roles every new table in public, the originals
+    an operation keeps for a rollback included; the command that creates them takes that back
+    before it lets go of the environment."""
+    db.execute(sql.SQL("ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON TABLES TO {}").format(
+        sql.Identifier(roles["anon"])))
+    db.execute("CREATE TABLE scores (id int PRIMARY KEY, v numeric)")
+    db.execute("INSERT INTO scores VALUES (1, 5), (2, 0.5)")
+    plan = PLAN.replace("API", f"flags_api: {{schema: public, roles: [{roles['anon']}]}}").replace("steps: []", """\
+steps:
+  - id: cap
+    title: scores at most 1
+    priority: high
+    operations:
+      - {op: add_constraint, table: scores, name: v_at_most_1, check: v <= 1, remediation: {set: {v: "least(v, 1)"}}}
+""")
+    applied = Rollout(write_plan(tmp_path, plan), dsn)("apply")
+    assert applied.exit_code == 0, applied.output
+    assert db.execute("SELECT original FROM _rollout_originals_v_at_most_1").fetchall() == [({"v": 5},)]
+    for statement in ("SELECT * FROM _rollout_originals_v_at_most_1", "DELETE FROM _rollout_originals_v_at_most_1"):
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            as_request(dsn, roles["anon"], statement)

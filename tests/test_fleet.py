@@ -214,7 +214,7 @@ def test_an_unreachable_target_is_retried_reported_and_keeps_its_secret(make_fle
     listing = f.plan.parent / "fleet.txt"
     listing.write_text(listing.read_text() + f"t99 postgresql://rollout:{secret}@127.0.0.1:1/nowhere region=eu\n")
     applied = f("apply")
-    assert applied.exit_code == 1, applied.output
+    assert applied.exit_code == 2, applied.output  # the failures' own code: an unreachable database's
     assert "unreachable, trying again" in applied.output and "✗ t99 (rest): unreachable after 3 attempts" in applied.output
     assert all(f.state(t) == "rolling_out" for t in f.names)
     shown = f("status")
@@ -225,7 +225,7 @@ def test_an_unreachable_target_is_retried_reported_and_keeps_its_secret(make_fle
 
 def test_target_and_label_narrow_any_command(make_fleet):
     f = make_fleet(6)
-    narrowed = f("--label", "region=eu", "apply")
+    narrowed = f("--label", "region=eu", "apply", "notes")
     assert narrowed.exit_code == 0, narrowed.output
     assert [t for t in f.names if f.state(t)] == ["t01", "t03", "t05"]
     one = f("flags", "list", "--target", "t03")  # before or after the command, as every global option
@@ -238,15 +238,19 @@ def test_target_and_label_narrow_any_command(make_fleet):
 
 @pytest.mark.parametrize("listing, message", [
     ("t00 ${FLEET_UNSET_VARIABLE}/x\n", "fleet.txt:1: $FLEET_UNSET_VARIABLE is not set"),
-    ("# a comment\n\nt00\n", "fleet.txt:3: target 't00' has no DSN"),
+    ("# a comment\n\nt00\n", "fleet.txt:3: target 't00' needs a DSN after its name"),
     ("t00 postgresql:///a\nt00 postgresql:///b\n", "lists the target 't00' twice"),
-    ("bad/name postgresql:///a\n", "fleet.txt:1: 'bad/name' is not a target name"),
-    ("t00 postgresql:///a region\n", "fleet.txt:1: 'region' is not a label"),
+    ("bad/name postgresql:///a\n", "fleet.txt:1: the line does not start with a target name"),
+    ("t00 postgresql:///a region\n", "fleet.txt:1: after the DSN, a label is key=value"),
+    # a key=value DSN would put its password among the labels: a DSN is a URI, and nothing is echoed
+    ("t00 host=db password=hunter2-secret\n", "fleet.txt:1: target 't00' needs a DSN after its name"),
+    ("postgresql://u:hunter2-secret@db/x t00\n", "fleet.txt:1: the line does not start with a target name"),
 ])
 def test_a_bad_targets_file_is_named_with_its_line(tmp_path, listing, message):
     plan = write_plan(tmp_path, PLAN.replace("ON_ERROR", "stop"), {**files(), "fleet.txt": listing})
     result = Rollout(plan, None)("status", env="production")
     assert result.exit_code == 2 and message in result.output, result.output
+    assert "hunter2" not in result.output
 
 
 def test_targets_from_a_catalog_query_and_from_the_plan(tmp_path, server, dsn, db, monkeypatch):
@@ -256,10 +260,11 @@ def test_targets_from_a_catalog_query_and_from_the_plan(tmp_path, server, dsn, d
             admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     try:
         db.execute("CREATE TABLE tenants (slug text, url text, region text)")
+        # the password from this machine's environment, never from the catalog (trust ignores it here)
         db.execute("INSERT INTO tenants VALUES ('acme', %s, 'eu'), ('globex', %s, 'us')",
-                   (server.url(first).replace(first, "${TENANT_DB_ACME}"), server.url(second)))
+                   (server.url(first).replace("://postgres@", "://postgres:${TENANT_PASSWORD}@"), server.url(second)))
         monkeypatch.setenv("CATALOG_URL", dsn)
-        monkeypatch.setenv("TENANT_DB_ACME", first)
+        monkeypatch.setenv("TENANT_PASSWORD", "not-checked-by-trust")
         query = ("targets_query: {dsn_env: CATALOG_URL, sql: \"SELECT slug AS name, url AS dsn, "
                  "jsonb_build_object('region', region) AS labels FROM tenants ORDER BY slug\"}")
         plan = write_plan(tmp_path, PLAN.replace("targets_file: fleet.txt", query).replace("[t00]", "[acme]")
@@ -269,6 +274,10 @@ def test_targets_from_a_catalog_query_and_from_the_plan(tmp_path, server, dsn, d
         assert "✓ acme" in applied.output and "✓ globex" in applied.output
         eu = Rollout(plan, None)("--label", "region=eu", "status", "--json", env="production")
         assert [t["name"] for t in json.loads(eu.stdout)["targets"]] == ["acme"]
+        # a catalog row may not send this machine's variables anywhere but into a password
+        db.execute("UPDATE tenants SET url = replace(url, '?host=', '?host=${HOME}') WHERE slug = 'globex'")
+        leaking = Rollout(plan, None)("status", env="production")
+        assert leaking.exit_code == 2 and "only as its password" in leaking.output, leaking.output
         db.execute("UPDATE tenants SET slug = 'bad name' WHERE slug = 'globex'")
         broken = Rollout(plan, None)("status", env="production")
         assert broken.exit_code == 2 and "returned the name 'bad name'" in broken.output
@@ -306,6 +315,9 @@ def test_the_status_of_a_large_fleet_fits_80_columns(make_fleet):
     assert {"t00", "t01", "t02", "t03"} <= set(groups["~"][1]), text  # t05 ran, or not, as t04 failed
     assert {"t04", "t06", "t07", "t08", "t09", "t10", "t11"} <= set(groups["·"][1]), text
     assert "waves (done/targets): canary 0/1  half 0/5  rest 0/6" in lines, text
+    # what apply has left (the targets after the failure), at the pace of the targets applied so far
+    assert lines[0].startswith("fleet production: 12 targets, 0 done, apply ETA "), text
+    assert seen.eta_seconds() > 0
     assert any(line.startswith("  t04: apply failed:") for line in lines) and "no_blocker" in text, text
 
 
@@ -382,3 +394,68 @@ def test_abort_reaches_every_target_at_once_and_connections_stay_bounded(make_fl
     assert aborted.exit_code == 0 and aborted.output.count("notes aborted, its flag off") == 12, aborted.output
     assert {f.state(t) for t in f.names} == {"aborted"}
     assert {f.query(t, "SELECT enabled FROM rollout.flags")[0][0] for t in f.names} == {False}
+
+
+def test_advance_reports_an_unreachable_target_and_leaves_a_halt_to_a_person(make_fleet):
+    f = make_fleet(4)
+    assert f("apply").exit_code == 0
+    f.query("t02", "UPDATE rollout.steps SET halted = 'a gate failed' WHERE step_id = 'notes'")
+    every = f("advance", "--all")
+    assert every.exit_code == 0, every.output  # a halt waits for a person: no failure
+    assert "notes is halted (a gate failed); `rollout advance notes` resumes it" in every.output
+    assert "stopped: wave rest waits: t02" in every.output
+    assert f.query("t02", "SELECT stage FROM rollout.steps") == [(None,)]
+    named = f("advance", "notes")  # the operator names the step: the halt is lifted
+    assert named.exit_code == 0, named.output
+    assert {f.query(t, "SELECT stage FROM rollout.steps")[0][0] for t in f.names} == {0}
+    listing = f.plan.parent / "fleet.txt"
+    listing.write_text(listing.read_text() + "t99 postgresql://rollout@127.0.0.1:1/nowhere\n")
+    unreachable = f("advance", "notes")
+    assert unreachable.exit_code == 2, unreachable.output
+    assert "✗ t99 (rest): unreachable after 3 attempts" in unreachable.output
+
+
+def test_two_advances_at_once_move_each_target_one_stage(make_fleet):
+    f = make_fleet(8)
+    assert f("apply").exit_code == 0
+    procs = [f.spawn("advance", "notes") for _ in range(2)]
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    # each target moved once: by one run, while the other found it moved and left it
+    assert {f.query(t, "SELECT stage FROM rollout.steps")[0][0] for t in f.names} == {0}, outputs
+    assert {f.query(t, "SELECT percent FROM rollout.flags")[0][0] for t in f.names} == {50}
+
+
+def test_interrupting_a_fleet_run_leaves_what_committed_and_nothing_half_done(make_fleet):
+    f = make_fleet(6, sleep=30)
+    proc = f.spawn("apply")
+    seen = ""
+    while "wave canary" not in seen:
+        line = proc.stdout.readline()
+        assert line, seen
+        seen += line
+    time.sleep(1)  # the canary's migration is under way
+    proc.send_signal(signal.SIGINT)
+    output = proc.communicate(timeout=20)[0]  # not the 30 s the migration in flight would take
+    assert proc.returncode == 130, output
+    assert "interrupted" in output
+    # the migration in flight was rolled back with its connection; the next run does it once
+    assert f.query("t00", "SELECT to_regclass('notes')") == [(None,)]
+    assert f.query("t00", "SELECT count(*) FROM _yoyo_log WHERE operation = 'apply'") in ([], [(0,)])
+
+
+def test_the_kill_switch_checks_its_arguments_once_before_any_target(make_fleet):
+    f = make_fleet(4)
+    assert f("apply").exit_code == 0
+    wrong = f("flags", "set", "notes_write", "bogus")
+    assert wrong.exit_code == 2 and wrong.output.count("error:") == 1, wrong.output
+    unknown = f("abort", "no_such_step")
+    assert unknown.exit_code == 2 and unknown.output.count("error:") == 1, unknown.output
+    assert {f.query(t, "SELECT count(*) FROM rollout.flag_history")[0][0] for t in f.names} == {1}
+
+
+def test_a_wave_with_an_empty_selector_is_refused(tmp_path):
+    plan = write_plan(tmp_path, PLAN.replace("targets: [t00]", "targets: []").replace("ON_ERROR", "stop"),
+                      {**files(), "fleet.txt": "t00 postgresql:///x\n"})
+    result = Rollout(plan, None)("check")
+    assert result.exit_code == 2 and "wave 'canary' has an empty targets" in result.output, result.output
