@@ -313,8 +313,7 @@ def _say(line: str) -> None:
 
 
 def _fleet_outcome(run: fleet.FleetRun, env: str) -> None:
-    """The fleet run's tally, its failures, why it stopped; exit 1 on a failure, 4 on an
-    inconclusive gate."""
+    """The fleet run's tally, its failures, why it stopped; exit with FleetRun.exit_code."""
     tally: dict[str, int] = {}
     for o in run.outcomes:
         tally[o.result] = tally.get(o.result, 0) + 1
