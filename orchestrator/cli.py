@@ -7,7 +7,6 @@ import os
 import re
 import signal
 import sys
-import threading
 import time
 
 import click
@@ -303,13 +302,9 @@ def apply(opts: _Options, step: str | None, yes: bool, force: bool, no_backup: b
     _summary(result, opts.env)
 
 
-_SAY = threading.Lock()
-
-
 def _say(line: str) -> None:
-    """A fleet run's progress line, from whichever thread: one line at a time."""
-    with _SAY:
-        out.print(_text(line))
+    """A fleet run's progress line, from whichever thread (rich's console writes a line at a time)."""
+    out.print(_text(line))
 
 
 def _fleet_outcome(run: fleet.FleetRun, env: str) -> None:

@@ -251,11 +251,16 @@ def apply(plan: Plan, env: str, targets: Selection, *, actor: str, step: str | N
 
 @dataclass(frozen=True)
 class _Rollout:
-    """A step on one target, as `advance` judged it: its state, stage index (-1: not started), halt."""
+    """A step on one target, as `advance` judged it: its state, stage index (None: not started), halt."""
 
     state: str
-    stage: int
+    stage: int | None
     halted: str | None
+
+    @property
+    def rank(self) -> int:
+        """Its stage in order, not started (-1) before the first."""
+        return -1 if self.stage is None else self.stage
 
 
 def advance(plan: Plan, env: str, targets: Selection, *, actor: str, step: str | None = None,
@@ -273,19 +278,19 @@ def advance(plan: Plan, env: str, targets: Selection, *, actor: str, step: str |
         s for s in plan.order() if any(row[s.id].state == state.ROLLING_OUT for row in seen.values())]
     run = FleetRun()
     for current in steps:
-        lowest = min((row[current.id].stage for row in seen.values() if row[current.id].state == state.ROLLING_OUT),
+        lowest = min((row[current.id].rank for row in seen.values() if row[current.id].state == state.ROLLING_OUT),
                      default=None)
 
         def work(member: Member, step=current, lowest=lowest) -> str:
             here = seen[member.name][step.id] if member.name in seen else _rollouts(plan, env, member)[step.id]
             if here.state != state.ROLLING_OUT:
                 return f"{step.id} is {here.state} here: nothing to advance"
-            if lowest is not None and here.stage > lowest:
-                return f"{step.id} is ahead of the fleet ({_stage(here.stage)}): it waits for the others"
+            if lowest is not None and here.rank > lowest:
+                return f"{step.id} is ahead of the fleet ({_stage(here.rank)}): it waits for the others"
             if here.halted and not named:
                 raise Waiting(f"{step.id} is halted ({here.halted}); `rollout advance {step.id}` resumes it")
             [moved] = api.advance(plan, env, step.id, dsn=member.conninfo, actor=actor, resume=named,
-                                  expect=None if here.stage < 0 else here.stage)
+                                  expect=here.stage)
             if moved.outcome == "holding":
                 now = _rollouts(plan, env, member)[step.id]
                 if (now.state, now.stage) != (here.state, here.stage):  # another run moved it as this one did
@@ -310,16 +315,15 @@ class _Refused(RolloutError):
     exit_code = EXIT_STEP_FAILED
 
 
-def _stage(index: int | None) -> str:
-    return "the start" if index is None or index < 0 else f"stage {index + 1}"
+def _stage(rank: int | None) -> str:
+    return "the start" if rank is None or rank < 0 else f"stage {rank + 1}"
 
 
 def _rollouts(plan: Plan, env: str, member: Member) -> dict[str, _Rollout]:
     """Each step of the plan on one target, read now."""
     with connect(member.target(env), "rollout advance") as conn:
         states = state.step_states(conn, env)
-    return {s.id: _Rollout(states[s.id].state, -1 if states[s.id].stage is None else states[s.id].stage,
-                           states[s.id].halted) for s in plan.order()}
+    return {s.id: _Rollout(states[s.id].state, states[s.id].stage, states[s.id].halted) for s in plan.order()}
 
 
 def _each(targets: Iterable[Member], read: Callable[[Member], object],

@@ -49,7 +49,7 @@ def render(status: FleetStatus, width: int) -> list:
     for column in ("done", "rolling", "pending", "failed", "other"):
         counts.add_column(column, justify="right")
     for number, step in enumerate(steps, 1):
-        states = [next(s.state for s in t.steps if s.id == step) for t in reachable]
+        states = [t.steps[number - 1].state for t in reachable]  # every target lists the plan's steps in order
         named = [states.count(state.DONE), states.count(state.ROLLING_OUT), states.count(state.PENDING),
                  states.count(state.FAILED)]
         counts.add_row(str(number), step, *map(str, named), str(len(states) - sum(named)))

@@ -51,10 +51,7 @@ class Session:
     def backend(self):
         """yoyo's bookkeeping on this session's connection, created on first use."""
         if self._backend is None:
-            self._backend = yoyo_backend(self.conn)
-            # yoyo's tables may be new, with their schema's default privileges (Supabase's give its API
-            # roles everything), and yoyo_backend grants them to PUBLIC: flags_api takes that back
-            publish.sync(self.conn, self.plan, self.env)
+            self._backend = yoyo_backend(self.conn)  # its tables, if new, are made private as the command ends
         return self._backend
 
     def states(self) -> dict[str, state.StepState]:
