@@ -17,7 +17,7 @@ from psycopg.types.json import Jsonb
 
 from .errors import RolloutError
 
-SCHEMA_VERSION = 9  # 5: rollout.backfills.waiting; 6: rollout.steps.halted; 7: rollout.flag_targets; 8: is_enabled SECURITY DEFINER; 9: flag_changed_at. Guards are installed by _intact()
+SCHEMA_VERSION = 10  # 5: rollout.backfills.waiting; 6: rollout.steps.halted; 7: rollout.flag_targets; 8: is_enabled SECURITY DEFINER; 9: flag_changed_at; 10: replaced_functions. Guards are installed by _intact()
 
 PENDING = "pending"
 MIGRATING = "migrating"
@@ -178,6 +178,38 @@ RETURNS boolean LANGUAGE sql STABLE PARALLEL SAFE SECURITY DEFINER SET search_pa
     ), false)
 $$;
 
+-- Definitions a plan's `sql` operation replaced (CREATE OR REPLACE FUNCTION without `down`): the
+-- migration keeps the one it replaces (NULL: the function was new), in its own transaction, and its
+-- rollback puts back the latest kept for the signature (or drops the function). The operator's alone.
+CREATE TABLE IF NOT EXISTS rollout.replaced_functions (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    signature text NOT NULL,
+    definition text,
+    replaced_at timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+CREATE OR REPLACE FUNCTION rollout.keep_function(signature text) RETURNS void LANGUAGE sql AS $$
+    INSERT INTO rollout.replaced_functions (signature, definition)
+    VALUES (signature, pg_get_functiondef(to_regprocedure(signature)))
+$$;
+CREATE OR REPLACE FUNCTION rollout.put_back_function(signature text) RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    kept rollout.replaced_functions;
+BEGIN
+    DELETE FROM rollout.replaced_functions AS r
+     WHERE r.id = (SELECT max(m.id) FROM rollout.replaced_functions AS m WHERE m.signature = put_back_function.signature)
+    RETURNING * INTO kept;
+    IF kept.id IS NULL THEN
+        RAISE EXCEPTION 'rollout kept no definition of % to put back', signature
+            USING HINT = 'rollout.replaced_functions was emptied by hand: restore the function from a backup';
+    ELSIF kept.definition IS NULL THEN
+        EXECUTE 'DROP ROUTINE ' || to_regprocedure(signature)::text;  -- it was new: the rollback drops it
+    ELSE
+        EXECUTE kept.definition;
+    END IF;
+END
+$$;
+REVOKE ALL ON FUNCTION rollout.keep_function(text), rollout.put_back_function(text) FROM PUBLIC;
+
 -- When a flag's answers last changed here (a stage, the kill switch, a target): a stage check
 -- judges the rows written since, when every subject the flag names was already on the new shape.
 CREATE OR REPLACE FUNCTION rollout.flag_changed_at(flag text, environment text DEFAULT NULL)
@@ -312,7 +344,7 @@ def schema_exists(conn: psycopg.Connection) -> bool:
 
 
 _TABLES = ("meta", "transitions", "steps", "runs", "events", "backfills", "flags", "flag_history", "backfill_errors",
-           "flag_targets")
+           "flag_targets", "replaced_functions")
 
 
 def _missing_tables(conn: psycopg.Connection) -> list[str]:

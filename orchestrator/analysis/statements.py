@@ -137,9 +137,28 @@ def _calls(node) -> tuple[Expand, ...]:
 
 # --- DML and queries ---------------------------------------------------------------------
 
+def _put_back(node) -> str | None:
+    """The function `SELECT rollout.put_back_function('f(args)')` defines again (the rollback of a
+    replacement the plan's `sql` operation made: orchestrator/operations/raw.py), else None."""
+    targets = node.targetList or ()
+    if node.fromClause or len(targets) != 1 or type(targets[0].val).__name__ != "FuncCall":
+        return None
+    call = targets[0].val
+    if from_list(call.funcname) != "rollout.put_back_function" or len(call.args or ()) != 1:
+        return None
+    signature = getattr(getattr(call.args[0], "val", None), "sval", None)
+    try:
+        return from_list(parse_sql(f"DROP ROUTINE {signature}")[0].stmt.objects[0].objname) if signature else None
+    except Exception:  # noqa: BLE001 - not a signature: an ordinary SELECT
+        return None
+
+
 def _select(node, text: str) -> Effect:
     if node.intoClause is not None:
         return _create_table_as(node, text)
+    put_back = _put_back(node)
+    if put_back is not None:
+        return Effect(text, "PUT BACK FUNCTION", functions_defined=(put_back,))
     locking = node.lockingClause or ()
     aliases = _aliases(node)
     named = {aliases.get(relation(r), relation(r)) for clause in locking for r in clause.lockedRels or ()}

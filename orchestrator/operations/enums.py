@@ -16,7 +16,7 @@ from . import names
 from .base import CONTRACT, EXPAND, Compiled, Operation, Part, check
 from .columns import RebuiltIndex, _index_names, _indexes_fit, _new_indexes, _old_indexes
 from .constraints import _not_null
-from .raw import statements
+from .raw import statements, undoable
 from .restores import column_back
 from .sql import dollar_quoted, ident, literal_name, render, type_name
 
@@ -114,14 +114,22 @@ class SwapSql(_Model):
     function comparing it with a legacy value, which must change in the same instant."""
 
     up: str = Field(description="statements run at the end of the swap's transaction")
-    down: str = Field(description="statements that undo them, run last in the swap's rollback ('' for nothing)")
+    down: str | None = Field(None, description="statements that undo them, run last in the swap's rollback ('' for "
+                                               "nothing); omitted: rollout undoes what up creates or replaces, as "
+                                               "the sql operation does")
 
     @model_validator(mode="after")
     def _parses(self) -> "SwapSql":
         if not statements(self.up, "swap_sql.up"):
             raise ValueError("swap_sql.up holds no statement")
-        statements(self.down, "swap_sql.down")
+        self.undoable()
         return self
+
+    def undoable(self) -> tuple[tuple[sql.Composable, ...], tuple[sql.Composable, ...]]:
+        """The statements the swap runs, and those its rollback runs."""
+        if self.down is None:
+            return undoable(self.up, "swap_sql.up")
+        return statements(self.up, "swap_sql.up"), statements(self.down, "swap_sql.down")
 
 
 class ConvertToEnum(Operation):
@@ -167,7 +175,7 @@ class ConvertToEnum(Operation):
     where its enum value still is that original's conversion, else the label. Then one short
     transaction gives the indexes their temporary names back, renames the enum column back and
     the rebuilt one to the column's name, restores the default and the sync trigger and adds the
-    NOT NULL check NOT VALID; `swap_sql.down` runs last in it, once the text column is back.
+    NOT NULL check NOT VALID; `swap_sql.down` (or, without it, the inverse rollout writes) runs last in it, once the text column is back.
     NOT NULL is then validated in its own transaction and the text column's `indexes` are built
     again, concurrently.
 
@@ -370,8 +378,8 @@ class ConvertToEnum(Operation):
         swap += _index_names(self.table, self.indexes)
         if default is not None:
             swap.append(alter + sql.SQL("ALTER COLUMN {} SET DEFAULT {}::{}").format(col, default, enum))
-        if self.swap_sql is not None:
-            swap += statements(self.swap_sql.up, "swap_sql.up")
+        swap_sql, swap_sql_back = self.swap_sql.undoable() if self.swap_sql is not None else ((), ())
+        swap += swap_sql
         # the text column comes back as it was: the original where one was kept, else the label
         rebuilt = column_back(self.table, self.column, self.column_type, lambda row: sql.SQL(
             "coalesce((SELECT o.original FROM {orig} AS o WHERE o.key = {row}.{key}::text "
@@ -386,8 +394,7 @@ class ConvertToEnum(Operation):
         if self.not_null:
             back.append(alter + sql.SQL("ADD CONSTRAINT {} CHECK ({} IS NOT NULL) NOT VALID").format(
                 ident(n["keep_not_null"]), col))
-        if self.swap_sql is not None:  # last: the old shape is back, which its statements may name
-            back += statements(self.swap_sql.down, "swap_sql.down")
+        back += swap_sql_back  # last: the old shape is back, which its statements may name
         reason = (f"convert_to_enum: the enum column takes the name {self.column} in the transaction that drops the "
                   "text column (and gives it back on rollback), so readers keep the name")
         return (*parts, Part("swap", CONTRACT, tuple(swap), tuple(back), restore=rebuilt.restore,

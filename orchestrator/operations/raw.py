@@ -37,9 +37,14 @@ class Sql(Operation):
     `down` ('' when there is nothing to undo); without `down`, rollout writes it when `up` only
     creates things (tables, views, indexes, functions, triggers, policies, types, sequences,
     domains, schemas, extensions): each is dropped, in the reverse order, except what belongs to
-    a table `up` creates too (its indexes, policies, row-level security). `down` stays required
-    for what may have existed before `up` (IF NOT EXISTS, OR REPLACE, row-level security on a
-    table `up` does not create) and for any other statement. `transactional: false` runs the statements one by
+    a table `up` creates too (its indexes, policies, row-level security). A function `up`
+    replaces (CREATE OR REPLACE FUNCTION or PROCEDURE) gets its definition back: right before
+    the statement, in the same transaction, `rollout.keep_function` keeps the definition it
+    replaces in rollout.replaced_functions (none: the function is new, and the rollback drops
+    it), and the rollback's `rollout.put_back_function` restores the latest one kept for that
+    signature (replacements are undone last first, as rollbacks run). `down` stays required for what may have existed before `up` (IF
+    NOT EXISTS, OR REPLACE of anything but a function, row-level security on a table `up` does
+    not create), for a replaced function outside a transaction, and for any other statement. `transactional: false` runs the statements one by
     one outside a transaction (for CREATE INDEX CONCURRENTLY and the like: make them idempotent);
     BEGIN, COMMIT and the like are refused when the plan is loaded, with their line, since
     rollout commits each migration with its bookkeeping. Verification (expand phase): what `up`
@@ -57,14 +62,18 @@ class Sql(Operation):
         if not statements(self.up, "up"):
             raise ValueError("up holds no statement")
         if self.down is None:
-            _inverse(self.up)
+            if not self.transactional and any(o and o.keep for o in _created(self.up)):
+                raise ValueError("down is needed: up replaces a function outside a transaction, where its old "
+                                 "definition could not be kept in the same transaction; write down")
+            undoable(self.up, "up")
         else:
             statements(self.down, "down")
         return self
 
     def compile(self) -> Compiled:
-        rollback = statements(self.down, "down") if self.down is not None else _inverse(self.up)
-        part = Part("sql", EXPAND if self.phase == "expand" else CONTRACT, statements(self.up, "up"), rollback,
+        apply, rollback = ((statements(self.up, "up"), statements(self.down, "down")) if self.down is not None
+                           else undoable(self.up, "up"))
+        part = Part("sql", EXPAND if self.phase == "expand" else CONTRACT, apply, rollback,
                     transactional=self.transactional)
         probes = [o for o in _created(self.up) if o and o.probe is not None] if self.phase == "expand" else []
         if not probes:
@@ -82,6 +91,7 @@ class _Created:
 
     label: str  # its bare name, for the check's name
     drop: sql.Composable | None  # its inverse; None: rollout cannot tell (`why`)
+    keep: sql.Composable | None = None  # runs right before the statement: keeps what the inverse puts back
     on: str | None = None  # the table it belongs to (an index, a policy, row-level security): goes with that table
     probe: sql.Composable | None = None  # returns one row naming it when it is absent (or disabled, or invalid)
     table: str | None = None  # the table it is, for a table
@@ -93,19 +103,33 @@ def _created(text: str) -> list[_Created | None]:
     return [_creates(raw.stmt) for raw in pglast.parse_sql(text)]
 
 
-def _inverse(text: str) -> tuple[sql.Composable, ...]:
-    """The drops that undo `up`, last created first; what belongs to a table `up` creates goes with it."""
+def undoable(text: str, what: str) -> tuple[tuple[sql.Composable, ...], tuple[sql.Composable, ...]]:
+    """`text`'s statements, each preceded by what keeps the definition it replaces, and the
+    statements that undo them, last created first; what belongs to a table `text` creates goes
+    with it. A ValueError names the first statement rollout cannot undo."""
     made = _created(text)
     tables = {o.table for o in made if o and o.table}
-    drops = []
-    for number, (raw, found) in reversed(list(enumerate(zip(pglast.parse_sql(text), made), 1))):
+    apply, undo = [], []
+    for number, (raw, found, statement) in enumerate(zip(pglast.parse_sql(text), made, statements(text, what)), 1):
+        if found is not None and found.keep is not None:
+            apply.append(found.keep)
+        apply.append(statement)
         if found is not None and found.on in tables:
             continue
         if found is None or found.drop is None:
             why = found.why if found is not None else "rollout does not know how to undo it"
-            raise ValueError(f"down is needed: statement {number} of up ({type(raw.stmt).__name__}): {why}; write down")
-        drops.append(found.drop)
-    return tuple(drops)
+            raise ValueError(f"down is needed: statement {number} of {what} ({type(raw.stmt).__name__}): {why}; "
+                             "write down")
+        undo.append(found.drop)
+    return tuple(apply), tuple(reversed(undo))
+
+
+def _replaced(signature: str) -> tuple[sql.Composable, sql.Composable]:
+    """What keeps a function's definition right before CREATE OR REPLACE (none: it is new), and
+    what puts the latest kept back (or drops the function): rollout's own functions
+    (orchestrator/state.py), so the preview reads the rollback as defining the function again."""
+    return (sql.SQL("SELECT rollout.keep_function({})").format(sql.Literal(signature)),
+            sql.SQL("SELECT rollout.put_back_function({})").format(sql.Literal(signature)))
 
 
 def _missing(what: str, name: str) -> sql.Composable:
@@ -144,11 +168,11 @@ def _creates(node) -> _Created | None:
         where = (sql.SQL("pronamespace = to_regnamespace({})").format(sql.Literal(_text(schema[0])))
                  if schema else sql.SQL("pg_function_is_visible(oid)"))
         kind_word = "PROCEDURE" if node.is_procedure else "FUNCTION"
-        drop = sql.SQL(f"DROP {kind_word} {{}}({{}})").format(sql.SQL(qualified), sql.SQL(arguments))
-        return _Created(name, None if node.replace else drop, probe=sql.SQL(
+        signature = f"{qualified}({arguments})"
+        keep, drop = _replaced(signature) if node.replace else (None, sql.SQL(f"DROP {kind_word} {signature}"))
+        return _Created(name, drop, keep=keep, probe=sql.SQL(
             "SELECT {} AS missing WHERE NOT EXISTS (SELECT FROM pg_proc WHERE proname = {} AND {})").format(
-            sql.Literal(f"function {qualified}"), sql.Literal(name), where),
-            why="CREATE OR REPLACE: the definition it replaces would be lost")
+            sql.Literal(f"function {qualified}"), sql.Literal(name), where))
     if kind == "CreateTrigStmt":
         table = _qualified(node.relation)
         # dropped on its own even with its table: a function it calls goes before the table does

@@ -217,6 +217,26 @@ def pings_restored(db):
     assert one(db, "SELECT prosrc LIKE '%''ping''%' FROM pg_proc WHERE proname = 'count_pings'") == (True,)
 
 
+COUNT_BOTH = {"op": "sql", "up": """
+CREATE OR REPLACE FUNCTION count_pings(p_user bigint) RETURNS bigint LANGUAGE sql STABLE
+  AS $$ SELECT count(*) FROM events WHERE user_id = p_user AND lower(btrim(kind)) IN ('ping', 'heartbeat') $$;
+CREATE OR REPLACE FUNCTION pings_seen() RETURNS bigint LANGUAGE sql STABLE AS $$ SELECT count(*) FROM events $$;
+"""}
+
+
+def counting_both(db):
+    assert one(db, "SELECT count_pings(1), pings_seen() > 0") == (20, True)
+    # each replacement kept what it replaced: the old count_pings, and nothing for the new pings_seen
+    assert db.execute("SELECT signature, definition LIKE '%''ping''%' FROM rollout.replaced_functions "
+                      "ORDER BY id").fetchall() == [("count_pings(bigint)", True), ("pings_seen()", None)]
+
+
+def replacements_undone(db):
+    pings_restored(db)
+    assert one(db, "SELECT to_regprocedure('pings_seen()')") == (None,)
+    assert one(db, "SELECT count(*) FROM rollout.replaced_functions") == (0,)
+
+
 CASES = [
     Case("convert with folding, rebuilt indexes and SQL inside the swap", PINGS, [PINGS_ENUM, PINGS_CONVERT],
          old_writes=("INSERT INTO events VALUES (1001, 1, ' PING')", "UPDATE events SET kind = 'Other' WHERE id = 3",
@@ -225,6 +245,11 @@ CASES = [
          after_expand=folded_pings, after_contract=pings_swapped,
          after_contract_writes=("INSERT INTO events VALUES (1003, 1, 'other')", "SELECT count_pings(1)"),
          after_rollback=pings_restored),
+    Case("functions replaced without down, in the expand and in the swap: each rollback puts the definition back",
+         PINGS, [PINGS_ENUM, COUNT_BOTH, {**PINGS_CONVERT, "swap_sql": {"up": PINGS_CONVERT["swap_sql"]["up"]}}],
+         old_writes=("INSERT INTO events VALUES (1001, 1, ' PING')", "SELECT count_pings(2)"),
+         new_writes=("INSERT INTO events VALUES (1002, 1, 'heartbeat')",),
+         after_expand=counting_both, after_contract=pings_swapped, after_rollback=replacements_undone),
     Case("an index on the column that indexes does not list is refused", PINGS,
          [PINGS_ENUM, {**PINGS_CONVERT, "indexes": [{"name": "events_kind", "columns": ["kind"]}]}],
          fails="index events_user_kind depends on the column"),
@@ -416,6 +441,8 @@ def loaded(tmp_path, operations: list[dict]):
     ([{"op": "sql", "up": "CREATE TABLE IF NOT EXISTS t (a int)"}], "IF NOT EXISTS: it may have existed before up"),
     ([{"op": "sql", "up": "ALTER TABLE t ENABLE ROW LEVEL SECURITY"}], "it may have been on already"),
     ([{"op": "sql", "up": "CREATE OR REPLACE VIEW v AS SELECT 1"}], "statement 1 of up (ViewStmt)"),
+    ([{"op": "sql", "transactional": False, "up": "CREATE OR REPLACE FUNCTION f() RETURNS int LANGUAGE sql AS 'SELECT 1'"}],
+     "up replaces a function outside a transaction"),
     ([{"op": "add_enum_value", "type": "mood", "value": "meh", "before": "a", "after": "b"}], "not both"),
     ([{"op": "create_enum", "name": "mood", "values": ["a", "a"]}], "listed twice"),
     ([{"op": "create_table", "table": "t", "columns": [{"name": "a", "type": "int; DROP TABLE x"}]}], "not a type"),
