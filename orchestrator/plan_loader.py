@@ -25,7 +25,7 @@ from .errors import PlanError
 from . import operations
 from .analysis import analyze
 from .plan import Check, Direction, Migration, Plan, PlanModel, json_schema
-from .plan_parts import NAME_RULE, PATTERN_RULES
+from .plan_parts import NAME_RULE, PATTERN_RULES, StagedRollout
 
 MAX_FILE_BYTES = 1024 * 1024  # a migration, a check or a seed file
 BOM = b"\xef\xbb\xbf"
@@ -553,7 +553,9 @@ def _compile_operations(model: PlanModel, path: str, migrations: dict, doc: _Doc
             preconditions += compiled.preconditions
             gates += compiled.gates
         _check_restores(step, index, backfills, migrations, doc)
-        rollout = step.rollout.model_copy(update={"checks": tuple(gates)}) if step.rollout else None
+        # a flagged step without `rollout:` has one stage at 100%, and its operations' gates still hold there
+        staged = step.rollout or (StagedRollout() if step.flag and gates else None)
+        rollout = staged.model_copy(update={"checks": tuple(gates)}) if staged else None
         steps.append(step.model_copy(update={"backfills": tuple(backfills), "verify": tuple(verify),
                                              "preconditions": tuple(preconditions), "rollout": rollout})
                      if step.operations else step)

@@ -45,6 +45,12 @@ class Compiled:
     gates: tuple[Check, ...] = ()  # must hold at every stage of the step's rollout (a step with a flag)
 
 
+def merged(compiled: "list[Compiled]") -> Compiled:
+    """Several compilations as one operation's: parts, jobs and checks in the order given."""
+    return Compiled(*(tuple(x for c in compiled for x in getattr(c, field)) for field in
+                      ("parts", "backfills", "verify", "preconditions", "gates")))
+
+
 def check(name: str, description: str, query: sql.Composable) -> Check:
     """A generated check: `query` returns the rows that break the rule (none: it passes)."""
     label = re.sub(r"[^a-z0-9_]+", "_", name.lower()).strip("_")[:63] or "check"

@@ -33,7 +33,7 @@ from pydantic import Field, model_validator
 from ..analysis.alter_table import NOT_VOLATILE, ROLLOUT_STABLE
 from ..plan_parts import Allowance, Backfill, Check, ColumnName, Seq, TableName, _Model
 from . import names
-from .base import CONTRACT, EXPAND, Compiled, Operation, Part, check
+from .base import CONTRACT, EXPAND, Compiled, Operation, Part, check, merged
 from .constraints import Remediation, _not_null, _schema_of, as_json, kept_originals, key_is_unique
 from .restores import column_back, restore_job
 from .sql import dollar_quoted, expr, ident, in_schema, literal_name, render, type_name
@@ -225,6 +225,26 @@ def _trigger(table: str, column: str, body: sql.Composable,
     return (create, attach), drop
 
 
+def _on_update(table: str, column: str, value: sql.Composable) -> tuple[tuple[sql.Composable, ...], tuple[sql.Composable, ...]]:
+    """The function and BEFORE UPDATE trigger that set `column` to `value` (over the row being
+    written) on every update, and the statements that drop them."""
+    name = f"{names.bare(table)}_set_{column}"
+    function, trigger = in_schema(table, name), ident(name)
+    body = sql.SQL("#variable_conflict use_column\nBEGIN\n    NEW.{} := {};\n    RETURN NEW;\nEND").format(
+        ident(column), _over(value, "NEW", table))
+    create = (sql.SQL("CREATE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql AS {}").format(function, dollar_quoted(body)),
+              sql.SQL("CREATE TRIGGER {} BEFORE UPDATE ON {} FOR EACH ROW EXECUTE FUNCTION {}()").format(
+                  trigger, ident(table), function))
+    drop = (sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(trigger, ident(table)),
+            sql.SQL("DROP FUNCTION IF EXISTS {}()").format(function))
+    return create, drop
+
+
+def _named_after(compiled: Compiled, table: str) -> Compiled:
+    """One table's share of an operation over several: its migrations named after the table."""
+    return replace(compiled, parts=tuple(replace(p, name=f"{names.bare(table)}_{p.name}") for p in compiled.parts))
+
+
 def _backfill(verb: str, table: str, column: str, value: sql.Composable, where: sql.Composable) -> Backfill:
     return Backfill(name=_label(verb, names.bare(table), column), table=table,
                     description=f"{verb} {literal_name(table)}.{literal_name(column)} for the rows the table holds",
@@ -356,20 +376,26 @@ class AddColumn(Operation):
     goes through a CHECK NOT VALID, its validation, then SET NOT NULL (no scan under ACCESS
     EXCLUSIVE); when a backfill fills the column, that happens in the contract phase, after the
     backfill and once the old application (which does not write the column) is gone.
+    `on_update` (an expression over the row being written, this column holding what the writer
+    left in it) adds a BEFORE UPDATE trigger, `<table>_set_<column>`, that sets the column on
+    every update from either application, for good: `updated_at` with `now()`, `updated_by`
+    with who acts. `tables` instead of `table` adds the same column to each table listed, in
+    that order (migrations named after each table).
 
-    Locks: ACCESS EXCLUSIVE for the catalog changes only; SHARE ROW EXCLUSIVE for the trigger and
+    Locks: ACCESS EXCLUSIVE for the catalog changes only; SHARE ROW EXCLUSIVE for the triggers and
     the foreign key (both tables); validations take SHARE UPDATE EXCLUSIVE (reads and writes go on).
 
     Both versions: the old application does not name the column, and its writes get the default
     or `up`; the new one reads and writes it from the expand phase on.
 
-    Rollback: before the contract, the trigger, its function and the column are dropped (the
+    Rollback: before the contract, the triggers, their functions and the column are dropped (the
     foreign key and the check go with it); after the contract, NOT NULL is dropped and the
     trigger comes back first.
     """
 
     op: Literal["add_column"]
-    table: TableName
+    table: TableName | None = Field(None, description="the table (or tables)")
+    tables: Seq(TableName) = Field((), description="the same column on each of these tables, in order")
     column: ColumnName
     type: str = Field(description="the column's type, as SQL writes it (bigint, varchar(64), uuid[])")
     default: str | None = Field(None, description="a DEFAULT expression; a volatile one is backfilled")
@@ -377,9 +403,22 @@ class AddColumn(Operation):
     references: Reference | None = Field(None, description="a foreign key: {table, column, on_delete}")
     up: str | None = Field(None, description="an SQL expression over the row's other columns: fills existing "
                                              "rows and the old application's writes")
+    on_update: str | None = Field(None, description="an SQL expression over the row being updated: the column's "
+                                                    "value after every UPDATE (now(), who acts)")
 
     @model_validator(mode="after")
     def _valid(self) -> "AddColumn":
+        if (self.table is None) == (not self.tables):
+            raise ValueError("give table or tables (a list), not both")
+        if len(set(self.tables)) < len(self.tables):
+            raise ValueError("a table is listed twice in tables")
+        if self.up is not None and self.on_update is not None:
+            raise ValueError("give up or on_update, not both: on_update sets the column on every update, up "
+                             "only where the writer left it")
+        if self.tables:
+            for table in self.tables:
+                self.model_copy(update={"table": table, "tables": ()})._valid()
+            return self
         _table_fits(self.table)
         _fits(self.column, "the column name")
         type_name(self.type)
@@ -388,9 +427,11 @@ class AddColumn(Operation):
         if self.not_null and self.default is None and self.up is None:
             raise ValueError("not_null needs a default or up: the rows the table holds, and those the old "
                              "application inserts, would have no value")
-        for text in (self.default, self.up):
+        for text in (self.default, self.up, self.on_update):
             if text is not None:
                 expr(text)
+        if self.on_update is not None:
+            names.fit(f"{names.bare(self.table)}_set_{self.column}")
         if self.references is not None:
             _table_fits(self.references.table)
             _fits(self.references.column, "the referenced column")
@@ -405,6 +446,9 @@ class AddColumn(Operation):
         return names.fit(f"{names.bare(self.table)}_{self.column}_fkey")
 
     def compile(self) -> Compiled:
+        if self.tables:
+            return merged([_named_after(self.model_copy(update={"table": t, "tables": ()}).compile(), t)
+                           for t in self.tables])
         table, column = ident(self.table), ident(self.column)
         stored = self.default is not None and _constant(self.default) and _calls(self.default)
         expand = [Part("add_column", EXPAND, _add_column(self.table, self.column, self.type, self.default),
@@ -424,6 +468,9 @@ class AddColumn(Operation):
             expand.append(Part("fill_trigger", EXPAND, create, drop))
             contract.append(Part("drop_fill_trigger", CONTRACT, drop, create))
             backfills.append(_backfill("fill", self.table, self.column, up, sql.SQL("{} IS NULL").format(column)))
+        if self.on_update is not None:
+            create, drop = _on_update(self.table, self.column, expr(self.on_update))
+            expand.append(Part("on_update_trigger", EXPAND, create, drop))
         if self.references is not None:
             key, ref = ident(self._foreign_key()), self.references
             add = sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} FOREIGN KEY ({}) REFERENCES {} ({}) ON DELETE {} "

@@ -1,5 +1,5 @@
-"""create_table, drop_table, rename_table, create_enum, add_enum_value, convert_to_enum and sql
-through their whole lifecycle (harness.run), and what the loader and the lint make of them."""
+"""create_table, drop_table, rename_table, create_enum, add_enum_value, convert_to_enum, sql and
+soft_delete through their whole lifecycle (harness.run), and what the loader and the lint make of them."""
 
 from __future__ import annotations
 
@@ -250,6 +250,15 @@ CASES = [
          old_writes=("INSERT INTO events VALUES (1001, 1, ' PING')", "SELECT count_pings(2)"),
          new_writes=("INSERT INTO events VALUES (1002, 1, 'heartbeat')",),
          after_expand=counting_both, after_contract=pings_swapped, after_rollback=replacements_undone),
+    Case("soft delete on two tables, each with a view of its live rows", TABLES,
+         [{"op": "soft_delete", "tables": ["authors", "Orders"]}],
+         old_writes=("DELETE FROM authors WHERE id = 7", "INSERT INTO authors (id, name) VALUES (1001, 'old')",
+                     """UPDATE "Orders" SET note = 'x' WHERE "Id" = 1"""),
+         new_writes=("UPDATE authors SET deleted_at = now(), deleted_by = 'mod' WHERE id = 8",
+                     """INSERT INTO "Orders" ("Total") VALUES (5)""", "SELECT name FROM active_authors"),
+         after_expand=lambda db: live_rows_only(db),
+         after_contract=lambda db: live_rows_only(db),
+         after_contract_writes=("UPDATE authors SET deleted_at = now(), deleted_by = 'mod' WHERE id = 9",)),
     Case("an index on the column that indexes does not list is refused", PINGS,
          [PINGS_ENUM, {**PINGS_CONVERT, "indexes": [{"name": "events_kind", "columns": ["kind"]}]}],
          fails="index events_user_kind depends on the column"),
@@ -444,6 +453,10 @@ def loaded(tmp_path, operations: list[dict]):
     ([{"op": "sql", "transactional": False, "up": "CREATE OR REPLACE FUNCTION f() RETURNS int LANGUAGE sql AS 'SELECT 1'"}],
      "up replaces a function outside a transaction"),
     ([{"op": "add_enum_value", "type": "mood", "value": "meh", "before": "a", "after": "b"}], "not both"),
+    ([{"op": "soft_delete", "tables": []}], "tables needs at least one table"),
+    ([{"op": "soft_delete", "tables": ["t"], "by": "deleted_at"}], "by and column are both 'deleted_at'"),
+    ([{"op": "soft_delete", "tables": ["t" * 60]}], "the generated name 'active_" + "t" * 60 + "' is longer"),
+    ([{"op": "soft_delete", "tables": ["t"], "view_prefix": "v; DROP"}], "view_prefix"),
     ([{"op": "create_enum", "name": "mood", "values": ["a", "a"]}], "listed twice"),
     ([{"op": "create_table", "table": "t", "columns": [{"name": "a", "type": "int; DROP TABLE x"}]}], "not a type"),
     ([{"op": "create_table", "table": "t", "columns": [{"name": "a", "type": "int"}], "unique": [["b"]]}],
@@ -529,6 +542,36 @@ def test_sql_verifies_what_its_up_creates(tmp_path, dsn, db):
     assert "author_log_and_4_more_exist" in failed.output
     assert "trigger authors_log on authors (absent or disabled)" in failed.output, failed.output
     assert one(db, "SELECT state FROM rollout.steps WHERE step_id = 'change'")[0] != "rolling_out"  # the flag never moved
+
+
+def live_rows_only(db):
+    """The views show the rows nobody marked, with the caller's rights."""
+    with db.transaction(force_rollback=True):
+        db.execute("UPDATE authors SET deleted_at = now(), deleted_by = 'mod' WHERE id IN (8, 9)")
+        db.execute("""UPDATE "Orders" SET deleted_at = now() WHERE "Id" <= 10""")
+        assert one(db, "SELECT count(*), count(*) FILTER (WHERE id IN (8, 9)) FROM active_authors") == (198, 0)
+        assert one(db, 'SELECT count(*) FROM "active_Orders"') == (290,)
+    assert db.execute("SELECT relname, reloptions FROM pg_class WHERE relname IN ('active_authors', 'active_Orders') "
+                      "ORDER BY 1").fetchall() == [("active_Orders", ["security_invoker=true"]),
+                                                   ("active_authors", ["security_invoker=true"])]
+
+
+def test_soft_delete_stages_hold_only_while_every_mark_names_who(tmp_path, dsn, db):
+    """With `by`, a row marked deleted without who did it holds the rollout's next stage."""
+    db.execute(TABLES)
+    case = Case("marks", TABLES, [{"op": "soft_delete", "tables": ["authors"], "view_prefix": "live_"}])
+    rollout = Rollout(write_plan(tmp_path, plan_for(case)), dsn)
+    assert rollout("apply").exit_code == 0
+    assert one(db, "SELECT to_regclass('live_authors') IS NOT NULL, to_regclass('active_authors')") == (True, None)
+    assert rollout("advance", "change").exit_code == 0
+    db.execute("UPDATE authors SET deleted_at = now() WHERE id = 3")
+    held = rollout("apply")  # the contract waits for the last stage's checks
+    assert "not finalized: check failed: authors_deletions_name_who" in held.output, held.output
+    assert one(db, "SELECT state FROM rollout.steps WHERE step_id = 'change'") == ("rolling_out",)
+    db.execute("UPDATE authors SET deleted_by = 'mod' WHERE id = 3")
+    done = rollout("apply")
+    assert done.exit_code == 0, done.output
+    assert one(db, "SELECT state FROM rollout.steps WHERE step_id = 'change'") == ("done",)
 
 
 def test_operations_answer_the_findings_their_pattern_makes(tmp_path):
