@@ -121,8 +121,8 @@ def _rewrite_plan(plan: Plan, step_id: str, folders: dict[str, str]) -> None:
             node.setdefault(key, [])
             node[key].extend(added)
     gates = [gate.model_dump(exclude_defaults=True) for compiled in extras for gate in compiled.gates]
-    if gates and "rollout" in node:  # a step without a flag has no stages to gate
-        node["rollout"].setdefault("checks", [])
+    if gates and "flag" in node:  # a step without a flag has no stages to gate
+        node.setdefault("rollout", {}).setdefault("checks", [])
         node["rollout"]["checks"].extend(gates)
     del node["operations"]
     with open(plan.path, "w", encoding="utf-8") as handle:

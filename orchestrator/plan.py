@@ -20,7 +20,7 @@ from .errors import UsageError
 from .operations import Operation
 
 from .plan_parts import (  # the plan's vocabulary, as other modules import it from here
-    Actor, Allowance, Backfill, Check, Environment, Flag, Gate, Name, Seq, StagedRollout, Timeouts, _Model,
+    Actor, Allowance, Backfill, Check, Environment, Flag, Gate, Name, Seq, RolloutPolicy, StagedRollout, Timeouts, _Model,
 )
 
 
@@ -69,6 +69,9 @@ class PlanModel(_Model):
     environments: dict[Name, Environment]
     flags: dict[Name, Flag] = Field(default_factory=dict)
     timeouts: Timeouts = Field(default_factory=Timeouts, description="defaults for every step")
+    rollout: RolloutPolicy = Field(default_factory=RolloutPolicy, description="defaults for every flagged step's "
+                                   "rollout: stages, hold and on_failure (a step's own replace them), gates (a step's "
+                                   "own are added)")
     actor: Actor = Field(default_factory=Actor, description="where rollout.actor() finds who acts, after app.actor")
     steps: Seq(Step)
 
@@ -173,7 +176,7 @@ class Plan:
         """The staged rollout of a flagged step (one stage at 100% unless it lists its own)."""
         if step.flag is None:
             return None
-        return step.rollout or StagedRollout()
+        return (step.rollout or StagedRollout()).under(self.model.rollout)
 
     def timeouts(self, step: Step) -> Timeouts:
         return step.timeouts or self.model.timeouts

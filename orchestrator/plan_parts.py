@@ -379,23 +379,36 @@ class Gate(_Model):
         return self
 
 
-class StagedRollout(_Model):
-    """How a step's flag is turned on: stage by stage, with checks and a hold time between."""
+class RolloutPolicy(_Model):
+    """How flags are turned on: the plan's defaults (top-level `rollout:`), which a step's own
+    `rollout:` completes."""
 
     stages: Seq(Annotated[int, Field(ge=1, le=100)]) = Field((100,), description="percentages, rising, ending at 100")
     hold: Duration = Field(0, description="minimum time at each stage before the next (default 0)")
-    checks: Seq(Check) = Field((), description="must pass while the flag is at a stage, before advancing")
     gates: Seq(Gate) = Field((), description="measurements from outside the database each stage must pass")
     on_failure: Literal["previous", "off"] = Field(
         "previous", description="when a gate fails under advance --watch: the flag goes back to the previous stage "
                                 "(off from the first), or off")
 
     @model_validator(mode="after")
-    def _rising_to_100(self) -> "StagedRollout":
+    def _rising_to_100(self) -> "RolloutPolicy":
         stages = list(self.stages)
         if not stages or stages[-1] != 100 or any(a >= b for a, b in zip(stages, stages[1:])):
             raise ValueError(f"stages must rise and end at 100 (got {stages})")
         return self
+
+
+class StagedRollout(RolloutPolicy):
+    """How a step's flag is turned on: stage by stage, with checks and a hold time between. What
+    the step leaves out comes from the plan's `rollout:`; the plan's gates come before its own."""
+
+    checks: Seq(Check) = Field((), description="must pass while the flag is at a stage, before advancing")
+
+    def under(self, policy: RolloutPolicy) -> "StagedRollout":
+        """This rollout completed by the plan's `policy`: its own keys win, gates add up."""
+        given = {key: getattr(self, key) for key in self.model_fields_set}
+        inherited = {key: getattr(policy, key) for key in policy.model_fields_set}
+        return StagedRollout.model_validate({**inherited, **given, "gates": (*policy.gates, *self.gates)})
 
 
 class Allowance(_Model):

@@ -75,6 +75,11 @@ nothing else may differ:
   `actor:` names) where the hand-written plan read app.actor alone: the audit_fields defaults,
   set_updated_by, and the config-history and audit-log captures. A SQL session that sets
   app.actor (the workload) gets the same values from both.
+- issue 11: updated_by is set by add_column's `on_update`, which gives each of the four tables
+  its own trigger function, `<table>_set_updated_by()`, where the hand-written plan's triggers
+  (of the same names) share one `set_updated_by()`. Each computes
+  `coalesce(rollout.actor(), updated_by, 'bot')` over the row being updated, as the shared one
+  did with NEW.updated_by: the rows the workload updates are compared like all others.
 
 While rollout.yaml is still the hand-written plan, the test compares it with its frozen copy and
 must pass. A difference prints the first 20 differing objects and rows of each section.
@@ -431,6 +436,30 @@ DELIBERATE = [
 ]
 
 
+UPDATED_BY_TABLES = ("servers", "server_members", "verification_events", "admin_actions")
+
+
+def updated_by_per_table(snapshot: dict) -> dict:
+    """Issue 11's deliberate change: add_column's on_update gives each table its own trigger
+    function, <table>_set_updated_by(), where the hand-written plan's four triggers share
+    set_updated_by(); each computes coalesce(rollout.actor(), updated_by, 'bot') over the row
+    being updated, as set_updated_by did with NEW.updated_by."""
+    if "function public.set_updated_by()" not in snapshot:
+        return snapshot  # rolled back: neither plan's functions are there
+    changed = dict(snapshot)
+    shared = changed.pop("function public.set_updated_by()")
+    for table in UPDATED_BY_TABLES:
+        name = f"{table}_set_updated_by"
+        changed[f"function public.{name}()"] = {
+            **shared, "owner": f"public.{name}()",
+            "body": '#variable_conflict use_column BEGIN NEW."updated_by" := (SELECT (coalesce(rollout.actor(), '
+                    f"updated_by, 'bot')) FROM (SELECT NEW.*) AS \"{table}\"); RETURN NEW; END"}
+        trigger = f"trigger public.{table}.{name}"
+        changed[trigger] = {**changed[trigger], "definition": changed[trigger]["definition"].replace(
+            "EXECUTE FUNCTION set_updated_by()", f"EXECUTE FUNCTION {name}()")}
+    return changed
+
+
 def as_deliberately_changed(value):
     """The hand-written plan's schema with the DELIBERATE changes made."""
     if isinstance(value, str):
@@ -453,7 +482,7 @@ def compare(finished: Finished, databases: dict[str, str], *, exempt_bookkeeping
         conns = {"A": a, "B": b}
         for side, conn in conns.items():
             snapshots[side] = eq.schema(conn)
-        snapshots["A"] = as_deliberately_changed(snapshots["A"])
+        snapshots["A"] = updated_by_per_table(as_deliberately_changed(snapshots["A"]))
         one_sided = eq.compare_schemas(snapshots["A"], snapshots["B"], report, exempt_bookkeeping=exempt_bookkeeping)
         tables = sorted((set(eq.user_tables(a)) | set(eq.user_tables(b))) - one_sided)
         for table in tables:

@@ -64,6 +64,51 @@ def test_the_default_plan_loads():
     assert {"composite_indexes", "confidence_range", "reputation_range"} <= {s.id for s in plan.steps}
 
 
+DEFAULTS = """\
+version: 1
+environments:
+  local: {database: embedded}
+flags:
+  f: {description: f}
+  g: {description: g}
+  h: {description: h}
+rollout:
+  stages: [10, 100]
+  hold: 5min
+  gates:
+    - {name: errors, http: {url: "http://localhost:9/errors"}, success: "< 1"}
+steps:
+  - {id: plain, title: P, priority: high, flag: f, operations: [{op: create_index, name: i, table: t, columns: [a]}]}
+  - id: own
+    title: O
+    priority: high
+    flag: g
+    rollout:
+      stages: [50, 100]
+      gates: [{name: latency, http: {url: "http://localhost:9/p99"}, success: "< 300"}]
+    operations: [{op: create_index, name: j, table: t, columns: [b]}]
+  - {id: marks, title: M, priority: high, flag: h, operations: [{op: soft_delete, tables: [t]}]}
+  - {id: unflagged, title: U, priority: high, operations: [{op: create_index, name: k, table: t, columns: [c]}]}
+"""
+
+
+def test_the_plans_rollout_is_every_flagged_steps_default(tmp_path):
+    """A step's own stages and hold win; the plan's gates come first, the step's are added; a
+    step without `rollout:` takes the plan's, and keeps its operations' gates; an unflagged
+    step has none."""
+    plan = load_plan(str(write_plan(tmp_path, DEFAULTS)))
+    plain, own, marks = (plan.stages(plan.step(name)) for name in ("plain", "own", "marks"))
+    assert (plain.stages, plain.hold, [g.name for g in plain.gates]) == ((10, 100), 300_000, ["errors"])
+    assert (own.stages, own.hold, [g.name for g in own.gates]) == ((50, 100), 300_000, ["errors", "latency"])
+    assert marks.stages == (10, 100) and [c.name for c in marks.checks] == ["t_deletions_name_who"]
+    assert plan.stages(plan.step("unflagged")) is None
+
+
+def test_the_plans_rollout_is_checked_like_a_steps(tmp_path):
+    assert "stages must rise and end at 100" in only(tmp_path, DEFAULTS.replace("stages: [10, 100]", "stages: [10, 90]"))
+    assert "checks" in only(tmp_path, DEFAULTS.replace("  hold: 5min\n", "  checks: []\n"))
+
+
 def test_yaml_syntax_error_is_located(tmp_path):
     message = only(tmp_path, VALID.replace("    priority: high", "    priority: [high"))
     assert message.startswith(f"{tmp_path / 'rollout.yaml'}:")

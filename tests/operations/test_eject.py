@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+from orchestrator.plan_loader import load_plan
+
 from ..conftest import Rollout, write_plan
 
 PLAN = """\
@@ -146,3 +148,23 @@ def test_an_ejected_drop_column_still_restores_its_values_in_batches(tmp_path, d
     assert db.execute("SELECT id, title FROM posts ORDER BY id").fetchall() == before
     assert db.execute("SELECT count(*) FROM rollout.events WHERE kind = 'backfill.done' "
                       "AND message LIKE 'backfill restore_rollout_dropped_posts_title done%'").fetchone() == (1,)
+
+
+def test_eject_writes_the_gates_of_a_step_without_rollout(tmp_path, dsn, db):
+    """A flagged step without `rollout:` keeps its operations' gates when ejected: they become
+    the step's rollout checks, and its stages stay the plan's."""
+    db.execute("CREATE TABLE authors (id bigint PRIMARY KEY, name text)")
+    plan = PLAN.split("steps:")[0] + "rollout: {stages: [50, 100]}\nsteps:\n" + """\
+  - id: marks
+    title: marks
+    priority: high
+    flag: feed_v2
+    operations:
+      - {op: soft_delete, tables: [authors]}
+"""
+    path = write_plan(tmp_path, plan)
+    ejected = Rollout(path, dsn)("eject", "marks")
+    assert ejected.exit_code == 0, ejected.output
+    ejected_plan = load_plan(str(path))
+    stages = ejected_plan.stages(ejected_plan.step("marks"))
+    assert stages.stages == (50, 100) and [c.name for c in stages.checks] == ["authors_deletions_name_who"]
