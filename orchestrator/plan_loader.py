@@ -281,6 +281,12 @@ def _check_references(model: PlanModel, doc: _Document) -> None:
                 if check.name in names:
                     doc.at(("steps", index, "rollout", "checks", n, "name"), f"duplicate name {check.name!r} in checks")
                 names.add(check.name)
+        for n, operation in enumerate(step.operations):
+            for flag in operation.flags_used():
+                if flag not in model.flags:
+                    guess = difflib.get_close_matches(flag, list(model.flags), n=1)
+                    hint = f"did you mean {guess[0]!r}?" if guess else "declare it under 'flags:'"
+                    doc.at(("steps", index, "operations", n), f"unknown flag {flag!r}; {hint}")
         if step.flag is not None and step.flag not in model.flags:
             guess = difflib.get_close_matches(step.flag, list(model.flags), n=1)
             hint = f"did you mean {guess[0]!r}?" if guess else "declare it under 'flags:'"

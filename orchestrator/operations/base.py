@@ -63,3 +63,7 @@ class Operation(_Model):
 
     def compile(self) -> Compiled:  # pragma: no cover - each kind defines it
         raise NotImplementedError
+
+    def flags_used(self) -> tuple[str, ...]:
+        """The plan's flags the generated SQL asks about: the loader checks they are declared."""
+        return ()

@@ -34,6 +34,15 @@ def listing(operation) -> str:
             out.append(job.sql + ";" if job.sql else "UPDATE {} SET {};".format(
                 job.table, ", ".join(f"{c} = ({e})" for c, e in job.set.items())))
         out += [render(s) + ";" for s in part.rollback] or ["-- nothing to undo"]
+    compiled = operation.compile()
+    for job in compiled.backfills:
+        out.append(f"-- backfill {job.name}: batch by batch over {job.table} "
+                   f"({', '.join(job.key) if job.key else 'its primary key'})" + (f", where {job.where}" if job.where else ""))
+        out.append(job.sql + ";" if job.sql else "UPDATE {} SET {};".format(
+            job.table, ", ".join(f"{c} = ({e})" for c, e in job.set.items())))
+    for kind, checks in (("verify", compiled.verify), ("at every stage", compiled.gates)):
+        for each in checks:
+            out += [f"-- {kind}: {each.name} (no row may come back)", each.sql + ";"]
     return "\n".join(out) + "\n"
 
 

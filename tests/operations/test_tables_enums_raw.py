@@ -1,5 +1,5 @@
-"""create_table, drop_table, rename_table, create_enum, add_enum_value, convert_to_enum, sql and
-soft_delete through their whole lifecycle (harness.run), and what the loader and the lint make of them."""
+"""create_table, drop_table, rename_table, create_enum, add_enum_value, convert_to_enum, sql,
+soft_delete and copy_rows through their whole lifecycle (harness.run), and what the loader and the lint make of them."""
 
 from __future__ import annotations
 
@@ -217,6 +217,30 @@ def pings_restored(db):
     assert one(db, "SELECT prosrc LIKE '%''ping''%' FROM pg_proc WHERE proname = 'count_pings'") == (True,)
 
 
+EVENTS = """
+CREATE TABLE events (id bigint PRIMARY KEY, guild text, body text, at timestamptz NOT NULL DEFAULT now());
+INSERT INTO events SELECT g, CASE WHEN g % 45 = 0 THEN NULL ELSE 'g' || (g % 7) END,
+                          CASE WHEN g % 10 = 0 THEN NULL ELSE 'body ' || g END, now() - interval '1 day'
+  FROM generate_series(1, 400) AS g;
+"""
+BODIES_TABLE = {"op": "sql", "up": """
+CREATE TABLE bodies (guild text, event_id bigint NOT NULL, digest text NOT NULL, UNIQUE (guild, event_id));
+INSERT INTO bodies VALUES ('g1', 1, 'written by the application already');
+""", "down": "DROP TABLE bodies"}
+COPY_BODIES = {"op": "copy_rows", "from": "events", "into": "bodies",
+               "columns": {"guild": "guild", "event_id": "id", "digest": "md5(body)"},
+               "where": "body IS NOT NULL OR id = 0", "unique": ["guild", "event_id"],
+               "dual_write": {"flag": "change_on", "subject": "guild", "since": "at"}}
+
+
+def bodies_copied(db):
+    """Every event with a body has its row, NULL guilds included; the row that was there stays."""
+    assert one(db, "SELECT count(*), count(*) FILTER (WHERE guild IS NULL) FROM bodies") == (360, 4)
+    assert one(db, "SELECT digest FROM bodies WHERE event_id = 1") == ("written by the application already",)
+    assert db.execute("SELECT e.id FROM events AS e LEFT JOIN bodies AS b ON b.event_id = e.id "
+                      "WHERE e.body IS NOT NULL AND e.id <> 1 AND b.digest IS DISTINCT FROM md5(e.body)").fetchall() == []
+
+
 COUNT_BOTH = {"op": "sql", "up": """
 CREATE OR REPLACE FUNCTION count_pings(p_user bigint) RETURNS bigint LANGUAGE sql STABLE
   AS $$ SELECT count(*) FROM events WHERE user_id = p_user AND lower(btrim(kind)) IN ('ping', 'heartbeat') $$;
@@ -259,6 +283,12 @@ CASES = [
          after_expand=lambda db: live_rows_only(db),
          after_contract=lambda db: live_rows_only(db),
          after_contract_writes=("UPDATE authors SET deleted_at = now(), deleted_by = 'mod' WHERE id = 9",)),
+    Case("copy rows into another table, in batches, the application writing both behind the flag", EVENTS,
+         [BODIES_TABLE, COPY_BODIES],
+         old_writes=("INSERT INTO events (id, guild, body) VALUES (1001, 'g1', 'old')",),
+         new_writes=("INSERT INTO events (id, guild, body) VALUES (1002, 'g2', 'new')",
+                     "INSERT INTO bodies VALUES ('g2', 1002, md5('new'))"),
+         after_expand=bodies_copied, after_contract=bodies_copied),
     Case("an index on the column that indexes does not list is refused", PINGS,
          [PINGS_ENUM, {**PINGS_CONVERT, "indexes": [{"name": "events_kind", "columns": ["kind"]}]}],
          fails="index events_user_kind depends on the column"),
@@ -454,6 +484,11 @@ def loaded(tmp_path, operations: list[dict]):
      "up replaces a function outside a transaction"),
     ([{"op": "add_enum_value", "type": "mood", "value": "meh", "before": "a", "after": "b"}], "not both"),
     ([{"op": "soft_delete", "tables": []}], "tables needs at least one table"),
+    ([{**COPY_BODIES, "unique": ["nope"]}], "unique names target columns that columns fills (nope is not among them)"),
+    ([{**COPY_BODIES, "columns": {}}], "columns needs at least one target column"),
+    ([{**COPY_BODIES, "where": "body IS NOT NULL; DELETE FROM events"}], "is not an SQL expression"),
+    ([{**COPY_BODIES, "dual_write": {"flag": "change_onn", "subject": "guild", "since": "at"}}],
+     "unknown flag 'change_onn'; did you mean 'change_on'?"),
     ([{"op": "soft_delete", "tables": ["t"], "by": "deleted_at"}], "by and column are both 'deleted_at'"),
     ([{"op": "soft_delete", "tables": ["t" * 60]}], "the generated name 'active_" + "t" * 60 + "' is longer"),
     ([{"op": "soft_delete", "tables": ["t"], "view_prefix": "v; DROP"}], "view_prefix"),
@@ -572,6 +607,24 @@ def test_soft_delete_stages_hold_only_while_every_mark_names_who(tmp_path, dsn, 
     done = rollout("apply")
     assert done.exit_code == 0, done.output
     assert one(db, "SELECT state FROM rollout.steps WHERE step_id = 'change'") == ("done",)
+
+
+def test_copy_rows_stages_hold_while_the_application_leaves_a_row_uncopied(tmp_path, dsn, db):
+    """With dual_write, an event written since the flag moved without its row holds the
+    contract; older rows are the backfill's, and a guild where the flag is off is not judged."""
+    db.execute(EVENTS)
+    rollout = Rollout(write_plan(tmp_path, plan_for(Case("copy", EVENTS, [BODIES_TABLE, COPY_BODIES]))), dsn)
+    applied = rollout("apply")
+    assert applied.exit_code == 0 and "backfill copy_events_into_bodies done: 359 rows changed" in applied.output, \
+        applied.output
+    assert rollout("advance", "change").exit_code == 0
+    db.execute("INSERT INTO events (id, guild, body) VALUES (2001, 'g3', 'forgotten')")
+    held = rollout("apply")
+    assert "not finalized: check failed: events_new_rows_copied" in held.output, held.output
+    assert "event_id=2001" in held.output
+    db.execute("INSERT INTO bodies VALUES ('g3', 2001, md5('forgotten'))")
+    done = rollout("apply")
+    assert done.exit_code == 0 and one(db, "SELECT state FROM rollout.steps WHERE step_id = 'change'") == ("done",)
 
 
 def test_operations_answer_the_findings_their_pattern_makes(tmp_path):

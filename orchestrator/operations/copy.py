@@ -1,0 +1,115 @@
+"""copy_rows: a table filled from another, in batches, while the application starts writing it."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from psycopg import sql
+from pydantic import Field, model_validator
+
+from ..plan_parts import Backfill, ColumnName, Name, Seq, TableName, _Model
+from . import names
+from .base import Compiled, Operation, check
+from .columns import _label
+from .sql import expr, ident, literal_name, render
+
+
+class DualWrite(_Model):
+    """The application writes the target rows itself behind a flag: from each stage on, the
+    source rows written since the flag last moved, in subjects where it is on, must have theirs."""
+
+    flag: Name = Field(description="the flag behind which the application writes both tables")
+    subject: str = Field(description="an SQL expression over a source row: the subject the flag is asked about")
+    since: str = Field(description="an SQL expression over a source row: when it was written")
+
+
+class CopyRows(Operation):
+    """Rows of a new table made from the rows another table holds (a table split out, a
+    denormalised copy), by a backfill that survives crashes, and verified.
+
+    SQL: no migration. The backfill visits `from` in key-range batches (by `key`) and, in each
+    batch's transaction, runs `INSERT INTO into (columns) SELECT <expressions> FROM from JOIN
+    batch USING (key) ON CONFLICT (unique) DO NOTHING` (the batch holds the rows `where`
+    selects): a row already there (the
+    application's, or a batch redone after a crash) is kept, so every source row is copied
+    once. `columns` maps each target column to an SQL expression over the source row.
+
+    Locks: ROW EXCLUSIVE on the target and ACCESS SHARE on the source, one batch at a time.
+
+    Both versions: the old application writes only the source; the new one (behind `dual_write`'s
+    flag) writes both. Verification, after the backfill: every source row matching `where` has a
+    target row with the same `unique` values, NULLs matching NULLs (`<from>_rows_copied`). A
+    NULL among the `unique` values never conflicts (unless the index is NULLS NOT DISTINCT): such
+    a row the application wrote during the backfill is copied a second time. With `dual_write`, every
+    stage of the step's rollout, and its contract, holds only while the source rows written
+    since the flag last moved (`since`), in subjects where it is on (`subject`), have theirs
+    (`<from>_new_rows_copied`).
+
+    Rollback: nothing: the rows stay in the target (the step that made the table drops it).
+    """
+
+    op: Literal["copy_rows"]
+    from_: TableName = Field(alias="from", description="the table whose rows are copied")
+    into: TableName = Field(description="the table they are copied into")
+    columns: dict[ColumnName, str] = Field(description="target column -> an SQL expression over the source row")
+    unique: Seq(ColumnName) = Field(description="target columns of a unique index or constraint: a row whose values "
+                                                "are there already is not copied again")
+    where: str | None = Field(None, description="an SQL condition over the source row: the rows to copy (default all)")
+    key: Seq(ColumnName) = Field(("id",), description="the source's unique, indexed columns the backfill batches by")
+    dual_write: DualWrite | None = Field(None, description="the flag behind which the application writes the target "
+                                                           "rows itself: {flag, subject, since}")
+
+    @model_validator(mode="after")
+    def _valid(self) -> "CopyRows":
+        if not self.columns:
+            raise ValueError("columns needs at least one target column")
+        missing = [c for c in self.unique if c not in self.columns]
+        if not self.unique or missing:
+            raise ValueError("unique names target columns that columns fills" +
+                             (f" ({', '.join(missing)} is not among them)" if missing else ""))
+        for text in (*self.columns.values(), self.where,
+                     *((self.dual_write.subject, self.dual_write.since) if self.dual_write else ())):
+            if text is not None:
+                expr(text)
+        names.fit(f"{names.bare(self.from_)}_new_rows_copied")
+        return self
+
+    def flags_used(self) -> tuple[str, ...]:
+        return (self.dual_write.flag,) if self.dual_write else ()
+
+    def compile(self) -> Compiled:
+        source, bare = ident(self.from_), names.bare(self.from_)
+        where = sql.SQL("({})").format(expr(self.where)) if self.where else sql.SQL("true")
+        # the batch holds the keys of the rows `where` selects: the engine adds it to the batch's query
+        copy = sql.SQL("INSERT INTO {into} ({columns}) SELECT {values} FROM {source} AS {alias} JOIN batch USING ({key}) "
+                       "ON CONFLICT ({unique}) DO NOTHING").format(
+            into=ident(self.into), columns=sql.SQL(", ").join(map(ident, self.columns)),
+            values=sql.SQL(", ").join(expr(e) for e in self.columns.values()), source=source, alias=ident(bare),
+            key=sql.SQL(", ").join(map(ident, self.key)),
+            unique=sql.SQL(", ").join(map(ident, self.unique)))
+        job = Backfill(name=_label("copy", bare, "into", names.bare(self.into)), table=self.from_,
+                       key=self.key, sql=render(copy), where=self.where,
+                       description=f"rows of {literal_name(self.from_)} copied into {literal_name(self.into)}")
+        verify = check(f"{bare}_rows_copied", f"rows of {literal_name(self.from_)} without their row in "
+                       f"{literal_name(self.into)}", self._uncopied(where))
+        gates = ()
+        if self.dual_write is not None:
+            flag = sql.Literal(self.dual_write.flag)
+            recent = sql.SQL("{} AND rollout.is_enabled({}, ({})::text) AND ({}) > (SELECT rollout.flag_changed_at({}))").format(
+                where, flag, expr(self.dual_write.subject), expr(self.dual_write.since), flag)
+            gates = (check(f"{bare}_new_rows_copied", f"rows of {literal_name(self.from_)} written since "
+                           f"{self.dual_write.flag} last moved, where it is on, without their row in "
+                           f"{literal_name(self.into)}", self._uncopied(recent)),)
+        return Compiled(backfills=(job,), verify=(verify,), gates=gates)
+
+    def _uncopied(self, where: sql.Composable) -> sql.Composable:
+        """The `unique` values of the source rows matching `where` that the target lacks. EXCEPT
+        compares them as PostgreSQL compares rows for DISTINCT (two NULLs are the same value) and
+        hashes each side once, where a NOT EXISTS on IS NOT DISTINCT FROM could use no index."""
+        return sql.SQL("SELECT {values} FROM {source} AS {alias} WHERE {where} EXCEPT SELECT {unique} FROM {into}").format(
+            values=sql.SQL(", ").join(sql.SQL("({}) AS {}").format(expr(self.columns[c]), ident(c)) for c in self.unique),
+            source=ident(self.from_), alias=ident(names.bare(self.from_)), where=where,
+            unique=sql.SQL(", ").join(map(ident, self.unique)), into=ident(self.into))
+
+
+KINDS = (CopyRows,)
