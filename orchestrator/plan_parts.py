@@ -406,9 +406,8 @@ class StagedRollout(RolloutPolicy):
 
     def under(self, policy: RolloutPolicy) -> "StagedRollout":
         """This rollout completed by the plan's `policy`: its own keys win, gates add up."""
-        given = {key: getattr(self, key) for key in self.model_fields_set}
-        inherited = {key: getattr(policy, key) for key in policy.model_fields_set}
-        return StagedRollout.model_validate({**inherited, **given, "gates": (*policy.gates, *self.gates)})
+        inherited = {key: getattr(policy, key) for key in policy.model_fields_set - self.model_fields_set}
+        return self.model_copy(update={**inherited, "gates": (*policy.gates, *self.gates)})
 
 
 class Allowance(_Model):
