@@ -32,7 +32,7 @@ class Step(_Model):
     description: str = ""
     priority: Literal["high", "medium", "low"]
     flag: Name | None = None
-    rollout: StagedRollout | None = Field(None, description="the flag's stages; a flagged step defaults to [100]")
+    rollout: StagedRollout | None = Field(None, description="the flag's stages; what it leaves out comes from the plan's rollout: (default [100])")
     depends_on: Seq(Name) = ()
     preconditions: Seq(Check) = ()
     migrate: str | None = Field(None, description="folder of yoyo-format SQL migrations (with .rollback.sql files)")
@@ -173,7 +173,7 @@ class Plan:
             raise UsageError(f"no environment {name!r} in {self.path}; environments are: {known}") from None
 
     def stages(self, step: Step) -> StagedRollout | None:
-        """The staged rollout of a flagged step (one stage at 100% unless it lists its own)."""
+        """The staged rollout of a flagged step: its own, completed by the plan's `rollout:`."""
         if step.flag is None:
             return None
         return (step.rollout or StagedRollout()).under(self.model.rollout)

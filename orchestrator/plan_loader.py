@@ -281,16 +281,13 @@ def _check_references(model: PlanModel, doc: _Document) -> None:
                 if check.name in names:
                     doc.at(("steps", index, "rollout", "checks", n, "name"), f"duplicate name {check.name!r} in checks")
                 names.add(check.name)
-        for n, operation in enumerate(step.operations):
-            for flag in operation.flags_used():
-                if flag not in model.flags:
-                    guess = difflib.get_close_matches(flag, list(model.flags), n=1)
-                    hint = f"did you mean {guess[0]!r}?" if guess else "declare it under 'flags:'"
-                    doc.at(("steps", index, "operations", n), f"unknown flag {flag!r}; {hint}")
-        if step.flag is not None and step.flag not in model.flags:
-            guess = difflib.get_close_matches(step.flag, list(model.flags), n=1)
-            hint = f"did you mean {guess[0]!r}?" if guess else "declare it under 'flags:'"
-            doc.at(("steps", index, "flag"), f"unknown flag {step.flag!r}; {hint}")
+        named = [(("steps", index, "operations", n), flag) for n, operation in enumerate(step.operations)
+                 for flag in operation.flags_used()]
+        for where, flag in [*named, *([(("steps", index, "flag"), step.flag)] if step.flag is not None else [])]:
+            if flag not in model.flags:
+                guess = difflib.get_close_matches(flag, list(model.flags), n=1)
+                hint = f"did you mean {guess[0]!r}?" if guess else "declare it under 'flags:'"
+                doc.at(where, f"unknown flag {flag!r}; {hint}")
     for name, env in model.environments.items():
         if env.after is not None and (env.after == name or env.after not in model.environments):
             reason = "an environment cannot come after itself" if env.after == name else f"unknown environment {env.after!r}"
@@ -559,7 +556,7 @@ def _compile_operations(model: PlanModel, path: str, migrations: dict, doc: _Doc
             preconditions += compiled.preconditions
             gates += compiled.gates
         _check_restores(step, index, backfills, migrations, doc)
-        # a flagged step without `rollout:` has one stage at 100%, and its operations' gates still hold there
+        # a flagged step without `rollout:` takes the plan's stages, and its operations' gates still hold there
         staged = step.rollout or (StagedRollout() if step.flag and gates else None)
         rollout = staged.model_copy(update={"checks": tuple(gates)}) if staged else None
         steps.append(step.model_copy(update={"backfills": tuple(backfills), "verify": tuple(verify),

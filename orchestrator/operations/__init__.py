@@ -19,7 +19,8 @@ from .base import CONTRACT, EXPAND, Compiled, Part
 from .sql import render
 
 # The registry: each module lists its kinds in KINDS; this is the only place that gathers them.
-KINDS = (*indexes.KINDS, *constraints.KINDS, *tables.KINDS, *enums.KINDS, *raw.KINDS, *columns.KINDS, *soft_delete.KINDS, *copy.KINDS)
+KINDS = (*indexes.KINDS, *constraints.KINDS, *tables.KINDS, *enums.KINDS, *raw.KINDS, *columns.KINDS,
+         *soft_delete.KINDS, *copy.KINDS)
 Operation = Annotated[Union[KINDS], Field(discriminator="op")]
 
 __all__ = ["CONTRACT", "EXPAND", "Compiled", "Operation", "Part", "generated_text", "origin", "render"]

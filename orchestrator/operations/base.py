@@ -9,7 +9,7 @@ knows operations exist: the preview, the lint, apply and rollback see migrations
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from psycopg import sql
 
@@ -47,8 +47,7 @@ class Compiled:
 
 def merged(compiled: "list[Compiled]") -> Compiled:
     """Several compilations as one operation's: parts, jobs and checks in the order given."""
-    return Compiled(*(tuple(x for c in compiled for x in getattr(c, field)) for field in
-                      ("parts", "backfills", "verify", "preconditions", "gates")))
+    return Compiled(**{f.name: tuple(x for c in compiled for x in getattr(c, f.name)) for f in fields(Compiled)})
 
 
 def check(name: str, description: str, query: sql.Composable) -> Check:

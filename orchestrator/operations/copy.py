@@ -30,9 +30,8 @@ class CopyRows(Operation):
     SQL: no migration. The backfill visits `from` in key-range batches (by `key`) and, in each
     batch's transaction, runs `INSERT INTO into (columns) SELECT <expressions> FROM from JOIN
     batch USING (key) ON CONFLICT (unique) DO NOTHING` (the batch holds the rows `where`
-    selects): a row already there (the
-    application's, or a batch redone after a crash) is kept, so every source row is copied
-    once. `columns` maps each target column to an SQL expression over the source row.
+    selects): a row already there (the application's, or a batch redone after a crash) is
+    kept, so every source row is copied once. `columns` maps each target column to an SQL expression over the source row.
 
     Locks: ROW EXCLUSIVE on the target and ACCESS SHARE on the source, one batch at a time.
 
@@ -40,8 +39,8 @@ class CopyRows(Operation):
     flag) writes both. Verification, after the backfill: every source row matching `where` has a
     target row with the same `unique` values, NULLs matching NULLs (`<from>_rows_copied`). A
     NULL among the `unique` values never conflicts (unless the index is NULLS NOT DISTINCT): such
-    a row the application wrote during the backfill is copied a second time. With `dual_write`, every
-    stage of the step's rollout, and its contract, holds only while the source rows written
+    a row the application wrote during the backfill is copied a second time. With `dual_write`,
+    every stage of the step's rollout, and its contract, holds only while the source rows written
     since the flag last moved (`since`), in subjects where it is on (`subject`), have theirs
     (`<from>_new_rows_copied`).
 

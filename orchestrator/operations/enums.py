@@ -175,8 +175,8 @@ class ConvertToEnum(Operation):
     where its enum value still is that original's conversion, else the label. Then one short
     transaction gives the indexes their temporary names back, renames the enum column back and
     the rebuilt one to the column's name, restores the default and the sync trigger and adds the
-    NOT NULL check NOT VALID; `swap_sql.down` (or, without it, the inverse rollout writes) runs last in it, once the text column is back.
-    NOT NULL is then validated in its own transaction and the text column's `indexes` are built
+    NOT NULL check NOT VALID; `swap_sql.down` (or, without it, the inverse rollout writes) runs
+    last in it, once the text column is back. NOT NULL is then validated in its own transaction and the text column's `indexes` are built
     again, concurrently.
 
     Preconditions, before anything changes: the column's type, NOT NULL and default are the ones

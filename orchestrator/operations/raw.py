@@ -42,9 +42,10 @@ class Sql(Operation):
     the statement, in the same transaction, `rollout.keep_function` keeps the definition it
     replaces in rollout.replaced_functions (none: the function is new, and the rollback drops
     it), and the rollback's `rollout.put_back_function` restores the latest one kept for that
-    signature (replacements are undone last first, as rollbacks run). `down` stays required for what may have existed before `up` (IF
-    NOT EXISTS, OR REPLACE of anything but a function, row-level security on a table `up` does
-    not create), for a replaced function outside a transaction, and for any other statement. `transactional: false` runs the statements one by
+    signature (replacements are undone last first, as rollbacks run). `down` stays required for
+    what may have existed before `up` (IF NOT EXISTS, OR REPLACE of anything but a function,
+    row-level security on a table `up` does not create), for a replaced function outside a
+    transaction, and for any other statement. `transactional: false` runs the statements one by
     one outside a transaction (for CREATE INDEX CONCURRENTLY and the like: make them idempotent);
     BEGIN, COMMIT and the like are refused when the plan is loaded, with their line, since
     rollout commits each migration with its bookkeeping. Verification (expand phase): what `up`

@@ -56,9 +56,9 @@ class SoftDelete(Operation):
             raise ValueError("tables needs at least one table")
         if self.by == self.column:
             raise ValueError(f"by and column are both {self.column!r}: name two columns")
-        self._columns()
-        for table in self.tables:
-            if self.view_prefix is not None:
+        self._columns()  # each AddColumn checks its names
+        if self.view_prefix is not None:
+            for table in self.tables:
                 names.fit(self._view(table))
         return self
 
