@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -421,9 +422,14 @@ def test_two_advances_at_once_move_each_target_one_stage(make_fleet):
     procs = [f.spawn("advance", "notes") for _ in range(2)]
     outputs = [p.communicate(timeout=300)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs
-    # each target moved once: by one run, while the other found it moved and left it
-    assert {f.query(t, "SELECT stage FROM rollout.steps")[0][0] for t in f.names} == {0}, outputs
-    assert {f.query(t, "SELECT percent FROM rollout.flags")[0][0] for t in f.names} == {50}
+    # each run moves a target at most one stage from the stage it judged: runs that overlapped judged
+    # the same one and moved each target once between them (the other found it moved and left it); on
+    # a busy machine the second may start only after the first ended, judge the next stage, and move again
+    judged = {re.search(r"the fleet is at (.+?) at the lowest", o).group(1) for o in outputs}
+    assert judged <= {"the start", "stage 1"}, outputs
+    moves = len(judged)
+    assert {f.query(t, "SELECT stage FROM rollout.steps")[0][0] for t in f.names} == {moves - 1}, outputs
+    assert {f.query(t, "SELECT percent FROM rollout.flags")[0][0] for t in f.names} == {[50, 100][moves - 1]}
 
 
 def test_interrupting_a_fleet_run_leaves_what_committed_and_nothing_half_done(make_fleet):
