@@ -281,13 +281,21 @@ def _check_references(model: PlanModel, doc: _Document) -> None:
                 if check.name in names:
                     doc.at(("steps", index, "rollout", "checks", n, "name"), f"duplicate name {check.name!r} in checks")
                 names.add(check.name)
-        named = [(("steps", index, "operations", n), flag) for n, operation in enumerate(step.operations)
-                 for flag in operation.flags_used()]
-        for where, flag in [*named, *([(("steps", index, "flag"), step.flag)] if step.flag is not None else [])]:
-            if flag not in model.flags:
-                guess = difflib.get_close_matches(flag, list(model.flags), n=1)
-                hint = f"did you mean {guess[0]!r}?" if guess else "declare it under 'flags:'"
-                doc.at(where, f"unknown flag {flag!r}; {hint}")
+        for n, operation in enumerate(step.operations):
+            for flag in operation.flags_used():  # its gates judge the stages of the step's flag
+                if flag != step.flag:
+                    doc.at(("steps", index, "operations", n), f"the operation asks about flag {flag!r}, but its gates "
+                           f"hold the stages of the step's flag ({step.flag or 'none: give the step flag: ' + flag}); "
+                           "name the step's flag")
+        if step.flag is not None:
+            gates = [g.name for g in (*model.rollout.gates, *(step.rollout.gates if step.rollout else ()))]
+            for name in sorted({g for g in gates if gates.count(g) > 1}):
+                doc.at(("steps", index, "rollout"), f"two gates are named {name!r} (with the plan's rollout: gates): "
+                       "each gate's measurements are told apart by name; rename one")
+        if step.flag is not None and step.flag not in model.flags:
+            guess = difflib.get_close_matches(step.flag, list(model.flags), n=1)
+            hint = f"did you mean {guess[0]!r}?" if guess else "declare it under 'flags:'"
+            doc.at(("steps", index, "flag"), f"unknown flag {step.flag!r}; {hint}")
     for name, env in model.environments.items():
         if env.after is not None and (env.after == name or env.after not in model.environments):
             reason = "an environment cannot come after itself" if env.after == name else f"unknown environment {env.after!r}"
@@ -556,6 +564,10 @@ def _compile_operations(model: PlanModel, path: str, migrations: dict, doc: _Doc
             preconditions += compiled.preconditions
             gates += compiled.gates
         _check_restores(step, index, backfills, migrations, doc)
+        names = [gate.name for gate in gates]
+        for name in sorted({n for n in names if names.count(n) > 1} - _duplicates(step.rollout)):
+            doc.at(("steps", index, "operations"), f"two stage checks are named {name!r} (the step's rollout: checks "
+                   "and its operations' gates): each check's results are told apart by name; rename one")
         # a flagged step without `rollout:` takes the plan's stages, and its operations' gates still hold there
         staged = step.rollout or (StagedRollout() if step.flag and gates else None)
         rollout = staged.model_copy(update={"checks": tuple(gates)}) if staged else None
@@ -563,6 +575,12 @@ def _compile_operations(model: PlanModel, path: str, migrations: dict, doc: _Doc
                                              "preconditions": tuple(preconditions), "rollout": rollout})
                      if step.operations else step)
     return model.model_copy(update={"steps": tuple(steps)})
+
+
+def _duplicates(rollout) -> set[str]:
+    """Check names a step's own `rollout:` repeats (reported where they are written)."""
+    names = [check.name for check in rollout.checks] if rollout else []
+    return {n for n in names if names.count(n) > 1}
 
 
 def _check_restores(step, index: int, backfills: list, migrations: dict, doc: _Document) -> None:

@@ -200,9 +200,12 @@ BEGIN
     RETURNING * INTO kept;
     IF kept.id IS NULL THEN
         RAISE EXCEPTION 'rollout kept no definition of % to put back', signature
-            USING HINT = 'rollout.replaced_functions was emptied by hand: restore the function from a backup';
-    ELSIF kept.definition IS NULL THEN
-        EXECUTE 'DROP ROUTINE ' || to_regprocedure(signature)::text;  -- it was new: the rollback drops it
+            USING HINT = 'the migration was applied before rollout kept definitions (its `down` was removed later), or '
+                         'rollout.replaced_functions was emptied by hand: restore the function from a backup';
+    ELSIF kept.definition IS NULL THEN  -- it was new: the rollback drops it (gone already: nothing to do)
+        IF to_regprocedure(signature) IS NOT NULL THEN
+            EXECUTE 'DROP ROUTINE ' || to_regprocedure(signature)::text;
+        END IF;
     ELSE
         EXECUTE kept.definition;
     END IF;

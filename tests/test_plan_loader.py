@@ -107,6 +107,8 @@ def test_the_plans_rollout_is_every_flagged_steps_default(tmp_path):
 def test_the_plans_rollout_is_checked_like_a_steps(tmp_path):
     assert "stages must rise and end at 100" in only(tmp_path, DEFAULTS.replace("stages: [10, 100]", "stages: [10, 90]"))
     assert "checks" in only(tmp_path, DEFAULTS.replace("  hold: 5min\n", "  checks: []\n"))
+    twice = DEFAULTS.replace("{name: latency,", "{name: errors,")
+    assert "two gates are named 'errors' (with the plan's rollout: gates)" in only(tmp_path, twice)
 
 
 def test_yaml_syntax_error_is_located(tmp_path):

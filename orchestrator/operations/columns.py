@@ -409,7 +409,7 @@ class AddColumn(Operation):
     @model_validator(mode="after")
     def _valid(self) -> "AddColumn":
         if (self.table is None) == (not self.tables):
-            raise ValueError("give table or tables (a list), not both")
+            raise ValueError("give table or tables (a list of at least one), and not both")
         if len(set(self.tables)) < len(self.tables):
             raise ValueError("a table is listed twice in tables")
         if self.up is not None and self.on_update is not None:

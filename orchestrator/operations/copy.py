@@ -70,7 +70,8 @@ class CopyRows(Operation):
                      *((self.dual_write.subject, self.dual_write.since) if self.dual_write else ())):
             if text is not None:
                 expr(text)
-        names.fit(f"{names.bare(self.from_)}_new_rows_copied")
+        if not self.key:
+            raise ValueError("key needs at least one column")
         return self
 
     def flags_used(self) -> tuple[str, ...]:
@@ -83,7 +84,8 @@ class CopyRows(Operation):
         copy = sql.SQL("INSERT INTO {into} ({columns}) SELECT {values} FROM {source} AS {alias} JOIN batch USING ({key}) "
                        "ON CONFLICT ({unique}) DO NOTHING").format(
             into=ident(self.into), columns=sql.SQL(", ").join(map(ident, self.columns)),
-            values=sql.SQL(", ").join(expr(e) for e in self.columns.values()), source=source, alias=ident(bare),
+            values=sql.SQL(", ").join(sql.SQL("({})").format(expr(e)) for e in self.columns.values()), source=source,
+            alias=ident(bare),
             key=sql.SQL(", ").join(map(ident, self.key)),
             unique=sql.SQL(", ").join(map(ident, self.unique)))
         job = Backfill(name=_label("copy", bare, "into", names.bare(self.into)), table=self.from_,

@@ -27,7 +27,12 @@ def expr(text: str) -> sql.SQL:
         statements = pglast.parse_sql(f"SELECT ({text})")
     except pglast.parser.ParseError as exc:
         raise ValueError(f"{text!r} is not an SQL expression: {exc}") from None
-    if len(statements) != 1 or len(statements[0].stmt.targetList) != 1 or statements[0].stmt.fromClause:
+    select = statements[0].stmt if len(statements) == 1 else None
+    clauses = ("fromClause", "whereClause", "groupClause", "havingClause", "sortClause", "limitCount",
+               "limitOffset", "withClause", "lockingClause", "windowClause", "distinctClause")
+    if (select is None or type(select).__name__ != "SelectStmt" or select.targetList is None
+            or len(select.targetList) != 1 or any(getattr(select, c, None) for c in clauses)
+            or type(select.targetList[0].val).__name__ == "RowExpr"):
         raise ValueError(f"{text!r} is not a single SQL expression")
     return sql.SQL(text)  # noqa: S608 - checked above: one expression, nothing more
 
