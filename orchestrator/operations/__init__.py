@@ -1,6 +1,6 @@
 """Operations: say what should change; rollout writes the safe SQL.
 
-One module per family of kinds; this union is the only list of kinds (the JSON Schema, the
+One module per kind (`kinds/`), the SQL they share beside them; this union is the only list of kinds (the JSON Schema, the
 loader's located errors and the docs all come from it). `compile_step` turns a step's
 operations into the migrations, backfills and checks a hand-written step would hold, so
 nothing downstream (preview, lint, apply, rollback, backups, yoyo's bookkeeping) knows they
@@ -14,13 +14,29 @@ from typing import Annotated, Union
 
 from pydantic import Field
 
-from . import columns, constraints, copy, enums, indexes, raw, soft_delete, tables
 from .base import CONTRACT, EXPAND, Compiled, Part
+from .kinds.add_column import AddColumn
+from .kinds.add_constraint import AddConstraint
+from .kinds.add_enum_value import AddEnumValue
+from .kinds.alter_column import AlterColumn
+from .kinds.convert_to_enum import ConvertToEnum
+from .kinds.copy_rows import CopyRows
+from .kinds.create_enum import CreateEnum
+from .kinds.create_index import CreateIndex
+from .kinds.create_table import CreateTable
+from .kinds.drop_column import DropColumn
+from .kinds.drop_constraint import DropConstraint
+from .kinds.drop_index import DropIndex
+from .kinds.drop_table import DropTable
+from .kinds.rename_column import RenameColumn
+from .kinds.rename_table import RenameTable
+from .kinds.soft_delete import SoftDelete
+from .kinds.sql import Sql
 from .sql import render
 
-# The registry: each module lists its kinds in KINDS; this is the only place that gathers them.
-KINDS = (*indexes.KINDS, *constraints.KINDS, *tables.KINDS, *enums.KINDS, *raw.KINDS, *columns.KINDS,
-         *soft_delete.KINDS, *copy.KINDS)
+# The registry: the only place that gathers the kinds (in the order the docs and the schema show them).
+KINDS = (CreateIndex, DropIndex, AddConstraint, DropConstraint, CreateTable, DropTable, RenameTable, CreateEnum,
+         AddEnumValue, ConvertToEnum, Sql, AddColumn, DropColumn, RenameColumn, AlterColumn, SoftDelete, CopyRows)
 Operation = Annotated[Union[KINDS], Field(discriminator="op")]
 
 __all__ = ["CONTRACT", "EXPAND", "Compiled", "Operation", "Part", "generated_text", "origin", "render"]

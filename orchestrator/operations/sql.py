@@ -19,6 +19,16 @@ def in_schema(table: str, name: str) -> sql.Identifier:
     return ident(f"{table.split('.')[0]}.{name}" if "." in table else name)
 
 
+def regclass(name: str) -> sql.Composable:
+    """`to_regclass('"Name"')`: the relation the plan's name means, or NULL."""
+    return sql.SQL("to_regclass({})").format(sql.Literal(render(ident(name))))
+
+
+def regtype(name: str) -> sql.Composable:
+    """`to_regtype('"Name"')`: the type the plan's name means, or NULL."""
+    return sql.SQL("to_regtype({})").format(sql.Literal(render(ident(name))))
+
+
 def expr(text: str) -> sql.SQL:
     """An operator's SQL expression (`using`, `up`, `down`, `check`, `default`), refused unless
     PostgreSQL's parser reads it as exactly one expression: it cannot end the statement it is

@@ -1,111 +1,25 @@
-"""create_enum, add_enum_value and convert_to_enum: enum types, a value added where
-PostgreSQL lets it be used (a migration of its own), and a text column converted to an enum
-through a shadow column, a trigger and a backfill, swapped in one short transaction."""
+"""convert_to_enum: a text column converted to an enum through a shadow column, a trigger and a
+backfill, swapped in one short transaction.
+"""
 
 from __future__ import annotations
 
 import re
 from dataclasses import replace
-from typing import Annotated, Literal
+from typing import Literal
 
 from psycopg import sql
-from pydantic import Field, StringConstraints, model_validator
+from pydantic import Field, model_validator
 
-from ..plan_parts import Allowance, Backfill, ColumnName, Seq, TableName, _Model
-from . import names
-from .base import CONTRACT, EXPAND, Compiled, Operation, Part, check
-from .columns import RebuiltIndex, _index_names, _indexes_fit, _new_indexes, _old_indexes
-from .constraints import _not_null
-from .raw import statements, undoable
-from .restores import column_back
-from .sql import dollar_quoted, ident, literal_name, render, type_name
-
-# PostgreSQL's limit: an enum label is at most 63 bytes (NAMEDATALEN - 1), and not empty
-Label = Annotated[str, StringConstraints(min_length=1, max_length=63)]
-
-
-def _label_fits(label: str) -> str:
-    if len(label.encode()) > names.MAX:
-        raise ValueError(f"enum label {label!r} is longer than PostgreSQL's 63 bytes")
-    return label
-
-
-def _regtype(name: str) -> sql.Composable:
-    return sql.SQL("to_regtype({})").format(sql.Literal(render(ident(name))))
-
-
-class CreateEnum(Operation):
-    """A new enum type, created in the expand phase.
-
-    SQL: `CREATE TYPE name AS ENUM ('a', 'b', ...)` in a transaction. Locks: none on any table.
-    Both versions: nothing uses the type until a later operation or the new application does.
-    Rollback: `DROP TYPE name` (it fails, and says what depends on it, while a column still
-    uses the type). A precondition refuses a type name that is taken."""
-
-    op: Literal["create_enum"]
-    name: TableName = Field(description="the type's name: name or schema.name")
-    values: Seq(Label) = Field(description="the labels, in their sort order")
-
-    @model_validator(mode="after")
-    def _labels(self) -> "CreateEnum":
-        if not self.values:
-            raise ValueError("an enum needs at least one value")
-        repeated = sorted({v for v in self.values if self.values.count(v) > 1})
-        if repeated:
-            raise ValueError(f"value {repeated[0]!r} is listed twice")
-        for value in self.values:
-            _label_fits(value)
-        return self
-
-    def compile(self) -> Compiled:
-        create = sql.SQL("CREATE TYPE {} AS ENUM ({})").format(
-            ident(self.name), sql.SQL(", ").join(map(sql.Literal, self.values)))
-        taken = sql.SQL("SELECT {0} AS existing WHERE {0} IS NOT NULL").format(_regtype(self.name))
-        return Compiled((Part("create_enum", EXPAND, (create,), (sql.SQL("DROP TYPE {}").format(ident(self.name)),)),),
-                        preconditions=(check(f"{self.name}_is_new", f"a type named {literal_name(self.name)} exists "
-                                             "already", taken),))
-
-
-class AddEnumValue(Operation):
-    """A label added to an existing enum type.
-
-    SQL: `ALTER TYPE t ADD VALUE IF NOT EXISTS 'v' [BEFORE 'x' | AFTER 'x']`, alone in a
-    migration of its own: PostgreSQL refuses to use a new label in the transaction that added
-    it ('unsafe use of new value'), so it commits before any later migration of the step (or
-    the application) uses it. IF NOT EXISTS makes a re-run harmless. Locks: none on any table
-    (only the type's catalog rows). Both versions: the old application never writes the label;
-    the new one may from the expand on.
-
-    Rollback: none. PostgreSQL has no ALTER TYPE ... DROP VALUE, and removing a label that any
-    row, index page or default might still hold is not safe, so the label stays in the type
-    after a rollback (an unused label is harmless; the generated rollback file is a comment
-    saying so). A type can only lose it by being recreated without it."""
-
-    op: Literal["add_enum_value"]
-    type: TableName = Field(description="the enum type: name or schema.name")
-    value: Label
-    before: Label | None = Field(None, description="the label it sorts before")
-    after: Label | None = Field(None, description="the label it sorts after")
-
-    @model_validator(mode="after")
-    def _placement(self) -> "AddEnumValue":
-        if self.before is not None and self.after is not None:
-            raise ValueError("add_enum_value takes 'before' or 'after', not both")
-        for label in (self.value, self.before, self.after):
-            if label is not None:
-                _label_fits(label)
-        return self
-
-    def compile(self) -> Compiled:
-        where = (sql.SQL(" BEFORE {}").format(sql.Literal(self.before)) if self.before is not None else
-                 sql.SQL(" AFTER {}").format(sql.Literal(self.after)) if self.after is not None else sql.SQL(""))
-        add = sql.SQL("ALTER TYPE {} ADD VALUE IF NOT EXISTS {}{}").format(ident(self.type), sql.Literal(self.value),
-                                                                          where)
-        stays = sql.SQL("\n".join((
-            f"-- nothing to undo: PostgreSQL cannot drop an enum value, so {self.value!r} stays in",
-            f"-- {literal_name(self.type)} after the rollback (unused, it is harmless; only recreating the type",
-            "-- without it removes it)")))
-        return Compiled((Part("add_enum_value", EXPAND, (add,), (stays,)),))
+from ...plan_parts import Allowance, Backfill, ColumnName, Seq, TableName, _Model
+from .. import names
+from ..base import CONTRACT, EXPAND, Compiled, Operation, Part, check
+from ..constraint_sql import set_not_null
+from ..enum_labels import Label, label_fits
+from ..raw_sql import statements, undoable
+from ..rebuilt_indexes import RebuiltIndex, index_renames, indexes_fit, new_indexes, old_indexes
+from ..restores import column_back
+from ..sql import dollar_quoted, ident, literal_name, regclass, regtype, render, type_name
 
 
 class SwapSql(_Model):
@@ -221,10 +135,10 @@ class ConvertToEnum(Operation):
             if unfolded:
                 raise ValueError(f"with fold, mapping keys are matched folded: write {unfolded[0]!r} as "
                                  f"{unfolded[0].strip().lower()!r}")
-        _indexes_fit(self.indexes)
+        indexes_fit(self.indexes)
         for label in (*self.mapping.values(), self.default_label, self.column_default):
             if label is not None:
-                _label_fits(label)
+                label_fits(label)
         self._names()  # each generated name fits PostgreSQL's 63 bytes
         return self
 
@@ -306,10 +220,10 @@ class ConvertToEnum(Operation):
             "AND {value} IS NOT NULL AND {converted} IS NULL{expected}").format(
             key=key, t=t, value=row.format(sql.Literal(self.column)), converted=row.format(sql.Literal(n["shadow"])),
             shadow_there=sql.SQL("(SELECT attnum FROM pg_attribute WHERE attrelid = {} AND attname = {} "
-                                 "AND NOT attisdropped)").format(_regclass(self.table), sql.Literal(n["shadow"])),
+                                 "AND NOT attisdropped)").format(regclass(self.table), sql.Literal(n["shadow"])),
             expected=expected)
 
-        indexes = _new_indexes(self.table, self.column, n["shadow"], self.indexes)
+        indexes = new_indexes(self.table, self.column, n["shadow"], self.indexes)
         converted = check(f"{names.bare(self.table)}_{self.column}_converted",
                           f"values of {self.column} without their enum value", unconverted)
         # a gate too: at every stage, what both applications wrote since has its enum value
@@ -345,10 +259,10 @@ class ConvertToEnum(Operation):
     def _contract(self, n: dict, enum: sql.Composable) -> tuple[Part, ...]:
         t, col, shadow, key = ident(self.table), ident(self.column), ident(n["shadow"]), ident(self.key)
         alter = sql.SQL("ALTER TABLE {} ").format(t)
-        parts: list[Part] = list(_old_indexes(self.table, self.indexes))
+        parts: list[Part] = list(old_indexes(self.table, self.indexes))
         if self.not_null:
             # the enum column NOT NULL without a scan under ACCESS EXCLUSIVE (constraints._not_null)
-            parts += [replace(p, phase=CONTRACT) for p in _not_null(self.table, n["shadow"]).parts]
+            parts += [replace(p, phase=CONTRACT) for p in set_not_null(self.table, n["shadow"]).parts]
             # the text column's NOT NULL, for the rollback after the contract: the swap's rollback adds
             # this CHECK NOT VALID, these two migrations' rollbacks validate it and set NOT NULL
             keep = ident(n["keep_not_null"])
@@ -375,7 +289,7 @@ class ConvertToEnum(Operation):
         swap = [sql.SQL("DROP TRIGGER {} ON {}").format(trigger, t), sql.SQL("DROP FUNCTION {}()").format(sync),
                 alter + sql.SQL("DROP COLUMN {}").format(col),
                 alter + sql.SQL("RENAME COLUMN {} TO {}").format(shadow, col)]
-        swap += _index_names(self.table, self.indexes)
+        swap += index_renames(self.table, self.indexes)
         if default is not None:
             swap.append(alter + sql.SQL("ALTER COLUMN {} SET DEFAULT {}::{}").format(col, default, enum))
         swap_sql, swap_sql_back = self.swap_sql.undoable() if self.swap_sql is not None else ((), ())
@@ -385,7 +299,7 @@ class ConvertToEnum(Operation):
             "coalesce((SELECT o.original FROM {orig} AS o WHERE o.key = {row}.{key}::text "
             "AND {convert}(o.original) IS NOT DISTINCT FROM {row}.{col}), {row}.{col}::text)").format(
             orig=orig, row=row, key=key, convert=convert, col=col), (self.key,), self.column)
-        back = list(_index_names(self.table, self.indexes, back=True))
+        back = list(index_renames(self.table, self.indexes, back=True))
         back += [alter + sql.SQL("ALTER COLUMN {} DROP DEFAULT").format(col)] if default is not None else []
         back += [alter + sql.SQL("RENAME COLUMN {} TO {}").format(col, shadow), *rebuilt.swap_in]
         if default is not None:
@@ -401,7 +315,7 @@ class ConvertToEnum(Operation):
                              allows=(Allowance(rule="renaming-column", reason=reason),)))
 
     def _preconditions(self, enum: sql.Composable) -> tuple:
-        rel, col, typ = _regclass(self.table), sql.Literal(self.column), _regtype(self.type)
+        rel, col, typ = regclass(self.table), sql.Literal(self.column), regtype(self.type)
         declared = sql.Literal(self.column_type)
         if self.column_default is None:
             wrong_default = sql.SQL("c.dflt IS NOT NULL")
@@ -465,8 +379,3 @@ class ConvertToEnum(Operation):
 def _backfill_name(table: str, column: str) -> str:
     """A backfill's name is lowercase (NAME_PATTERN); the table's may not be."""
     return re.sub(r"[^a-z0-9_]+", "_", f"convert_{names.bare(table)}_{column}".lower())[:63]
-
-
-def _regclass(name: str) -> sql.Composable:
-    return sql.SQL("to_regclass({})").format(sql.Literal(render(ident(name))))
-KINDS = (CreateEnum, AddEnumValue, ConvertToEnum)

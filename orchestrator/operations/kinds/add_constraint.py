@@ -1,22 +1,20 @@
-"""add_constraint and drop_constraint, written the way that does not block: CHECK and FOREIGN
-KEY added NOT VALID and validated in a transaction of their own (SHARE UPDATE EXCLUSIVE: reads
-and writes go on), UNIQUE through an index built concurrently, NOT NULL through a validated
-CHECK so that SET NOT NULL does not scan."""
+"""add_constraint: CHECK and FOREIGN KEY added NOT VALID and validated in a transaction of their own
+(SHARE UPDATE EXCLUSIVE: reads and writes go on), UNIQUE through an index built concurrently, NOT
+NULL through a validated CHECK so that SET NOT NULL does not scan.
+"""
 
 from __future__ import annotations
 
-import re
 from typing import Literal
 
-import pglast
 from psycopg import sql
 from pydantic import Field, model_validator
 
-from ..plan_parts import Backfill, Check, ColumnName, Seq, TableName, _Model
-from . import names
-from .base import CONTRACT, EXPAND, Compiled, Operation, Part, check
-from .restores import restore_job
-from .sql import expr, ident, in_schema, literal_name, render
+from ...plan_parts import ColumnName, Seq, TableName, _Model
+from .. import names
+from ..base import CONTRACT, EXPAND, Compiled, Operation, Part, check
+from ..constraint_sql import Remediation, kept_originals, key_is_unique, set_not_null
+from ..sql import expr, ident, in_schema
 
 
 class ForeignKey(_Model):
@@ -24,29 +22,6 @@ class ForeignKey(_Model):
     references: TableName
     referenced_columns: Seq(ColumnName) = Field(description="the referenced columns, in the order of `columns`")
     on_delete: Literal["no action", "restrict", "cascade", "set null", "set default"] = "no action"
-
-
-class Remediation(_Model):
-    """What a CHECK's violating rows become: column -> SQL expression over the row (its columns
-    by name, as they are before the change)."""
-
-    set: dict[ColumnName, str] = Field(description="column -> the expression it is set to, in the rows that "
-                                                   "violate the check")
-    key: Seq(ColumnName) = Field(("id",), description="a unique key of the table: originals are kept by it, the "
-                                                      "backfill batches by it")
-
-    @model_validator(mode="after")
-    def _valid(self) -> "Remediation":
-        if not self.set:
-            raise ValueError("remediation: set needs at least one column")
-        if not self.key:
-            raise ValueError("remediation: key needs at least one column")
-        overlap = sorted(set(self.set) & set(self.key))
-        if overlap:
-            raise ValueError(f"remediation cannot change the key column {overlap[0]!r}")
-        for text in self.set.values():
-            expr(text)
-        return self
 
 
 class AddConstraint(Operation):
@@ -116,7 +91,7 @@ class AddConstraint(Operation):
                             preconditions=(check(f"{self.name}_no_duplicates", f"values {self.name} would refuse",
                                                  duplicates),))
         if self.not_null is not None:
-            return _not_null(self.table, self.not_null)
+            return set_not_null(self.table, self.not_null)
         if self.remediation is not None:
             return self._remediated()
         if self.check is not None:
@@ -157,59 +132,6 @@ class AddConstraint(Operation):
                                        key_is_unique(self.table, fix.key, self.name)))
 
 
-def as_json(columns, row: str = "") -> sql.Composable:
-    """The named columns of a row as one jsonb object (any key and column type fits)."""
-    prefix = sql.SQL(f"{row}." if row else "")
-    return sql.SQL("jsonb_build_object({})").format(sql.SQL(", ").join(
-        sql.SQL("{}, {}{}").format(sql.Literal(c), prefix, ident(c)) for c in columns))
-
-
-def key_is_unique(table_name: str, key, label: str) -> Check:
-    """Rows sharing `key`: originals kept by it would be put back on the wrong rows."""
-    keys = sql.SQL(", ").join(ident(c) for c in key)
-    return check(f"{label}_key_is_unique", f"rows sharing a key ({', '.join(key)}): originals are kept by it",
-                 sql.SQL("SELECT {keys}, count(*) AS rows FROM {t} GROUP BY {keys} HAVING count(*) > 1").format(
-                     keys=keys, t=ident(table_name)))
-
-
-def kept_originals(table_name: str, originals_name: str, fix: Remediation, violating: sql.Composable,
-                   label: str, description: str) -> tuple[Part, Backfill]:
-    """The originals table (expand; its rollback puts every kept original back, then drops it)
-    and the backfill that fixes the `violating` rows in key-range batches, keeping each row's
-    originals (the first seen, never overwritten) in the batch's transaction. The caller adds
-    key_is_unique to its preconditions."""
-    table = ident(table_name)
-    originals = ident(_schema_of(table_name) + names.fit(originals_name))
-    keys = sql.SQL(", ").join(ident(c) for c in fix.key)
-    in_batch = sql.SQL("({}) IN (SELECT {} FROM batch)").format(keys, keys)
-    backfill = Backfill(
-        name=re.sub(r"[^a-z0-9_]+", "_", label.lower())[:63], table=table_name, key=fix.key,
-        description=f"{description}; originals kept in {literal_name(render(originals))}",
-        sql=render(sql.SQL(
-            "WITH saved AS (INSERT INTO {orig} (key, original) SELECT {key_json}, {original_json} FROM {t} "
-            "WHERE {in_batch} AND {violating} ON CONFLICT (key) DO NOTHING) "
-            "UPDATE {t} SET {assignments} WHERE {in_batch} AND {violating}").format(
-            orig=originals, key_json=as_json(fix.key), original_json=as_json(fix.set), t=table,
-            in_batch=in_batch, violating=violating, assignments=sql.SQL(", ").join(
-                sql.SQL("{} = {}").format(ident(c), expr(e)) for c, e in fix.set.items()))),
-        where=render(violating))
-    restore = restore_job(originals_name, _schema_of(table_name) + names.fit(originals_name), sql.SQL(
-        "UPDATE {t} SET {assignments} FROM {orig} AS o JOIN batch USING (key) CROSS JOIN LATERAL "
-        "jsonb_populate_record(NULL::{t}, o.key || o.original) AS r WHERE ({keys}) = ({r_keys})").format(
-        t=table, orig=originals, keys=sql.SQL(", ").join(sql.SQL("{}.{}").format(table, ident(c)) for c in fix.key),
-        r_keys=sql.SQL(", ").join(sql.SQL("r.{}").format(ident(c)) for c in fix.key),
-        assignments=sql.SQL(", ").join(sql.SQL("{} = r.{}").format(ident(c), ident(c)) for c in fix.set)),
-        ("key",), f"the originals kept in {literal_name(render(originals))} put back on {table_name}")
-    keep = Part("originals", EXPAND,
-                (sql.SQL("CREATE TABLE {} (key jsonb PRIMARY KEY, original jsonb NOT NULL)").format(originals),),
-                (sql.SQL("DROP TABLE {}").format(originals),), restore=restore)
-    return keep, backfill
-
-
-def _schema_of(table: str) -> str:
-    return table.rsplit(".", 1)[0] + "." if "." in table else ""
-
-
 def _orphans(table: str, key: ForeignKey) -> sql.Composable:
     """Rows whose key has no match in the referenced table."""
     match = sql.SQL(" AND ").join(sql.SQL("r.{} = t.{}").format(ident(theirs), ident(ours))
@@ -217,59 +139,3 @@ def _orphans(table: str, key: ForeignKey) -> sql.Composable:
     present = sql.SQL(" AND ").join(sql.SQL("t.{} IS NOT NULL").format(ident(c)) for c in key.columns)
     return sql.SQL("SELECT t.* FROM {} AS t WHERE {} AND NOT EXISTS (SELECT 1 FROM {} AS r WHERE {})").format(
         ident(table), present, ident(key.references), match)
-
-
-def _not_null(table_name: str, column: str) -> Compiled:
-    """CHECK (col IS NOT NULL) NOT VALID, VALIDATE, then SET NOT NULL, which PostgreSQL proves
-    from the validated check without a scan; the check is dropped after."""
-    table, col = ident(table_name), ident(column)
-    proof = ident(names.not_null_check(table_name, column))
-    nulls = sql.SQL("SELECT * FROM {} WHERE {} IS NULL").format(table, col)
-    return Compiled(preconditions=(check(f"{column}_has_no_nulls", f"rows where {column} is NULL", nulls),), parts=(
-        Part("not_null_check", EXPAND,
-             (sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} CHECK ({} IS NOT NULL) NOT VALID").format(table, proof, col),),
-             (sql.SQL("ALTER TABLE {} DROP CONSTRAINT IF EXISTS {}").format(table, proof),)),
-        Part("not_null_validate", EXPAND, (sql.SQL("ALTER TABLE {} VALIDATE CONSTRAINT {}").format(table, proof),)),
-        Part("not_null", EXPAND,
-             (sql.SQL("ALTER TABLE {} ALTER COLUMN {} SET NOT NULL").format(table, col),
-              sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(table, proof)),
-             (sql.SQL("ALTER TABLE {} ALTER COLUMN {} DROP NOT NULL").format(table, col),)),
-    ))
-
-
-class DropConstraint(Operation):
-    """A constraint dropped in the contract phase; `definition` (as pg_get_constraintdef prints
-    it) brings it back, NOT VALID then validated, on rollback."""
-
-    op: Literal["drop_constraint"]
-    table: TableName
-    name: ColumnName
-    definition: str = Field(description="e.g. CHECK (score >= 0) or FOREIGN KEY (user_id) REFERENCES users(id)")
-
-    @model_validator(mode="after")
-    def _definition_parses(self) -> "DropConstraint":
-        """One constraint definition and nothing more: it is put into an ALTER TABLE as it stands."""
-        try:
-            statements = pglast.parse_sql(f"ALTER TABLE t ADD CONSTRAINT c {self.definition}")
-        except pglast.parser.ParseError as exc:
-            raise ValueError(f"definition {self.definition!r} is not a constraint: {exc}") from None
-        if len(statements) != 1 or len(statements[0].stmt.cmds) != 1:
-            raise ValueError(f"definition {self.definition!r} is more than one constraint definition")
-        return self
-
-    def compile(self) -> Compiled:
-        table, name = ident(self.table), ident(self.name)
-        validating = not self.definition.lstrip().upper().startswith(("UNIQUE", "PRIMARY", "EXCLUDE"))
-        restore = sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}{}").format(
-            table, name, sql.SQL(self.definition), sql.SQL(" NOT VALID" if validating else ""))
-        drop = Part("drop_constraint", CONTRACT,
-                    (sql.SQL("ALTER TABLE {} DROP CONSTRAINT IF EXISTS {}").format(table, name),), (restore,))
-        if not validating:
-            return Compiled((drop,))
-        # rollbacks run in reverse: the constraint comes back NOT VALID, then is validated on its own
-        revalidate = Part("revalidate", CONTRACT, (), (sql.SQL("ALTER TABLE {} VALIDATE CONSTRAINT {}").format(
-            table, name),))
-        return Compiled((revalidate, drop))
-
-
-KINDS = (AddConstraint, DropConstraint)

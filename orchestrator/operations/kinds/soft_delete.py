@@ -1,4 +1,5 @@
-"""soft_delete: rows deleted by marking them, and a view of the live ones for every read."""
+"""soft_delete: rows deleted by marking them, and a view of the live ones for every read.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +8,11 @@ from typing import Literal
 from psycopg import sql
 from pydantic import Field, model_validator
 
-from ..plan_parts import ColumnName, Seq, TableName
-from . import names
-from .base import EXPAND, Compiled, Operation, Part, check, merged
-from .columns import AddColumn
-from .sql import ident, in_schema, literal_name
+from ...plan_parts import ColumnName, Seq, TableName
+from .. import names
+from ..base import EXPAND, Compiled, Operation, Part, check, merged
+from ..sql import ident, in_schema, literal_name
+from .add_column import AddColumn
 
 
 class SoftDelete(Operation):
@@ -86,6 +87,3 @@ class SoftDelete(Operation):
                                    "that are marked deleted", sql.SQL("SELECT * FROM {} WHERE {}").format(view, marked))
                              for view, t in made), gates=tuple(gates))
         return merged([*(c.compile() for c in self._columns()), views])
-
-
-KINDS = (SoftDelete,)

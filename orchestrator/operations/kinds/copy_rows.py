@@ -1,4 +1,5 @@
-"""copy_rows: a table filled from another, in batches, while the application starts writing it."""
+"""copy_rows: a table filled from another, in batches, while the application starts writing it.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +8,11 @@ from typing import Literal
 from psycopg import sql
 from pydantic import Field, model_validator
 
-from ..plan_parts import Backfill, ColumnName, Name, Seq, TableName, _Model
-from . import names
-from .base import Compiled, Operation, check
-from .columns import _label
-from .sql import expr, ident, literal_name, render
+from ...plan_parts import Backfill, ColumnName, Name, Seq, TableName, _Model
+from .. import names
+from ..base import Compiled, Operation, check
+from ..column_sql import job_label
+from ..sql import expr, ident, literal_name, render
 
 
 class DualWrite(_Model):
@@ -88,7 +89,7 @@ class CopyRows(Operation):
             alias=ident(bare),
             key=sql.SQL(", ").join(map(ident, self.key)),
             unique=sql.SQL(", ").join(map(ident, self.unique)))
-        job = Backfill(name=_label("copy", bare, "into", names.bare(self.into)), table=self.from_,
+        job = Backfill(name=job_label("copy", bare, "into", names.bare(self.into)), table=self.from_,
                        key=self.key, sql=render(copy), where=self.where,
                        description=f"rows of {literal_name(self.from_)} copied into {literal_name(self.into)}")
         verify = check(f"{bare}_rows_copied", f"rows of {literal_name(self.from_)} without their row in "
@@ -111,6 +112,3 @@ class CopyRows(Operation):
             values=sql.SQL(", ").join(sql.SQL("({}) AS {}").format(expr(self.columns[c]), ident(c)) for c in self.unique),
             source=ident(self.from_), alias=ident(names.bare(self.from_)), where=where,
             unique=sql.SQL(", ").join(map(ident, self.unique)), into=ident(self.into))
-
-
-KINDS = (CopyRows,)
