@@ -89,14 +89,17 @@ def test_sigkill_anywhere_loses_and_duplicates_nothing(tmp_path, dsn, db):
     kills, covered, left_open = 0, [], set()
     for _ in range(6):
         proc = subprocess.Popen(command(path, dsn, "apply"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(0.5, 0.9))  # the CLI needs ~0.4s to start
+        # kill at a random moment once this run has committed a batch: a busy machine can take
+        # seconds to start the CLI, and a kill before the job runs proves nothing
+        before = covered[-1] if covered else 0
+        wait_until(lambda: proc.poll() is not None or (started(db) and checkpoint(db)["rows_covered"] > before), 60)
+        time.sleep(rng.uniform(0, 0.3))
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
             kills += 1
         proc.wait()
         try:
             covered.append(checkpoint(db).get("rows_covered", 0))
-            # a kill before the run was opened (a slow start on a busy machine) leaves nothing to close
             left_open |= {r for (r,) in db.execute("SELECT id FROM rollout.runs WHERE finished_at IS NULL")}
         except psycopg.errors.UndefinedTable:
             covered.append(0)
