@@ -51,8 +51,9 @@ def apply(session: Session, target: str | None = None) -> ApplyResult:
     for step in session.plan.order(target):
         blocked = [dep for dep in step.depends_on if dep in waiting]
         if blocked:
-            waiting[step.id] = f"waits for {blocked[0]}"
-            session.report(session.event("wait", f"waits for {blocked[0]} to be done", step_id=step.id, ok=True))
+            needed = " and ".join(filter(None, (", ".join(blocked[:-1]), blocked[-1])))
+            waiting[step.id] = f"waits for {needed}"
+            session.report(session.event("wait", f"waits for {needed} to be done", step_id=step.id, ok=True))
             continue
         outcome = _apply_step(session, step)
         if outcome == "finished":

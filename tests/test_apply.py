@@ -392,3 +392,22 @@ def test_apply_prints_outcomes_and_a_summary_and_every_statement_with_v(tmp_path
     assert "applied widgets_01" in verbose.output and "applied widgets_contract_01_not_null" in verbose.output
     assert widgets("rollback", "widgets").exit_code == 0
     assert "applied widgets_01" in widgets("-v", "apply").output
+
+
+WAITING_PLAN = """\
+version: 1
+environments: {local: {database: embedded}}
+flags:
+  a_on: {description: a}
+  b_on: {description: b}
+steps:
+  - {id: a, title: a, priority: high, flag: a_on, operations: [{op: sql, up: "CREATE TABLE a (id int)"}]}
+  - {id: b, title: b, priority: high, flag: b_on, operations: [{op: sql, up: "CREATE TABLE b (id int)"}]}
+  - {id: c, title: c, priority: high, depends_on: [a, b], operations: [{op: sql, up: "CREATE TABLE c (id int)"}]}
+"""
+
+
+def test_the_summary_names_every_step_a_waiting_step_needs(tmp_path, dsn):
+    applied = Rollout(write_plan(tmp_path, WAITING_PLAN), dsn)("apply")
+    assert applied.exit_code == 0, applied.output
+    assert "1 step waits for a and b: c" in applied.output, applied.output
