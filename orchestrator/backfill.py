@@ -458,6 +458,8 @@ class Engine:
         started = time.monotonic()
         with work.transaction():
             set_local_timeouts(work, self.timeouts.lock, self.timeouts.statement)
+            # tells add_column's on_update triggers that rollout, not an application, updates the rows
+            work.execute("SELECT set_config('rollout.backfill', %s, true)", (self.job.name,))
             requested = work.execute(
                 "SELECT requested FROM rollout.backfills WHERE env = %s AND step_id = %s AND name = %s FOR UPDATE",
                 self.ids).fetchone()[0]

@@ -17,7 +17,7 @@ from psycopg.types.json import Jsonb
 
 from .errors import RolloutError
 
-SCHEMA_VERSION = 10  # 5: rollout.backfills.waiting; 6: rollout.steps.halted; 7: rollout.flag_targets; 8: is_enabled SECURITY DEFINER; 9: flag_changed_at; 10: replaced_functions. Guards are installed by _intact()
+SCHEMA_VERSION = 11  # 5: rollout.backfills.waiting; 6: rollout.steps.halted; 7: rollout.flag_targets; 8: is_enabled SECURITY DEFINER; 9: flag_changed_at; 10: replaced_functions; 11: replaced_functions.migration and routine. Guards are installed by _intact()
 
 PENDING = "pending"
 MIGRATING = "migrating"
@@ -179,35 +179,64 @@ RETURNS boolean LANGUAGE sql STABLE PARALLEL SAFE SECURITY DEFINER SET search_pa
 $$;
 
 -- Definitions a plan's `sql` operation replaced (CREATE OR REPLACE FUNCTION without `down`): the
--- migration keeps the one it replaces (NULL: the function was new), in its own transaction, and its
--- rollback puts back the latest kept for the signature (or drops the function). The operator's alone.
+-- migration keeps the one it replaces (NULL: the function was new) under its own id, in its own
+-- transaction. Its rollback puts that definition back (or drops the function); if a later
+-- replacement is still in place, that one now replaces the kept definition instead, as if this
+-- migration had never run. The operator's alone.
 CREATE TABLE IF NOT EXISTS rollout.replaced_functions (
     id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     signature text NOT NULL,
     definition text,
     replaced_at timestamptz NOT NULL DEFAULT clock_timestamp()
 );
-CREATE OR REPLACE FUNCTION rollout.keep_function(signature text) RETURNS void LANGUAGE sql AS $$
-    INSERT INTO rollout.replaced_functions (signature, definition)
-    VALUES (signature, pg_get_functiondef(to_regprocedure(signature)))
+ALTER TABLE rollout.replaced_functions ADD COLUMN IF NOT EXISTS migration text;  -- the migration that replaced it
+ALTER TABLE rollout.replaced_functions ADD COLUMN IF NOT EXISTS routine text;  -- the signature, schema-qualified
+CREATE OR REPLACE FUNCTION rollout.keep_function(signature text) RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    -- an unqualified name is created in current_schema(), whatever search_path finds elsewhere
+    target text := CASE WHEN array_length(parse_ident(split_part(signature, '(', 1)), 1) = 1
+                        THEN format('%I.%s', current_schema(), signature) ELSE signature END;
+BEGIN
+    INSERT INTO rollout.replaced_functions (signature, routine, migration, definition)
+    VALUES (signature, target, nullif(current_setting('rollout.migration', true), ''),
+            pg_get_functiondef(to_regprocedure(target)));
+END
 $$;
 CREATE OR REPLACE FUNCTION rollout.put_back_function(signature text) RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
     kept rollout.replaced_functions;
+    target text;
+    later bigint;
 BEGIN
-    DELETE FROM rollout.replaced_functions AS r
-     WHERE r.id = (SELECT max(m.id) FROM rollout.replaced_functions AS m WHERE m.signature = put_back_function.signature)
-    RETURNING * INTO kept;
-    IF kept.id IS NULL THEN
+    -- what this migration kept (kept before rollout recorded migrations: the latest of those)
+    SELECT * INTO kept FROM rollout.replaced_functions AS r
+     WHERE r.signature = put_back_function.signature
+       AND (r.migration = current_setting('rollout.migration', true) OR r.migration IS NULL)
+     ORDER BY r.migration IS NULL, r.id DESC LIMIT 1;
+    IF NOT FOUND THEN
         RAISE EXCEPTION 'rollout kept no definition of % to put back', signature
             USING HINT = 'the migration was applied before rollout kept definitions (its `down` was removed later), or '
                          'rollout.replaced_functions was emptied by hand: restore the function from a backup';
+    END IF;
+    DELETE FROM rollout.replaced_functions AS r WHERE r.id = kept.id;
+    target := coalesce(kept.routine, kept.signature);
+    SELECT min(r.id) INTO later FROM rollout.replaced_functions AS r
+     WHERE coalesce(r.routine, r.signature) = target AND r.id > kept.id;
+    IF later IS NOT NULL THEN  -- a later replacement stays: it now replaces what this one replaced
+        UPDATE rollout.replaced_functions AS r SET definition = kept.definition WHERE r.id = later;
     ELSIF kept.definition IS NULL THEN  -- it was new: the rollback drops it (gone already: nothing to do)
-        IF to_regprocedure(signature) IS NOT NULL THEN
-            EXECUTE 'DROP ROUTINE ' || to_regprocedure(signature)::text;
+        IF to_regprocedure(target) IS NOT NULL THEN
+            EXECUTE 'DROP ROUTINE ' || to_regprocedure(target)::text;
         END IF;
     ELSE
-        EXECUTE kept.definition;
+        BEGIN
+            EXECUTE kept.definition;
+        EXCEPTION WHEN invalid_function_definition THEN
+            -- OR REPLACE cannot take parameter defaults away or change the result type: drop it first
+            -- (a view or trigger that uses it then fails the drop, and the rollback, with its name)
+            EXECUTE 'DROP ROUTINE ' || to_regprocedure(target)::text;
+            EXECUTE kept.definition;
+        END;
     END IF;
 END
 $$;

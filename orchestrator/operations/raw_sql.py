@@ -65,8 +65,9 @@ def undoable(text: str, what: str) -> tuple[tuple[sql.Composable, ...], tuple[sq
 
 def _replaced(signature: str) -> tuple[sql.Composable, sql.Composable]:
     """What keeps a function's definition right before CREATE OR REPLACE (none: it is new), and
-    what puts the latest kept back (or drops the function): rollout's own functions
-    (orchestrator/state.py), so the preview reads the rollback as defining the function again."""
+    what puts it back (or drops the function): rollout's own functions (orchestrator/state.py),
+    which key what they keep by the migration running (the runner sets `rollout.migration`), so
+    the preview reads the rollback as defining the function again."""
     return (sql.SQL("SELECT rollout.keep_function({})").format(sql.Literal(signature)),
             sql.SQL("SELECT rollout.put_back_function({})").format(sql.Literal(signature)))
 
@@ -109,7 +110,10 @@ def _creates(node) -> Created | None:
         kind_word = "PROCEDURE" if node.is_procedure else "FUNCTION"
         signature = f"{qualified}({arguments})"
         keep, drop = _replaced(signature) if node.replace else (None, sql.SQL(f"DROP {kind_word} {signature}"))
-        return Created(name, drop, keep=keep, probe=sql.SQL(
+        if node.replace and any(p.argType.pct_type for p in node.parameters or ()):
+            keep, drop = None, None  # to_regprocedure reads type names only
+        return Created(name, drop, keep=keep, why="an argument's type is written with %TYPE: write the type itself "
+                       "(bigint, text) so rollout can find the function it replaces", probe=sql.SQL(
             "SELECT {} AS missing WHERE NOT EXISTS (SELECT FROM pg_proc WHERE proname = {} AND {})").format(
             sql.Literal(f"function {qualified}"), sql.Literal(name), where))
     if kind == "CreateTrigStmt":

@@ -96,9 +96,11 @@ CASES = [
                    query="SELECT views FROM posts WHERE id = 1001", expect=[(0,)])),
          after_contract=column("posts", "views", ("integer", False, "0")),
          after_rollback=column("posts", "views", None)),
-    Case("add_column on two tables, set on every update by either application", TABLES,
+    Case("add_column on two tables, set on every update by either application, not by backfills", TABLES,
          [{"op": "add_column", "tables": ["posts", "Orders"], "column": "updated_by", "type": "text",
-           "on_update": "coalesce(nullif(current_setting('app.who', true), ''), updated_by, 'nobody')"}],
+           "on_update": "coalesce(nullif(current_setting('app.who', true), ''), updated_by, 'nobody')"},
+          # a backfill on the same table is rollout's update, not an application's: it stamps nothing
+          {"op": "add_column", "table": "posts", "column": "title_length", "type": "integer", "up": "length(title)"}],
          old_writes=("UPDATE posts SET title = 'old' WHERE id = 1", """UPDATE "Orders" SET "Note" = 'old' WHERE "Id" = 1""",
                      "INSERT INTO posts (id, title) VALUES (1001, 'old')"),
          new_writes=("UPDATE posts SET updated_by = 'me' WHERE id = 2",),

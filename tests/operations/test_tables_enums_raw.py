@@ -493,6 +493,8 @@ def loaded(tmp_path, operations: list[dict]):
     ([{**COPY_BODIES, "columns": {"guild": "guild, 2", "event_id": "id"}}], "is not a single SQL expression"),
     ([{**COPY_BODIES, "where": "true) WHERE (false"}], "is not a single SQL expression"),
     ([{**COPY_BODIES, "key": []}], "key needs at least one column"),
+    ([{"op": "sql", "up": "CREATE OR REPLACE FUNCTION f(a t.id%TYPE) RETURNS int LANGUAGE sql AS 'SELECT 1'"}],
+     "an argument's type is written with %TYPE: write the type itself"),
     ([COPY_BODIES, {**COPY_BODIES, "into": "more_bodies"}], "two stage checks are named 'events_new_rows_copied'"),
     ([{"op": "soft_delete", "tables": ["t"], "by": "deleted_at"}], "by and column are both 'deleted_at'"),
     ([{"op": "soft_delete", "tables": ["t" * 60]}], "the generated name 'active_" + "t" * 60 + "' is longer"),
@@ -616,20 +618,25 @@ def test_soft_delete_stages_hold_only_while_every_mark_names_who(tmp_path, dsn, 
 
 def test_copy_rows_stages_hold_while_the_application_leaves_a_row_uncopied(tmp_path, dsn, db):
     """With dual_write, an event written since the flag moved without its row holds the
-    contract; older rows are the backfill's, and a guild where the flag is off is not judged."""
+    contract; older rows are the backfill's, and those the application writes where the flag is
+    off get theirs from rollout's trigger until the contract drops it."""
     db.execute(EVENTS)
     rollout = Rollout(write_plan(tmp_path, plan_for(Case("copy", EVENTS, [BODIES_TABLE, COPY_BODIES]))), dsn)
     applied = rollout("apply")
     assert applied.exit_code == 0 and "backfill copy_events_into_bodies done: 359 rows changed" in applied.output, \
         applied.output
+    db.execute("INSERT INTO events (id, guild, body) VALUES (2000, 'g3', 'after the backfill'), (2002, 'g3', NULL)")
+    assert db.execute("SELECT event_id, digest = md5('after the backfill') FROM bodies WHERE event_id >= 2000").fetchall() \
+        == [(2000, True)]  # the flag is off: the trigger copied the row `where` selects
     assert rollout("advance", "change").exit_code == 0
-    db.execute("INSERT INTO events (id, guild, body) VALUES (2001, 'g3', 'forgotten')")
+    db.execute("INSERT INTO events (id, guild, body) VALUES (2001, 'g3', 'forgotten')")  # on: the application's job
     held = rollout("apply")
     assert "not finalized: check failed: events_new_rows_copied" in held.output, held.output
     assert "event_id=2001" in held.output
     db.execute("INSERT INTO bodies VALUES ('g3', 2001, md5('forgotten'))")
     done = rollout("apply")
     assert done.exit_code == 0 and one(db, "SELECT state FROM rollout.steps WHERE step_id = 'change'") == ("done",)
+    assert one(db, "SELECT count(*) FROM pg_trigger WHERE tgname = '_rollout_copy_events_bodies'") == (0,)
 
 
 def test_operations_answer_the_findings_their_pattern_makes(tmp_path):
@@ -649,3 +656,50 @@ def test_operations_answer_the_findings_their_pattern_makes(tmp_path):
     assert [(a.rule, a.direction) for a in by.allows] == [("adding-field-with-default", None)]
     assert "current_setting" in by.allows[0].reason
     assert token.allows == ()  # volatile: added without the default, backfilled, nothing to accept
+
+
+def replacing(body: str, args: str = "", name: str = "greeting") -> dict:
+    return {"op": "sql", "up": f"CREATE OR REPLACE FUNCTION {name}({args}) RETURNS text LANGUAGE sql AS $$ SELECT '{body}' $$"}
+
+
+def two_replacements(tmp_path, dsn, first: dict, second: dict) -> Rollout:
+    """Steps a and b, unflagged and independent, applied: a replaces the function, then b."""
+    plan = yaml.safe_load(plan_for(Case("a", "", [first])))
+    step = {key: value for key, value in plan["steps"][0].items() if key != "flag"}
+    plan["steps"] = [{**step, "id": "a"}, {**step, "id": "b", "operations": [second]}]
+    rollout = Rollout(write_plan(tmp_path, yaml.safe_dump(plan, sort_keys=False)), dsn)
+    applied = rollout("apply")
+    assert applied.exit_code == 0, applied.output
+    return rollout
+
+
+@pytest.mark.parametrize("order", [("a", "b"), ("b", "a")])
+def test_two_steps_replace_one_function_and_roll_back_in_any_order(tmp_path, dsn, db, order):
+    """Each rollback undoes its own step's replacement: rolling back the earlier step while the
+    later one's body is in place leaves that body, and the later rollback then restores the
+    original; the reverse order restores each in turn."""
+    db.execute("CREATE FUNCTION greeting() RETURNS text LANGUAGE sql AS $$ SELECT 'original' $$")
+    rollout = two_replacements(tmp_path, dsn, replacing("from a"), replacing("from b"))
+    assert one(db, "SELECT greeting()") == ("from b",)
+    first, second = order
+    assert rollout("rollback", first).exit_code == 0
+    assert one(db, "SELECT greeting()") == ({"a": "from b", "b": "from a"}[first],)
+    assert rollout("rollback", second).exit_code == 0
+    assert one(db, "SELECT greeting(), (SELECT count(*) FROM rollout.replaced_functions)") == ("original", 0)
+
+
+def test_put_back_means_the_function_create_made(tmp_path, dsn, db):
+    """An unqualified name is the function in current_schema(), where CREATE OR REPLACE makes it,
+    not one search_path finds in another schema; a replacement that added a parameter default
+    (which OR REPLACE cannot take away) is dropped and made again."""
+    db.execute("CREATE SCHEMA elsewhere; CREATE FUNCTION elsewhere.greeting() RETURNS text LANGUAGE sql "
+               "AS $$ SELECT 'elsewhere' $$; CREATE FUNCTION welcome(who text) RETURNS text LANGUAGE sql "
+               "AS $$ SELECT 'hello ' || who $$")
+    rollout = two_replacements(tmp_path, f"{dsn}&options=-csearch_path%3Dpublic,elsewhere",
+                               replacing("new"), replacing("hello anyone", "who text DEFAULT 'x'", "welcome"))
+    assert one(db, "SELECT public.greeting(), elsewhere.greeting(), welcome()") == ("new", "elsewhere", "hello anyone")
+    assert rollout("rollback", "b").exit_code == 0
+    assert rollout("rollback", "a").exit_code == 0
+    assert one(db, "SELECT to_regprocedure('public.greeting()'), elsewhere.greeting(), welcome('you')") == (
+        None, "elsewhere", "hello you")
+    assert one(db, "SELECT pg_get_function_arguments('welcome(text)'::regprocedure)") == ("who text",)

@@ -36,13 +36,16 @@ def _fill_body(column: str, up_new: sql.Composable, up_old: sql.Composable) -> s
 
 def _on_update(table: str, column: str, value: sql.Composable) -> tuple[tuple[sql.Composable, ...], tuple[sql.Composable, ...]]:
     """The function and BEFORE UPDATE trigger that set `column` to `value` (over the row being
-    written) on every update, and the statements that drop them."""
+    written) on every update an application makes, and the statements that drop them. rollout's
+    own batches (backfills, restores: orchestrator/backfill.py sets `rollout.backfill`) are not
+    such updates: a later step's backfill must not stamp every row as updated."""
     name = f"{names.bare(table)}_set_{column}"
     function, trigger = in_schema(table, name), ident(name)
     body = sql.SQL("#variable_conflict use_column\nBEGIN\n    NEW.{} := {};\n    RETURN NEW;\nEND").format(
         ident(column), over_row(value, "NEW", table))
     create = (sql.SQL("CREATE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql AS {}").format(function, dollar_quoted(body)),
-              sql.SQL("CREATE TRIGGER {} BEFORE UPDATE ON {} FOR EACH ROW EXECUTE FUNCTION {}()").format(
+              sql.SQL("CREATE TRIGGER {} BEFORE UPDATE ON {} FOR EACH ROW "
+                      "WHEN (coalesce(current_setting('rollout.backfill', true), '') = '') EXECUTE FUNCTION {}()").format(
                   trigger, ident(table), function))
     drop = (sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(trigger, ident(table)),
             sql.SQL("DROP FUNCTION IF EXISTS {}()").format(function))
@@ -72,7 +75,7 @@ class AddColumn(Operation):
     `on_update` (an expression over the row being written, this column holding what the writer
     left in it) adds a BEFORE UPDATE trigger, `<table>_set_<column>`, that sets the column on
     every update from either application, for good: `updated_at` with `now()`, `updated_by`
-    with who acts. `tables` instead of `table` adds the same column to each table listed, in
+    with who acts; rollout's own backfills and restores leave it alone. `tables` instead of `table` adds the same column to each table listed, in
     that order (migrations named after each table).
 
     Locks: ACCESS EXCLUSIVE for the catalog changes only; SHARE ROW EXCLUSIVE for the triggers and

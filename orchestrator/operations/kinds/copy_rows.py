@@ -10,9 +10,9 @@ from pydantic import Field, model_validator
 
 from ...plan_parts import Backfill, ColumnName, Name, Seq, TableName, _Model
 from .. import names
-from ..base import Compiled, Operation, check
+from ..base import CONTRACT, EXPAND, Compiled, Operation, Part, check
 from ..column_sql import job_label
-from ..sql import expr, ident, literal_name, render
+from ..sql import dollar_quoted, expr, ident, in_schema, literal_name, render
 
 
 class DualWrite(_Model):
@@ -28,13 +28,21 @@ class CopyRows(Operation):
     """Rows of a new table made from the rows another table holds (a table split out, a
     denormalised copy), by a backfill that survives crashes, and verified.
 
-    SQL: no migration. The backfill visits `from` in key-range batches (by `key`) and, in each
+    SQL: expand creates an AFTER INSERT row trigger on `from`, `_rollout_copy_<from>_<into>`,
+    that copies each row the application inserts (matching `where`) into `into`, ON CONFLICT
+    (unique) DO NOTHING: every such row without `dual_write`; with it, those in subjects where
+    the flag is off (where it is on, the application writes the copy itself). So no row written
+    during or after the backfill is left without its copy, whichever version wrote it. Around a
+    flag change the application and the trigger may both write a copy: write yours with ON
+    CONFLICT DO NOTHING. The contract drops the trigger (its rollback brings it back). The
+    backfill visits `from` in key-range batches (by `key`) and, in each
     batch's transaction, runs `INSERT INTO into (columns) SELECT <expressions> FROM from JOIN
     batch USING (key) ON CONFLICT (unique) DO NOTHING` (the batch holds the rows `where`
     selects): a row already there (the application's, or a batch redone after a crash) is
     kept, so every source row is copied once. `columns` maps each target column to an SQL expression over the source row.
 
-    Locks: ROW EXCLUSIVE on the target and ACCESS SHARE on the source, one batch at a time.
+    Locks: the trigger's creation and drop take SHARE ROW EXCLUSIVE on the source for a moment;
+    the backfill ROW EXCLUSIVE on the target and ACCESS SHARE on the source, one batch at a time.
 
     Both versions: the old application writes only the source; the new one (behind `dual_write`'s
     flag) writes both. Verification, after the backfill: every source row matching `where` has a
@@ -45,7 +53,8 @@ class CopyRows(Operation):
     since the flag last moved (`since`), in subjects where it is on (`subject`), have theirs
     (`<from>_new_rows_copied`).
 
-    Rollback: nothing: the rows stay in the target (the step that made the table drops it).
+    Rollback: the trigger is dropped; the rows stay in the target (the step that made the table
+    drops it).
     """
 
     op: Literal["copy_rows"]
@@ -73,7 +82,12 @@ class CopyRows(Operation):
                 expr(text)
         if not self.key:
             raise ValueError("key needs at least one column")
+        names.fit(self.trigger_name)
         return self
+
+    @property
+    def trigger_name(self) -> str:
+        return f"_rollout_copy_{names.bare(self.from_)}_{names.bare(self.into)}"
 
     def flags_used(self) -> tuple[str, ...]:
         return (self.dual_write.flag,) if self.dual_write else ()
@@ -82,13 +96,8 @@ class CopyRows(Operation):
         source, bare = ident(self.from_), names.bare(self.from_)
         where = sql.SQL("({})").format(expr(self.where)) if self.where else sql.SQL("true")
         # the batch holds the keys of the rows `where` selects: the engine adds it to the batch's query
-        copy = sql.SQL("INSERT INTO {into} ({columns}) SELECT {values} FROM {source} AS {alias} JOIN batch USING ({key}) "
-                       "ON CONFLICT ({unique}) DO NOTHING").format(
-            into=ident(self.into), columns=sql.SQL(", ").join(map(ident, self.columns)),
-            values=sql.SQL(", ").join(sql.SQL("({})").format(expr(e)) for e in self.columns.values()), source=source,
-            alias=ident(bare),
-            key=sql.SQL(", ").join(map(ident, self.key)),
-            unique=sql.SQL(", ").join(map(ident, self.unique)))
+        copy = self._insert(sql.SQL("{} AS {} JOIN batch USING ({})").format(
+            source, ident(bare), sql.SQL(", ").join(map(ident, self.key))))
         job = Backfill(name=job_label("copy", bare, "into", names.bare(self.into)), table=self.from_,
                        key=self.key, sql=render(copy), where=self.where,
                        description=f"rows of {literal_name(self.from_)} copied into {literal_name(self.into)}")
@@ -102,7 +111,33 @@ class CopyRows(Operation):
             gates = (check(f"{bare}_new_rows_copied", f"rows of {literal_name(self.from_)} written since "
                            f"{self.dual_write.flag} last moved, where it is on, without their row in "
                            f"{literal_name(self.into)}", self._uncopied(recent)),)
-        return Compiled(backfills=(job,), verify=(verify,), gates=gates)
+        return Compiled(parts=self._copy_trigger(), backfills=(job,), verify=(verify,), gates=gates)
+
+    def _insert(self, rows: sql.Composable, where: sql.Composable | None = None) -> sql.Composable:
+        """The copies of the source rows `rows` (a FROM item aliased as the source) where `where` holds."""
+        return sql.SQL("INSERT INTO {into} ({columns}) SELECT {values} FROM {rows}{where} "
+                       "ON CONFLICT ({unique}) DO NOTHING").format(
+            into=ident(self.into), columns=sql.SQL(", ").join(map(ident, self.columns)),
+            values=sql.SQL(", ").join(sql.SQL("({})").format(expr(e)) for e in self.columns.values()),
+            rows=rows, where=sql.SQL(" WHERE {}").format(where) if where is not None else sql.SQL(""), unique=sql.SQL(", ").join(map(ident, self.unique)))
+
+    def _copy_trigger(self) -> tuple[Part, ...]:
+        """The trigger that copies the rows the application inserts from expand to contract: all
+        of them, or with `dual_write` those in subjects where the flag is off."""
+        function, trigger = in_schema(self.from_, self.trigger_name), ident(self.trigger_name)
+        wanted = sql.SQL("({})").format(expr(self.where)) if self.where else sql.SQL("true")
+        if self.dual_write is not None:
+            wanted = sql.SQL("{} AND NOT rollout.is_enabled({}, ({})::text)").format(
+                wanted, sql.Literal(self.dual_write.flag), expr(self.dual_write.subject))
+        row = sql.SQL("(SELECT NEW.*) AS {}").format(ident(names.bare(self.from_)))
+        body = sql.SQL("#variable_conflict use_column\nBEGIN\n    {};\n    RETURN NULL;\nEND").format(
+            self._insert(row, wanted))
+        create = (sql.SQL("CREATE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql AS {}").format(function, dollar_quoted(body)),
+                  sql.SQL("CREATE TRIGGER {} AFTER INSERT ON {} FOR EACH ROW EXECUTE FUNCTION {}()").format(
+                      trigger, ident(self.from_), function))
+        drop = (sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(trigger, ident(self.from_)),
+                sql.SQL("DROP FUNCTION IF EXISTS {}()").format(function))
+        return Part("copy_trigger", EXPAND, create, drop), Part("drop_copy_trigger", CONTRACT, drop, create)
 
     def _uncopied(self, where: sql.Composable) -> sql.Composable:
         """The `unique` values of the source rows matching `where` that the target lacks. EXCEPT

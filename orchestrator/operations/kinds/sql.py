@@ -28,8 +28,12 @@ class Sql(Operation):
     replaces (CREATE OR REPLACE FUNCTION or PROCEDURE) gets its definition back: right before
     the statement, in the same transaction, `rollout.keep_function` keeps the definition it
     replaces in rollout.replaced_functions (none: the function is new, and the rollback drops
-    it), and the rollback's `rollout.put_back_function` restores the latest one kept for that
-    signature (replacements are undone last first, as rollbacks run). `down` stays required for
+    it), keyed by the migration, and that migration's rollback (`rollout.put_back_function`)
+    restores it; if a later migration's replacement is still in place, the rollback leaves the
+    function as that one made it, and that one's rollback will restore the definition this
+    migration replaced. An unqualified name means the function in the schema CREATE makes it in
+    (current_schema()); a replacement that added parameter defaults or changed the result type is
+    dropped and created again. `down` stays required for
     what may have existed before `up` (IF NOT EXISTS, OR REPLACE of anything but a function,
     row-level security on a table `up` does not create), for a replaced function outside a
     transaction, and for any other statement. `transactional: false` runs the statements one by
