@@ -292,9 +292,9 @@ class Engine:
         resumed = cursor is not None and checkpoint["state"] != "done"
         if checkpoint["state"] != "done":
             where = f"from checkpoint after {checkpoint['rows_covered']} rows" if resumed else "from the start"
-            self.session.record("backfill.resume" if resumed else "backfill.start", f"backfill {self.job.name} on {self.job.table} {where} "
-                                f"(about {self.estimate if self.estimate is not None else '?'} rows)",
-                                step_id=self.step.id)
+            size = f"about {self.estimate} rows" if self.estimate is not None else "size unknown: the table was never analysed"
+            self.session.record("backfill.resume" if resumed else "backfill.start",
+                                f"backfill {self.job.name} on {self.job.table} {where} ({size})", step_id=self.step.id)
         return checkpoint
 
     def _asking(self, question: Callable, *args) -> None:

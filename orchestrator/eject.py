@@ -3,13 +3,15 @@ can take over and edit; the plan then points at the files.
 
 The files hold exactly the SQL the operations generated, with the same migration ids, so a
 database where the step is already (partly) applied sees the same migrations as applied: yoyo
-knows a migration by its id. rollout.yaml is edited in place with ruamel.yaml's round trip,
-which keeps its comments and layout; the plan is loaded again afterwards and must compile to
-the same migrations, or nothing is left changed.
+knows a migration by its id. rollout.yaml is edited with ruamel.yaml's round trip, and only
+the ejected step's lines are replaced by the result: the rest of the file (other steps' flow
+mappings, comments between steps) stays byte for byte. The plan is loaded again afterwards and
+must compile to the same migrations, or nothing is left changed.
 """
 
 from __future__ import annotations
 
+import io
 import os
 from dataclasses import dataclass
 
@@ -125,5 +127,36 @@ def _rewrite_plan(plan: Plan, step_id: str, folders: dict[str, str]) -> None:
         node.setdefault("rollout", {}).setdefault("checks", [])
         node["rollout"]["checks"].extend(gates)
     del node["operations"]
+    dumped = io.StringIO()
+    yaml.dump(document, dumped)
+    original = open(plan.path, encoding="utf-8").read().splitlines(keepends=True)
+    rewritten = dumped.getvalue().splitlines(keepends=True)
+    index = list(document["steps"]).index(node)
+    start, end = _step_lines(yaml.load("".join(original)), index, len(original))
+    new_start, new_end = _step_lines(yaml.load("".join(rewritten)), index, len(rewritten))
+    step_text = rewritten[new_start:new_end]
+    while step_text and _filler(step_text[-1]):
+        step_text.pop()
+    kept_tail = []  # comments and blank lines between the step and what follows stay where they were
+    for line in reversed(original[start:end]):
+        if not _filler(line):
+            break
+        kept_tail.insert(0, line)
     with open(plan.path, "w", encoding="utf-8") as handle:
-        yaml.dump(document, handle)
+        handle.write("".join(original[:start] + step_text + kept_tail + original[end:]))
+
+
+def _step_lines(document, index: int, total: int) -> tuple[int, int]:
+    """The lines of step `index` in a loaded document: from its first key to the next step (or
+    the next top-level key, or the end of the file)."""
+    steps = document["steps"]
+    start = steps.lc.item(index)[0]
+    if index + 1 < len(steps):
+        return start, steps.lc.item(index + 1)[0]
+    keys = list(document)
+    after = keys[keys.index("steps") + 1:]
+    return start, document.lc.key(after[0])[0] if after else total
+
+
+def _filler(line: str) -> bool:
+    return not line.strip() or line.lstrip().startswith("#")

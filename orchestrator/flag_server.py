@@ -47,7 +47,7 @@ class FlagApp:
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             return
-        path, method = scope["path"], scope["method"]
+        path = scope["path"]
         if path == "/healthz":
             await self._healthz(send)
         elif path == "/metrics":  # it reads the database: off the event loop, so evaluations never wait on it

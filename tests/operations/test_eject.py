@@ -168,3 +168,23 @@ def test_eject_writes_the_gates_of_a_step_without_rollout(tmp_path, dsn, db):
     ejected_plan = load_plan(str(path))
     stages = ejected_plan.stages(ejected_plan.step("marks"))
     assert stages.stages == (50, 100) and [c.name for c in stages.checks] == ["authors_deletions_name_who"]
+
+
+def test_eject_leaves_the_rest_of_the_plan_as_it_was_written(tmp_path, dsn, db):
+    """Only the ejected step's lines change: a comment after its operations, the next step's
+    multi-line flow mapping and the comments between steps stay as written."""
+    db.execute(SETUP)
+    rest = """\
+      # more indexes may come here
+
+  # the next step, written compactly
+  - {id: later, title: later, priority: low, depends_on: [feed],
+     operations: [{op: create_index, name: posts_title, table: posts,
+                   columns: [title]}]}
+"""
+    path = write_plan(tmp_path, PLAN + rest)
+    ejected = Rollout(path, dsn)("eject", "feed")
+    assert ejected.exit_code == 0, ejected.output
+    text = path.read_text()
+    assert text.startswith(PLAN[:PLAN.index("  - id: feed")]) and text.endswith(rest), text
+    assert load_plan(str(path)).step("later").operations
