@@ -254,6 +254,9 @@ def _show(value: object) -> str:
 def _check_references(model: PlanModel, doc: _Document) -> None:
     """Ids unique, dependencies known and acyclic, flags and environments declared."""
     positions: dict[str, int] = {}
+    for n, gate in enumerate(model.rollout.gates):
+        if gate.name in {g.name for g in model.rollout.gates[:n]}:
+            doc.at(("rollout", "gates", n, "name"), f"duplicate name {gate.name!r} in gates")
     for index, step in enumerate(model.steps):
         if step.id in positions:
             doc.at(("steps", index, "id"), f"duplicate step id {step.id!r} (also steps[{positions[step.id]}]); rename one")
@@ -287,11 +290,12 @@ def _check_references(model: PlanModel, doc: _Document) -> None:
                     doc.at(("steps", index, "operations", n), f"the operation asks about flag {flag!r}, but its gates "
                            f"hold the stages of the step's flag ({step.flag or 'none: give the step flag: ' + flag}); "
                            "name the step's flag")
-        if step.flag is not None:
-            gates = [g.name for g in (*model.rollout.gates, *(step.rollout.gates if step.rollout else ()))]
-            for name in sorted({g for g in gates if gates.count(g) > 1}):
-                doc.at(("steps", index, "rollout"), f"two gates are named {name!r} (with the plan's rollout: gates): "
-                       "each gate's measurements are told apart by name; rename one")
+        plan_gates = {gate.name for gate in model.rollout.gates}
+        for n, gate in enumerate(step.rollout.gates if step.rollout else ()):
+            if gate.name in plan_gates or gate.name in {g.name for g in step.rollout.gates[:n]}:
+                doc.at(("steps", index, "rollout", "gates", n, "name"), f"two gates are named {gate.name!r} (the "
+                       "plan's rollout: gates hold for this step too): each gate's measurements are told apart by "
+                       "name; rename one")
         if step.flag is not None and step.flag not in model.flags:
             guess = difflib.get_close_matches(step.flag, list(model.flags), n=1)
             hint = f"did you mean {guess[0]!r}?" if guess else "declare it under 'flags:'"
@@ -562,12 +566,13 @@ def _compile_operations(model: PlanModel, path: str, migrations: dict, doc: _Doc
             backfills += compiled.backfills
             verify += compiled.verify
             preconditions += compiled.preconditions
-            gates += compiled.gates
+            for gate in compiled.gates:
+                if gate.name in {g.name for g in gates}:
+                    doc.at(("steps", index, "operations", number), f"two stage checks are named {gate.name!r} (the "
+                           "step's rollout: checks and its operations' gates): each check's results are told apart "
+                           "by name; rename one")
+                gates.append(gate)
         _check_restores(step, index, backfills, migrations, doc)
-        names = [gate.name for gate in gates]
-        for name in sorted({n for n in names if names.count(n) > 1} - _duplicates(step.rollout)):
-            doc.at(("steps", index, "operations"), f"two stage checks are named {name!r} (the step's rollout: checks "
-                   "and its operations' gates): each check's results are told apart by name; rename one")
         # a flagged step without `rollout:` takes the plan's stages, and its operations' gates still hold there
         staged = step.rollout or (StagedRollout() if step.flag and gates else None)
         rollout = staged.model_copy(update={"checks": tuple(gates)}) if staged else None
@@ -575,12 +580,6 @@ def _compile_operations(model: PlanModel, path: str, migrations: dict, doc: _Doc
                                              "preconditions": tuple(preconditions), "rollout": rollout})
                      if step.operations else step)
     return model.model_copy(update={"steps": tuple(steps)})
-
-
-def _duplicates(rollout) -> set[str]:
-    """Check names a step's own `rollout:` repeats (reported where they are written)."""
-    names = [check.name for check in rollout.checks] if rollout else []
-    return {n for n in names if names.count(n) > 1}
 
 
 def _check_restores(step, index: int, backfills: list, migrations: dict, doc: _Document) -> None:

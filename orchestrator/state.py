@@ -191,22 +191,27 @@ CREATE TABLE IF NOT EXISTS rollout.replaced_functions (
 );
 ALTER TABLE rollout.replaced_functions ADD COLUMN IF NOT EXISTS migration text;  -- the migration that replaced it
 ALTER TABLE rollout.replaced_functions ADD COLUMN IF NOT EXISTS routine text;  -- the signature, schema-qualified
-CREATE OR REPLACE FUNCTION rollout.keep_function(signature text) RETURNS void LANGUAGE plpgsql AS $$
-DECLARE
+CREATE OR REPLACE FUNCTION rollout.routine_named(signature text) RETURNS text LANGUAGE sql STABLE AS $$
     -- an unqualified name is created in current_schema(), whatever search_path finds elsewhere
-    target text := CASE WHEN array_length(parse_ident(split_part(signature, '(', 1)), 1) = 1
-                        THEN format('%I.%s', current_schema(), signature) ELSE signature END;
-BEGIN
+    SELECT CASE WHEN array_length(parse_ident(split_part(signature, '(', 1)), 1) = 1
+                THEN format('%I.%s', current_schema(), signature) ELSE signature END
+$$;
+CREATE OR REPLACE FUNCTION rollout.keep_function(signature text) RETURNS void LANGUAGE sql AS $$
     INSERT INTO rollout.replaced_functions (signature, routine, migration, definition)
-    VALUES (signature, target, nullif(current_setting('rollout.migration', true), ''),
-            pg_get_functiondef(to_regprocedure(target)));
-END
+    SELECT signature, r.routine, nullif(current_setting('rollout.migration', true), ''),
+           pg_get_functiondef(to_regprocedure(r.routine))
+      FROM (SELECT rollout.routine_named(signature) AS routine) AS r
 $$;
 CREATE OR REPLACE FUNCTION rollout.put_back_function(signature text) RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
     kept rollout.replaced_functions;
     target text;
     later bigint;
+    routine text;
+    owner text;
+    acl aclitem[];
+    note text;
+    privilege record;
 BEGIN
     -- what this migration kept (kept before rollout recorded migrations: the latest of those)
     SELECT * INTO kept FROM rollout.replaced_functions AS r
@@ -219,9 +224,12 @@ BEGIN
                          'rollout.replaced_functions was emptied by hand: restore the function from a backup';
     END IF;
     DELETE FROM rollout.replaced_functions AS r WHERE r.id = kept.id;
-    target := coalesce(kept.routine, kept.signature);
+    target := coalesce(kept.routine, rollout.routine_named(kept.signature));
+    -- the same function however its signature was spelt (int4 or integer), or by name once dropped
     SELECT min(r.id) INTO later FROM rollout.replaced_functions AS r
-     WHERE coalesce(r.routine, r.signature) = target AND r.id > kept.id;
+     WHERE r.id > kept.id AND (coalesce(r.routine, rollout.routine_named(r.signature)) = target
+                               OR to_regprocedure(coalesce(r.routine, rollout.routine_named(r.signature)))
+                                  = to_regprocedure(target));
     IF later IS NOT NULL THEN  -- a later replacement stays: it now replaces what this one replaced
         UPDATE rollout.replaced_functions AS r SET definition = kept.definition WHERE r.id = later;
     ELSIF kept.definition IS NULL THEN  -- it was new: the rollback drops it (gone already: nothing to do)
@@ -232,15 +240,34 @@ BEGIN
         BEGIN
             EXECUTE kept.definition;
         EXCEPTION WHEN invalid_function_definition THEN
-            -- OR REPLACE cannot take parameter defaults away or change the result type: drop it first
-            -- (a view or trigger that uses it then fails the drop, and the rollback, with its name)
+            IF to_regprocedure(target) IS NULL THEN
+                RAISE;
+            END IF;
+            -- OR REPLACE cannot take parameter defaults away or change the result type: drop it
+            -- first (a view or trigger that uses it fails the drop with its name), then give the
+            -- definition back its owner, grants and comment, which pg_get_functiondef leaves out
+            SELECT p.proowner::regrole::text, p.proacl, obj_description(p.oid, 'pg_proc') INTO owner, acl, note
+              FROM pg_proc AS p WHERE p.oid = to_regprocedure(target);
             EXECUTE 'DROP ROUTINE ' || to_regprocedure(target)::text;
             EXECUTE kept.definition;
+            routine := to_regprocedure(target)::text;
+            EXECUTE format('ALTER ROUTINE %s OWNER TO %s', routine, owner);
+            IF acl IS NOT NULL THEN
+                EXECUTE format('REVOKE ALL ON ROUTINE %s FROM PUBLIC', routine);
+                FOR privilege IN SELECT a.privilege_type, a.grantee, a.is_grantable FROM aclexplode(acl) AS a LOOP
+                    EXECUTE format('GRANT %s ON ROUTINE %s TO %s%s', privilege.privilege_type, routine,
+                                   CASE WHEN privilege.grantee = 0 THEN 'PUBLIC'
+                                        ELSE quote_ident(pg_get_userbyid(privilege.grantee)) END,
+                                   CASE WHEN privilege.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);
+                END LOOP;
+            END IF;
+            EXECUTE format('COMMENT ON ROUTINE %s IS %L', routine, note);
         END;
     END IF;
 END
 $$;
-REVOKE ALL ON FUNCTION rollout.keep_function(text), rollout.put_back_function(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION rollout.keep_function(text), rollout.put_back_function(text), rollout.routine_named(text)
+    FROM PUBLIC;
 
 -- When a flag's answers last changed here (a stage, the kill switch, a target): a stage check
 -- judges the rows written since, when every subject the flag names was already on the new shape.

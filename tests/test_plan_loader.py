@@ -108,7 +108,9 @@ def test_the_plans_rollout_is_checked_like_a_steps(tmp_path):
     assert "stages must rise and end at 100" in only(tmp_path, DEFAULTS.replace("stages: [10, 100]", "stages: [10, 90]"))
     assert "checks" in only(tmp_path, DEFAULTS.replace("  hold: 5min\n", "  checks: []\n"))
     twice = DEFAULTS.replace("{name: latency,", "{name: errors,")
-    assert "two gates are named 'errors' (with the plan's rollout: gates)" in only(tmp_path, twice)
+    assert "two gates are named 'errors' (the plan's rollout: gates hold for this step too)" in only(tmp_path, twice)
+    plan_twice = DEFAULTS.replace("  gates:\n", "  gates:\n    - {name: errors, http: {url: \"http://localhost:9/e\"}, success: \"< 1\"}\n")
+    assert "duplicate name 'errors' in gates" in only(tmp_path, plan_twice)
 
 
 def test_yaml_syntax_error_is_located(tmp_path):

@@ -139,7 +139,9 @@ def _calls(node) -> tuple[Expand, ...]:
 
 def _put_back(node) -> str | None:
     """The function `SELECT rollout.put_back_function('f(args)')` defines again (the rollback of a
-    replacement the plan's `sql` operation made: orchestrator/operations/raw.py), else None."""
+    replacement the plan's `sql` operation made: orchestrator/operations/raw_sql.py), else None.
+    It defines it again as it was, or, when a later step's replacement is in place, leaves that
+    one: either way the function stays what a step applied made it."""
     targets = node.targetList or ()
     if node.fromClause or len(targets) != 1 or type(targets[0].val).__name__ != "FuncCall":
         return None

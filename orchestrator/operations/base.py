@@ -64,5 +64,6 @@ class Operation(_Model):
         raise NotImplementedError
 
     def flags_used(self) -> tuple[str, ...]:
-        """The plan's flags the generated SQL asks about: the loader checks they are declared."""
+        """The plan's flags the generated SQL asks about: the loader requires the step's own flag
+        (the operation's gates judge that flag's stages)."""
         return ()

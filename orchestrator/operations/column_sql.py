@@ -81,7 +81,7 @@ def job_label(*words: str) -> str:
 
 
 def add_column(table: str, column: str, type_: str, default: str | None, *,
-                again: bool = False) -> tuple[sql.Composable, ...]:
+               again: bool = False) -> tuple[sql.Composable, ...]:
     """ADD COLUMN without a table rewrite: a constant DEFAULT goes with the column (existing rows
     read it from the catalog), a volatile one is set after it and applies to new rows only.
     `again`: IF NOT EXISTS, for a statement that may run twice."""
@@ -108,7 +108,7 @@ def rename_index(table: str, name: str, to: str) -> sql.Composable:
     return sql.SQL("ALTER INDEX {} RENAME TO {}").format(in_schema(table, name), ident(to))
 
 
-def rollback_only(parts: tuple[Part, ...], phase: str) -> tuple[Part, ...]:
+def _rollback_only(parts: tuple[Part, ...], phase: str) -> tuple[Part, ...]:
     """Parts that change nothing on apply and run `parts`' statements, in their order and each
     in its own migration, when the step is rolled back (a rollback runs migrations in reverse)."""
     return tuple(replace(p, name=f"restore_{p.name}", phase=phase, apply=(), rollback=p.apply) for p in reversed(parts))
@@ -118,7 +118,7 @@ def restore_not_null(table: str, column: str, phase: str) -> tuple[Part, ...]:
     """NOT NULL brought back on rollback the way that does not scan under ACCESS EXCLUSIVE: a CHECK
     added NOT VALID, validated, then SET NOT NULL (the parts go before the part whose rollback
     re-creates the column)."""
-    return rollback_only(set_not_null(table, column).parts, phase)
+    return _rollback_only(set_not_null(table, column).parts, phase)
 
 
 def relax_not_null(table: str, column: str, phase: str) -> tuple[Part, ...]:
@@ -158,25 +158,38 @@ def sync_body(old: str, new: str, up: sql.Composable, down: sql.Composable) -> s
         "    END IF;").format(o=ident(old), n=ident(new), up=up, down=down)
 
 
-def trigger_statements(table: str, column: str, body: sql.Composable,
-             definer: bool = False) -> tuple[tuple[sql.Composable, ...], tuple[sql.Composable, ...]]:
-    """The statements that create the sync function and its BEFORE INSERT OR UPDATE row trigger,
-    and those that drop them. The body is PL/pgSQL composed like any other SQL here, dollar-quoted
+Statements = tuple[sql.Composable, ...]
+
+
+def row_trigger(table: str, name: str, events: str, body: sql.Composable, *, when: sql.Composable | None = None,
+                definer: bool = False) -> tuple[Statements, Statements]:
+    """The statements that create a row trigger `name` on `table` (`events`: "BEFORE INSERT OR
+    UPDATE", "AFTER INSERT"...) and its function of the same name in the table's schema, and
+    those that drop them. `body` is PL/pgSQL, composed like any other SQL here and dollar-quoted
     with a tag it does not contain; `#variable_conflict use_column` makes a column named like a
-    PL/pgSQL variable (found) mean the column."""
-    function = in_schema(table, names.sync_function(table, column))
-    trigger = ident(names.sync_trigger(table, column))
-    # a body that writes rollout's own tables runs as their owner, with the search_path of its
-    # creation: the application's role needs no grant, and cannot redirect the names it uses
+    PL/pgSQL variable (found) mean the column. A BEFORE trigger returns the row as the body left
+    it, an AFTER one nothing."""
+    function, trigger = in_schema(table, name), ident(name)
+    # a body that writes tables the application's role may not (rollout's own, a copy's target) runs
+    # as their owner, with the search_path of its creation: the role needs no grant, and cannot
+    # redirect the names the body uses
     security = sql.SQL(" SECURITY DEFINER SET search_path FROM CURRENT" if definer else "")
+    returned = sql.SQL("NEW" if events.startswith("BEFORE") else "NULL")
     create = sql.SQL("CREATE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql{} AS {}").format(
-        function, security, dollar_quoted(sql.SQL("#variable_conflict use_column\nBEGIN\n{}\n    RETURN NEW;\nEND").format(
-            body)))
-    attach = sql.SQL("CREATE TRIGGER {} BEFORE INSERT OR UPDATE ON {} FOR EACH ROW EXECUTE FUNCTION {}()").format(
-        trigger, ident(table), function)
+        function, security, dollar_quoted(sql.SQL("#variable_conflict use_column\nBEGIN\n{}\n    RETURN {};\nEND").format(
+            body, returned)))
+    attach = sql.SQL("CREATE TRIGGER {} {} ON {} FOR EACH ROW{} EXECUTE FUNCTION {}()").format(
+        trigger, sql.SQL(events), ident(table), sql.SQL(" WHEN ({})").format(when) if when is not None else sql.SQL(""),
+        function)
     drop = (sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(trigger, ident(table)),
             sql.SQL("DROP FUNCTION IF EXISTS {}()").format(function))
     return (create, attach), drop
+
+
+def trigger_statements(table: str, column: str, body: sql.Composable,
+                       definer: bool = False) -> tuple[Statements, Statements]:
+    """The sync trigger of `column` (BEFORE INSERT OR UPDATE) and its function: `row_trigger`."""
+    return row_trigger(table, names.sync_trigger(table, column), "BEFORE INSERT OR UPDATE", body, definer=definer)
 
 
 def fill_job(verb: str, table: str, column: str, value: sql.Composable, where: sql.Composable) -> Backfill:

@@ -1,5 +1,6 @@
-"""What the constraint kinds share: NOT NULL through a validated CHECK (so SET NOT NULL does not
-scan), a foreign key's reference, and a remediation's originals kept for an exact rollback.
+"""Constraints as the kinds that add them write them (add_constraint, the column kinds, table
+definitions): NOT NULL through a validated CHECK (so SET NOT NULL does not scan), a foreign key's
+reference, and a remediation's originals kept for an exact rollback.
 """
 
 from __future__ import annotations

@@ -86,11 +86,11 @@ def _creates(node) -> Created | None:
     if kind == "CreateStmt":
         name = _qualified(node.relation)
         return Created(node.relation.relname, None if maybe_old else sql.SQL("DROP TABLE {}").format(sql.SQL(name)),
-                        probe=_missing("table", name), table=None if maybe_old else name, why=_EXISTED)
+                       probe=_missing("table", name), table=None if maybe_old else name, why=_EXISTED)
     if kind == "ViewStmt":
         name = _qualified(node.view)
         return Created(node.view.relname, None if node.replace else sql.SQL("DROP VIEW {}").format(sql.SQL(name)),
-                        probe=_missing("view", name), why="CREATE OR REPLACE: the view it replaces would be lost")
+                       probe=_missing("view", name), why="CREATE OR REPLACE: the view it replaces would be lost")
     if kind == "IndexStmt" and node.idxname:
         table = _qualified(node.relation)
         schema = node.relation.schemaname
@@ -98,9 +98,9 @@ def _creates(node) -> Created | None:
         drop = sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}" if node.concurrent else "DROP INDEX {}")
         probe = sql.SQL("SELECT {} AS missing WHERE NOT EXISTS (SELECT FROM pg_index WHERE indexrelid = "
                         "to_regclass({}) AND indisvalid)").format(sql.Literal(f"index {name} (absent or invalid)"),
-                                                                   sql.Literal(name))
+                                                                  sql.Literal(name))
         return Created(node.idxname, None if maybe_old else drop.format(sql.SQL(name)), on=table, probe=probe,
-                        why=_EXISTED)
+                       why=_EXISTED)
     if kind == "CreateFunctionStmt":
         *schema, name = [n.sval for n in node.funcname]
         qualified = _text(*schema, name)
@@ -131,7 +131,7 @@ def _creates(node) -> Created | None:
             sql.Identifier(node.policy_name), sql.SQL(table)), on=table)
     if kind == "AlterTableStmt" and all(c.subtype.name == "AT_EnableRowSecurity" for c in node.cmds):
         return Created("row level security", None, on=_qualified(node.relation),
-                        why="row-level security on a table up does not create: it may have been on already")
+                       why="row-level security on a table up does not create: it may have been on already")
     named = {"CreateEnumStmt": ("TYPE", lambda: [n.sval for n in node.typeName]),
              "CompositeTypeStmt": ("TYPE", lambda: _names(node.typevar)),
              "CreateSeqStmt": ("SEQUENCE", lambda: _names(node.sequence)),

@@ -22,7 +22,7 @@ class RebuiltIndex(_Model):
     unique: bool = False
 
 
-def build_index(table: str, index: RebuiltIndex, name: str, columns: tuple[str, ...]) -> sql.Composable:
+def _build_index(table: str, index: RebuiltIndex, name: str, columns: tuple[str, ...]) -> sql.Composable:
     return sql.SQL("CREATE {}INDEX CONCURRENTLY IF NOT EXISTS {} ON {} ({})").format(
         sql.SQL("UNIQUE " if index.unique else ""), ident(name), ident(table),
         sql.SQL(", ").join(ident(c) for c in columns))
@@ -33,7 +33,7 @@ def new_indexes(table: str, column: str, new: str, indexes: tuple[RebuiltIndex, 
     name (`_rollout_<name>`, renamed at the contract), so the new application's reads have it
     from the first stage of the flag (the backfill maintains it as it fills the column)."""
     return tuple(Part(f"index_{i.name}", EXPAND,
-                      (build_index(table, i, f"_rollout_{i.name}", tuple(new if c == column else c for c in i.columns)),),
+                      (_build_index(table, i, f"_rollout_{i.name}", tuple(new if c == column else c for c in i.columns)),),
                       (sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(in_schema(table, f"_rollout_{i.name}")),),
                       transactional=False) for i in indexes)
 
@@ -41,7 +41,7 @@ def new_indexes(table: str, column: str, new: str, indexes: tuple[RebuiltIndex, 
 def old_indexes(table: str, indexes: tuple[RebuiltIndex, ...]) -> tuple[Part, ...]:
     """Rollback only: the old column's indexes built again, concurrently, once the rollback of
     the contract has brought the old column back (they go before that part)."""
-    return tuple(Part(f"restore_index_{i.name}", CONTRACT, (), (build_index(table, i, i.name, i.columns),),
+    return tuple(Part(f"restore_index_{i.name}", CONTRACT, (), (_build_index(table, i, i.name, i.columns),),
                       transactional=False) for i in indexes)
 
 

@@ -4,6 +4,7 @@ PostgreSQL's parser before they are used, and the text a Migration stores."""
 from __future__ import annotations
 
 import pglast
+from pglast.enums.primnodes import CoercionForm
 from psycopg import sql
 
 from ..analysis.names import quote_ident
@@ -33,17 +34,21 @@ def expr(text: str) -> sql.SQL:
     """An operator's SQL expression (`using`, `up`, `down`, `check`, `default`), refused unless
     PostgreSQL's parser reads it as exactly one expression: it cannot end the statement it is
     put in or start another."""
-    try:
-        statements = pglast.parse_sql(f"SELECT ({text})")
+    try:  # the newline: a trailing line comment cannot swallow the closing bracket
+        statements = pglast.parse_sql(f"SELECT ({text}\n)")
     except pglast.parser.ParseError as exc:
         raise ValueError(f"{text!r} is not an SQL expression: {exc}") from None
     select = statements[0].stmt if len(statements) == 1 else None
     clauses = ("fromClause", "whereClause", "groupClause", "havingClause", "sortClause", "limitCount",
-               "limitOffset", "withClause", "lockingClause", "windowClause", "distinctClause")
-    if (select is None or type(select).__name__ != "SelectStmt" or select.targetList is None
-            or len(select.targetList) != 1 or any(getattr(select, c, None) for c in clauses)
-            or type(select.targetList[0].val).__name__ == "RowExpr"):
+               "limitOffset", "withClause", "lockingClause", "windowClause", "distinctClause", "intoClause")
+    target = select.targetList[0] if select is not None and len(getattr(select, "targetList", None) or ()) == 1 else None
+    if (target is None or type(select).__name__ != "SelectStmt" or target.name is not None
+            or any(getattr(select, c, None) for c in clauses)
+            or (type(target.val).__name__ == "RowExpr" and target.val.row_format == CoercionForm.COERCE_IMPLICIT_CAST)):
         raise ValueError(f"{text!r} is not a single SQL expression")
+    if any(token.name == "SQL_COMMENT" for token in pglast.parser.scan(text)):
+        raise ValueError(f"{text!r} holds a line comment (--), which would hide the SQL written after the "
+                         "expression on its line: use /* ... */")
     return sql.SQL(text)  # noqa: S608 - checked above: one expression, nothing more
 
 

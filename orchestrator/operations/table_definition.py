@@ -13,8 +13,8 @@ from .sql import expr, ident, type_name
 
 
 # serial types are shorthands, not types: the column they make has the integer type
-_SERIAL = {"smallserial": "smallint", "serial2": "smallint", "serial": "integer", "serial4": "integer",
-           "bigserial": "bigint", "serial8": "bigint"}
+SERIAL_TYPES = {"smallserial": "smallint", "serial2": "smallint", "serial": "integer", "serial4": "integer",
+                "bigserial": "bigint", "serial8": "bigint"}
 
 
 class Column(_Model):

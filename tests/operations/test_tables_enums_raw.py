@@ -493,6 +493,8 @@ def loaded(tmp_path, operations: list[dict]):
     ([{**COPY_BODIES, "columns": {"guild": "guild, 2", "event_id": "id"}}], "is not a single SQL expression"),
     ([{**COPY_BODIES, "where": "true) WHERE (false"}], "is not a single SQL expression"),
     ([{**COPY_BODIES, "key": []}], "key needs at least one column"),
+    ([{**COPY_BODIES, "where": "body IS NOT NULL -- every event"}], "holds a line comment (--)"),
+    ([{**COPY_BODIES, "where": "true) --"}], "is not an SQL expression"),
     ([{"op": "sql", "up": "CREATE OR REPLACE FUNCTION f(a t.id%TYPE) RETURNS int LANGUAGE sql AS 'SELECT 1'"}],
      "an argument's type is written with %TYPE: write the type itself"),
     ([COPY_BODIES, {**COPY_BODIES, "into": "more_bodies"}], "two stage checks are named 'events_new_rows_copied'"),
@@ -694,7 +696,10 @@ def test_put_back_means_the_function_create_made(tmp_path, dsn, db):
     (which OR REPLACE cannot take away) is dropped and made again."""
     db.execute("CREATE SCHEMA elsewhere; CREATE FUNCTION elsewhere.greeting() RETURNS text LANGUAGE sql "
                "AS $$ SELECT 'elsewhere' $$; CREATE FUNCTION welcome(who text) RETURNS text LANGUAGE sql "
-               "AS $$ SELECT 'hello ' || who $$")
+               "AS $$ SELECT 'hello ' || who $$; REVOKE ALL ON FUNCTION welcome(text) FROM PUBLIC; "
+               "COMMENT ON FUNCTION welcome(text) IS 'greets'")
+    rights = "SELECT proacl::text, obj_description(oid, 'pg_proc') FROM pg_proc WHERE oid = 'welcome(text)'::regprocedure"
+    before = one(db, rights)
     rollout = two_replacements(tmp_path, f"{dsn}&options=-csearch_path%3Dpublic,elsewhere",
                                replacing("new"), replacing("hello anyone", "who text DEFAULT 'x'", "welcome"))
     assert one(db, "SELECT public.greeting(), elsewhere.greeting(), welcome()") == ("new", "elsewhere", "hello anyone")
@@ -703,3 +708,16 @@ def test_put_back_means_the_function_create_made(tmp_path, dsn, db):
     assert one(db, "SELECT to_regprocedure('public.greeting()'), elsewhere.greeting(), welcome('you')") == (
         None, "elsewhere", "hello you")
     assert one(db, "SELECT pg_get_function_arguments('welcome(text)'::regprocedure)") == ("who text",)
+    assert one(db, rights) == before  # dropped and made again: its grants and comment come back too
+
+
+def test_a_definition_kept_before_migrations_were_recorded_is_handed_on(tmp_path, dsn, db):
+    """A row kept by rollout before it recorded migrations (no migration, no qualified name)
+    is found by its signature, and handed to the later replacement still in place."""
+    db.execute("CREATE FUNCTION greeting() RETURNS text LANGUAGE sql AS $$ SELECT 'original' $$")
+    rollout = two_replacements(tmp_path, dsn, replacing("from a"), replacing("from b"))
+    db.execute("UPDATE rollout.replaced_functions SET migration = NULL, routine = NULL WHERE id = "
+               "(SELECT min(id) FROM rollout.replaced_functions)")
+    assert rollout("rollback", "a").exit_code == 0
+    assert rollout("rollback", "b").exit_code == 0
+    assert one(db, "SELECT greeting()") == ("original",)

@@ -13,10 +13,10 @@ from pydantic import Field, model_validator
 from ...plan_parts import Allowance, ColumnName, Seq, TableName
 from .. import names
 from ..base import CONTRACT, EXPAND, Compiled, Operation, Part, merged
-from ..column_sql import (add_column, calls, constant, drop_column, fill_job, fits, in_phase, over_row, table_fits,
-                          trigger_statements)
+from ..column_sql import (Statements, add_column, calls, constant, drop_column, fill_job, fits, in_phase, over_row,
+                          row_trigger, table_fits, trigger_statements)
 from ..constraint_sql import Reference, set_not_null
-from ..sql import dollar_quoted, expr, ident, in_schema, type_name
+from ..sql import expr, ident, type_name
 
 
 def _fill_body(column: str, up_new: sql.Composable, up_old: sql.Composable) -> sql.Composable:
@@ -34,22 +34,14 @@ def _fill_body(column: str, up_new: sql.Composable, up_old: sql.Composable) -> s
         "    END IF;").format(c=ident(column), up_new=up_new, up_old=up_old)
 
 
-def _on_update(table: str, column: str, value: sql.Composable) -> tuple[tuple[sql.Composable, ...], tuple[sql.Composable, ...]]:
+def _on_update(table: str, column: str, value: sql.Composable) -> tuple[Statements, Statements]:
     """The function and BEFORE UPDATE trigger that set `column` to `value` (over the row being
     written) on every update an application makes, and the statements that drop them. rollout's
     own batches (backfills, restores: orchestrator/backfill.py sets `rollout.backfill`) are not
     such updates: a later step's backfill must not stamp every row as updated."""
-    name = f"{names.bare(table)}_set_{column}"
-    function, trigger = in_schema(table, name), ident(name)
-    body = sql.SQL("#variable_conflict use_column\nBEGIN\n    NEW.{} := {};\n    RETURN NEW;\nEND").format(
-        ident(column), over_row(value, "NEW", table))
-    create = (sql.SQL("CREATE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql AS {}").format(function, dollar_quoted(body)),
-              sql.SQL("CREATE TRIGGER {} BEFORE UPDATE ON {} FOR EACH ROW "
-                      "WHEN (coalesce(current_setting('rollout.backfill', true), '') = '') EXECUTE FUNCTION {}()").format(
-                  trigger, ident(table), function))
-    drop = (sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(trigger, ident(table)),
-            sql.SQL("DROP FUNCTION IF EXISTS {}()").format(function))
-    return create, drop
+    return row_trigger(table, f"{names.bare(table)}_set_{column}", "BEFORE UPDATE",
+                       sql.SQL("    NEW.{} := {};").format(ident(column), over_row(value, "NEW", table)),
+                       when=sql.SQL("coalesce(current_setting('rollout.backfill', true), '') = ''"))
 
 
 def _named_after(compiled: Compiled, table: str) -> Compiled:
@@ -156,7 +148,7 @@ class AddColumn(Operation):
         backfills = []
         if self.default is not None and not constant(self.default):
             backfills.append(fill_job("fill", self.table, self.column, expr(self.default),
-                                       sql.SQL("{} IS NULL").format(column)))
+                                      sql.SQL("{} IS NULL").format(column)))
         if self.up is not None:
             up = expr(self.up)
             create, drop = trigger_statements(self.table, self.column, _fill_body(

@@ -179,7 +179,7 @@ class AlterColumn(Operation):
 
     def compile(self) -> Compiled:
         preconditions = [as_described(self.table, self.column, self.from_type, self.before_not_null,
-                                       self.from_default)]
+                                      self.from_default)]
         if self.after_not_null and not self.before_not_null and not self.fills_nulls:
             preconditions.append(_no_nulls(self.table, self.column))
         if self.fills_nulls:
@@ -267,5 +267,5 @@ class AlterColumn(Operation):
                      "the new one reads the shadow column during the rollout and the column's own name after the "
                      "contract. Its rollback renames it back in the transaction that restores the old column"),))
         backfill = fill_job("convert", table, shadow_name, up,
-                             sql.SQL("{} IS NULL AND {} IS NOT NULL").format(shadow, column))
+                            sql.SQL("{} IS NULL AND {} IS NOT NULL").format(shadow, column))
         return Compiled((*expand, *contract, swap), backfills=(backfill,), preconditions=preconditions)

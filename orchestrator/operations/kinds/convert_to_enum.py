@@ -261,7 +261,7 @@ class ConvertToEnum(Operation):
         alter = sql.SQL("ALTER TABLE {} ").format(t)
         parts: list[Part] = list(old_indexes(self.table, self.indexes))
         if self.not_null:
-            # the enum column NOT NULL without a scan under ACCESS EXCLUSIVE (constraints._not_null)
+            # the enum column NOT NULL without a scan under ACCESS EXCLUSIVE (constraint_sql.set_not_null)
             parts += [replace(p, phase=CONTRACT) for p in set_not_null(self.table, n["shadow"]).parts]
             # the text column's NOT NULL, for the rollback after the contract: the swap's rollback adds
             # this CHECK NOT VALID, these two migrations' rollbacks validate it and set NOT NULL

@@ -11,8 +11,8 @@ from pydantic import Field, model_validator
 from ...plan_parts import Backfill, ColumnName, Name, Seq, TableName, _Model
 from .. import names
 from ..base import CONTRACT, EXPAND, Compiled, Operation, Part, check
-from ..column_sql import job_label
-from ..sql import dollar_quoted, expr, ident, in_schema, literal_name, render
+from ..column_sql import job_label, row_trigger
+from ..sql import expr, ident, literal_name, render
 
 
 class DualWrite(_Model):
@@ -28,8 +28,8 @@ class CopyRows(Operation):
     """Rows of a new table made from the rows another table holds (a table split out, a
     denormalised copy), by a backfill that survives crashes, and verified.
 
-    SQL: expand creates an AFTER INSERT row trigger on `from`, `_rollout_copy_<from>_<into>`,
-    that copies each row the application inserts (matching `where`) into `into`, ON CONFLICT
+    SQL: expand creates an AFTER INSERT row trigger on `from`, `_rollout_copy_<from>_<into>`
+    (its function SECURITY DEFINER: the old application's role needs no grant on `into`), that copies each row the application inserts (matching `where`) into `into`, ON CONFLICT
     (unique) DO NOTHING: every such row without `dual_write`; with it, those in subjects where
     the flag is off (where it is on, the application writes the copy itself). So no row written
     during or after the backfill is left without its copy, whichever version wrote it. Around a
@@ -94,7 +94,7 @@ class CopyRows(Operation):
 
     def compile(self) -> Compiled:
         source, bare = ident(self.from_), names.bare(self.from_)
-        where = sql.SQL("({})").format(expr(self.where)) if self.where else sql.SQL("true")
+        where = self._selected()
         # the batch holds the keys of the rows `where` selects: the engine adds it to the batch's query
         copy = self._insert(sql.SQL("{} AS {} JOIN batch USING ({})").format(
             source, ident(bare), sql.SQL(", ").join(map(ident, self.key))))
@@ -123,21 +123,20 @@ class CopyRows(Operation):
 
     def _copy_trigger(self) -> tuple[Part, ...]:
         """The trigger that copies the rows the application inserts from expand to contract: all
-        of them, or with `dual_write` those in subjects where the flag is off."""
-        function, trigger = in_schema(self.from_, self.trigger_name), ident(self.trigger_name)
-        wanted = sql.SQL("({})").format(expr(self.where)) if self.where else sql.SQL("true")
+        of them, or with `dual_write` those in subjects where the flag is off. It runs as its
+        owner: the old application's role may have no grant on the target."""
+        wanted = self._selected()
         if self.dual_write is not None:
             wanted = sql.SQL("{} AND NOT rollout.is_enabled({}, ({})::text)").format(
                 wanted, sql.Literal(self.dual_write.flag), expr(self.dual_write.subject))
         row = sql.SQL("(SELECT NEW.*) AS {}").format(ident(names.bare(self.from_)))
-        body = sql.SQL("#variable_conflict use_column\nBEGIN\n    {};\n    RETURN NULL;\nEND").format(
-            self._insert(row, wanted))
-        create = (sql.SQL("CREATE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql AS {}").format(function, dollar_quoted(body)),
-                  sql.SQL("CREATE TRIGGER {} AFTER INSERT ON {} FOR EACH ROW EXECUTE FUNCTION {}()").format(
-                      trigger, ident(self.from_), function))
-        drop = (sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(trigger, ident(self.from_)),
-                sql.SQL("DROP FUNCTION IF EXISTS {}()").format(function))
+        create, drop = row_trigger(self.from_, self.trigger_name, "AFTER INSERT",
+                                   sql.SQL("    {};").format(self._insert(row, wanted)), definer=True)
         return Part("copy_trigger", EXPAND, create, drop), Part("drop_copy_trigger", CONTRACT, drop, create)
+
+    def _selected(self) -> sql.Composable:
+        """`where` over a source row, parenthesised (true when the operation copies every row)."""
+        return sql.SQL("({})").format(expr(self.where)) if self.where else sql.SQL("true")
 
     def _uncopied(self, where: sql.Composable) -> sql.Composable:
         """The `unique` values of the source rows matching `where` that the target lacks. EXCEPT

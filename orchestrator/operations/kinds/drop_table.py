@@ -11,7 +11,7 @@ from pydantic import Field, model_validator
 from ...plan_parts import TableName
 from ..base import CONTRACT, Compiled, Operation, Part, check
 from ..sql import ident, literal_name, regclass
-from ..table_definition import _SERIAL, TableDefinition, create_statement
+from ..table_definition import SERIAL_TYPES, TableDefinition, create_statement
 
 
 class DropTable(Operation):
@@ -46,7 +46,7 @@ class DropTable(Operation):
 
     def compile(self) -> Compiled:
         wanted = sql.SQL(", ").join(
-            sql.SQL("({}, {}, {})").format(sql.Literal(c.name), sql.Literal(_SERIAL.get(c.type.lower(), c.type)),
+            sql.SQL("({}, {}, {})").format(sql.Literal(c.name), sql.Literal(SERIAL_TYPES.get(c.type.lower(), c.type)),
                                            sql.Literal(c.not_null or c.primary_key))
             for c in self.definition.columns)
         differs = sql.SQL(

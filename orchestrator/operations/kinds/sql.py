@@ -33,7 +33,7 @@ class Sql(Operation):
     function as that one made it, and that one's rollback will restore the definition this
     migration replaced. An unqualified name means the function in the schema CREATE makes it in
     (current_schema()); a replacement that added parameter defaults or changed the result type is
-    dropped and created again. `down` stays required for
+    dropped and created again, with its owner, grants and comment. `down` stays required for
     what may have existed before `up` (IF NOT EXISTS, OR REPLACE of anything but a function,
     row-level security on a table `up` does not create), for a replaced function outside a
     transaction, and for any other statement. `transactional: false` runs the statements one by
