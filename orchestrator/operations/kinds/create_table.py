@@ -6,15 +6,13 @@ from __future__ import annotations
 from typing import Literal
 
 from psycopg import sql
-from pydantic import Field, model_validator
-
-from ...plan_parts import ColumnName, Seq, TableName
+from ...plan_parts import TableName
 from ..base import EXPAND, Compiled, Operation, Part, check
 from ..sql import ident, literal_name, regclass
-from ..table_definition import Column, create_statement, validate_definition
+from ..table_definition import TableDefinition, create_statement
 
 
-class CreateTable(Operation):
+class CreateTable(TableDefinition, Operation):
     """A new table, created in the expand phase.
 
     SQL: `CREATE TABLE t (col type [DEFAULT ..] [NOT NULL] [PRIMARY KEY] [REFERENCES ..], ...,
@@ -27,14 +25,6 @@ class CreateTable(Operation):
 
     op: Literal["create_table"]
     table: TableName
-    columns: Seq(Column) = Field(description="the columns, in order")
-    unique: Seq(Seq(ColumnName)) = Field((), description="groups of columns that are unique together")
-    checks: dict[ColumnName, str] = Field(default_factory=dict, description="constraint name -> CHECK expression")
-
-    @model_validator(mode="after")
-    def _consistent(self) -> "CreateTable":
-        validate_definition(self)
-        return self
 
     def compile(self) -> Compiled:
         taken = sql.SQL("SELECT {0} AS existing WHERE {0} IS NOT NULL").format(regclass(self.table))
