@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import pytest
 import yaml
+from psycopg import sql
+from pydantic import TypeAdapter
 
 from orchestrator.errors import PlanError
+from orchestrator.operations import Operation
 from orchestrator.plan_loader import load_plan
 
 from ..conftest import Rollout, write_plan
@@ -721,3 +724,16 @@ def test_a_definition_kept_before_migrations_were_recorded_is_handed_on(tmp_path
     assert rollout("rollback", "a").exit_code == 0
     assert rollout("rollback", "b").exit_code == 0
     assert one(db, "SELECT greeting()") == ("original",)
+
+
+def test_copy_rows_gate_lookup_finds_what_the_except_finds(db):
+    """The stage gate's index lookups and the verification's EXCEPT name the same uncopied rows,
+    NULLs matching NULLs: a row with a NULL guild and its copy is copied; without it, it is not."""
+    db.execute(EVENTS + BODIES_TABLE["up"])
+    db.execute("INSERT INTO bodies SELECT guild, id, md5(body) FROM events WHERE body IS NOT NULL AND id <> 1")
+    db.execute("DELETE FROM bodies WHERE event_id IN (2, 45, 135)")  # 45 and 135 have a NULL guild
+    operation = TypeAdapter(Operation).validate_python(COPY_BODIES)
+    every = sql.SQL("body IS NOT NULL")
+    found = {name: sorted(db.execute(query).fetchall(), key=repr)
+             for name, query in (("except", operation._uncopied(every)), ("lookup", operation._without_copy(every)))}
+    assert found["except"] == found["lookup"] == [("g2", 2), (None, 135), (None, 45)], found

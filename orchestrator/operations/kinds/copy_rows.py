@@ -51,7 +51,8 @@ class CopyRows(Operation):
     a row the application wrote during the backfill is copied a second time. With `dual_write`,
     every stage of the step's rollout, and its contract, holds only while the source rows written
     since the flag last moved (`since`), in subjects where it is on (`subject`), have theirs
-    (`<from>_new_rows_copied`).
+    (`<from>_new_rows_copied`: each is looked up in the target's unique index, so the check,
+    asked again at every interval of `advance --watch`, does not read the whole target).
 
     Rollback: the trigger is dropped; the rows stay in the target (the step that made the table
     drops it).
@@ -110,7 +111,7 @@ class CopyRows(Operation):
                 where, flag, expr(self.dual_write.subject), expr(self.dual_write.since), flag)
             gates = (check(f"{bare}_new_rows_copied", f"rows of {literal_name(self.from_)} written since "
                            f"{self.dual_write.flag} last moved, where it is on, without their row in "
-                           f"{literal_name(self.into)}", self._uncopied(recent)),)
+                           f"{literal_name(self.into)}", self._without_copy(recent)),)
         return Compiled(parts=self._copy_trigger(), backfills=(job,), verify=(verify,), gates=gates)
 
     def _insert(self, rows: sql.Composable, where: sql.Composable | None = None) -> sql.Composable:
@@ -141,8 +142,26 @@ class CopyRows(Operation):
     def _uncopied(self, where: sql.Composable) -> sql.Composable:
         """The `unique` values of the source rows matching `where` that the target lacks. EXCEPT
         compares them as PostgreSQL compares rows for DISTINCT (two NULLs are the same value) and
-        hashes each side once, where a NOT EXISTS on IS NOT DISTINCT FROM could use no index."""
+        hashes each side once, where a NOT EXISTS on IS NOT DISTINCT FROM could use no index:
+        the verification's, after a backfill over the whole table."""
         return sql.SQL("SELECT {values} FROM {source} AS {alias} WHERE {where} EXCEPT SELECT {unique} FROM {into}").format(
             values=sql.SQL(", ").join(sql.SQL("({}) AS {}").format(expr(self.columns[c]), ident(c)) for c in self.unique),
             source=ident(self.from_), alias=ident(names.bare(self.from_)), where=where,
             unique=sql.SQL(", ").join(map(ident, self.unique)), into=ident(self.into))
+
+    def _without_copy(self, where: sql.Composable) -> sql.Composable:
+        """What `_uncopied` finds, for a few source rows (those written since the flag moved):
+        each row is looked up in the target's unique index, so a stage check does not read the
+        whole target; only a row with a NULL among its values, which no index lookup matches, is
+        compared NULL-safely with every target row."""
+        columns = [ident(c) for c in self.unique]
+        def joined(operator: str) -> sql.Composable:
+            return sql.SQL(" AND ").join(sql.SQL("t.{0} " + operator + " r.{0}").format(c) for c in columns)
+        return sql.SQL(
+            "SELECT * FROM (SELECT {values} FROM {source} AS {alias} WHERE {where}) AS r "
+            "WHERE NOT EXISTS (SELECT FROM {into} AS t WHERE {equal}) "
+            "AND (num_nulls({listed}) = 0 OR NOT EXISTS (SELECT FROM {into} AS t WHERE {same}))").format(
+            values=sql.SQL(", ").join(sql.SQL("({}) AS {}").format(expr(self.columns[c]), ident(c)) for c in self.unique),
+            source=ident(self.from_), alias=ident(names.bare(self.from_)), where=where, into=ident(self.into),
+            equal=joined("="), listed=sql.SQL(", ").join(sql.SQL("r.{}").format(c) for c in columns),
+            same=joined("IS NOT DISTINCT FROM"))
