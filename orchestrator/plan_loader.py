@@ -292,10 +292,11 @@ def _check_references(model: PlanModel, doc: _Document) -> None:
                            "name the step's flag")
         plan_gates = {gate.name for gate in model.rollout.gates}
         for n, gate in enumerate(step.rollout.gates if step.rollout else ()):
-            if gate.name in plan_gates or gate.name in {g.name for g in step.rollout.gates[:n]}:
-                doc.at(("steps", index, "rollout", "gates", n, "name"), f"two gates are named {gate.name!r} (the "
-                       "plan's rollout: gates hold for this step too): each gate's measurements are told apart by "
-                       "name; rename one")
+            where = ("the plan's rollout: gates hold for this step too" if gate.name in plan_gates else
+                     "twice in this step's gates" if gate.name in {g.name for g in step.rollout.gates[:n]} else None)
+            if where:
+                doc.at(("steps", index, "rollout", "gates", n, "name"), f"two gates are named {gate.name!r} ({where}): "
+                       "each gate's measurements are told apart by name; rename one")
         if step.flag is not None and step.flag not in model.flags:
             guess = difflib.get_close_matches(step.flag, list(model.flags), n=1)
             hint = f"did you mean {guess[0]!r}?" if guess else "declare it under 'flags:'"

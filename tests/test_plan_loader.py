@@ -111,6 +111,9 @@ def test_the_plans_rollout_is_checked_like_a_steps(tmp_path):
     assert "two gates are named 'errors' (the plan's rollout: gates hold for this step too)" in only(tmp_path, twice)
     plan_twice = DEFAULTS.replace("  gates:\n", "  gates:\n    - {name: errors, http: {url: \"http://localhost:9/e\"}, success: \"< 1\"}\n")
     assert "duplicate name 'errors' in gates" in only(tmp_path, plan_twice)
+    latency = '{name: latency, http: {url: "http://localhost:9/p99"}, success: "< 300"}'
+    step_twice = DEFAULTS.replace(f"gates: [{latency}]", f"gates: [{latency}, {latency}]")
+    assert "two gates are named 'latency' (twice in this step's gates)" in only(tmp_path, step_twice)
 
 
 def test_yaml_syntax_error_is_located(tmp_path):
