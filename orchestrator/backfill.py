@@ -457,9 +457,8 @@ class Engine:
         work, s = self.work, self.statements
         started = time.monotonic()
         with work.transaction():
-            set_local_timeouts(work, self.timeouts.lock, self.timeouts.statement)
-            # tells add_column's on_update triggers that rollout, not an application, updates the rows
-            work.execute("SELECT set_config('rollout.backfill', %s, true)", (self.job.name,))
+            # rollout.backfill tells add_column's on_update triggers that rollout, not an application, writes
+            set_local_timeouts(work, self.timeouts.lock, self.timeouts.statement, {"rollout.backfill": self.job.name})
             requested = work.execute(
                 "SELECT requested FROM rollout.backfills WHERE env = %s AND step_id = %s AND name = %s FOR UPDATE",
                 self.ids).fetchone()[0]

@@ -101,8 +101,10 @@ def _rewrite_plan(plan: Plan, step_id: str, folders: dict[str, str]) -> None:
     yaml.width = 4096  # never re-wrap the team's lines
     yaml.indent(mapping=2, sequence=4, offset=2)
     with open(plan.path, encoding="utf-8") as handle:
-        document = yaml.load(handle)
-    node = next(s for s in document["steps"] if s.get("id") == step_id)
+        original = handle.read().splitlines(keepends=True)
+    document = yaml.load("".join(original))
+    index, node = next((i, s) for i, s in enumerate(document["steps"]) if s.get("id") == step_id)
+    start, end = _step_lines(document, index, len(original))  # the positions the file was loaded with
     step = plan.step(step_id)
     extras = [op.compile() for op in step.operations]
     for phase, folder in folders.items():
@@ -129,10 +131,7 @@ def _rewrite_plan(plan: Plan, step_id: str, folders: dict[str, str]) -> None:
     del node["operations"]
     dumped = io.StringIO()
     yaml.dump(document, dumped)
-    original = open(plan.path, encoding="utf-8").read().splitlines(keepends=True)
     rewritten = dumped.getvalue().splitlines(keepends=True)
-    index = list(document["steps"]).index(node)
-    start, end = _step_lines(yaml.load("".join(original)), index, len(original))
     new_start, new_end = _step_lines(yaml.load("".join(rewritten)), index, len(rewritten))
     step_text = rewritten[new_start:new_end]
     while step_text and _filler(step_text[-1]):

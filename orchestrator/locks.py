@@ -153,10 +153,13 @@ def session_timeouts(conn: psycopg.Connection, lock_ms: int, statement_ms: int):
             conn.execute("RESET statement_timeout")
 
 
-def set_local_timeouts(conn: psycopg.Connection, lock_ms: int, statement_ms: int) -> None:
-    """lock_timeout and statement_timeout for the current transaction only."""
-    conn.execute("SELECT set_config('lock_timeout', %s, true), set_config('statement_timeout', %s, true)",
-                 (f"{lock_ms}ms", f"{statement_ms}ms"))
+def set_local_timeouts(conn: psycopg.Connection, lock_ms: int, statement_ms: int,
+                       settings: dict[str, str] | None = None) -> None:
+    """lock_timeout and statement_timeout for the current transaction only, with any other
+    `settings` (rollout.migration, rollout.backfill) in the same round trip."""
+    values = {"lock_timeout": f"{lock_ms}ms", "statement_timeout": f"{statement_ms}ms", **(settings or {})}
+    conn.execute(sql.SQL("SELECT {}").format(sql.SQL(", ").join(
+        sql.SQL("set_config({}, {}, true)").format(sql.Literal(name), sql.Literal(value)) for name, value in values.items())))
 
 
 def with_lock_retries(

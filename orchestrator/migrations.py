@@ -109,9 +109,8 @@ def run_migration(conn: psycopg.Connection, backend: PostgresqlPsycopgBackend, m
     if migration.transactional:
         def attempt() -> None:
             with conn.transaction():
-                set_local_timeouts(conn, timeouts.lock, timeouts.statement)
                 # what rollout.keep_function keeps, and put_back_function finds, is this migration's
-                conn.execute("SELECT set_config('rollout.migration', %s, true)", (migration.id,))
+                set_local_timeouts(conn, timeouts.lock, timeouts.statement, {"rollout.migration": migration.id})
                 for statement, effect in zip(statements, effects):
                     _execute(conn, statement, effect, timeouts, local=True)
                 bookkeeping()

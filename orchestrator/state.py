@@ -226,10 +226,9 @@ BEGIN
     DELETE FROM rollout.replaced_functions AS r WHERE r.id = kept.id;
     target := coalesce(kept.routine, rollout.routine_named(kept.signature));
     -- the same function however its signature was spelt (int4 or integer), or by name once dropped
-    SELECT min(r.id) INTO later FROM rollout.replaced_functions AS r
-     WHERE r.id > kept.id AND (coalesce(r.routine, rollout.routine_named(r.signature)) = target
-                               OR to_regprocedure(coalesce(r.routine, rollout.routine_named(r.signature)))
-                                  = to_regprocedure(target));
+    SELECT min(r.id) INTO later FROM rollout.replaced_functions AS r,
+           LATERAL (SELECT coalesce(r.routine, rollout.routine_named(r.signature)) AS named) AS n
+     WHERE r.id > kept.id AND (n.named = target OR to_regprocedure(n.named) = to_regprocedure(target));
     IF later IS NOT NULL THEN  -- a later replacement stays: it now replaces what this one replaced
         UPDATE rollout.replaced_functions AS r SET definition = kept.definition WHERE r.id = later;
     ELSIF kept.definition IS NULL THEN  -- it was new: the rollback drops it (gone already: nothing to do)
@@ -240,17 +239,17 @@ BEGIN
         BEGIN
             EXECUTE kept.definition;
         EXCEPTION WHEN invalid_function_definition THEN
-            IF to_regprocedure(target) IS NULL THEN
+            routine := to_regprocedure(target)::text;
+            IF routine IS NULL THEN
                 RAISE;
             END IF;
             -- OR REPLACE cannot take parameter defaults away or change the result type: drop it
             -- first (a view or trigger that uses it fails the drop with its name), then give the
             -- definition back its owner, grants and comment, which pg_get_functiondef leaves out
             SELECT p.proowner::regrole::text, p.proacl, obj_description(p.oid, 'pg_proc') INTO owner, acl, note
-              FROM pg_proc AS p WHERE p.oid = to_regprocedure(target);
-            EXECUTE 'DROP ROUTINE ' || to_regprocedure(target)::text;
+              FROM pg_proc AS p WHERE p.oid = routine::regprocedure;
+            EXECUTE 'DROP ROUTINE ' || routine;
             EXECUTE kept.definition;
-            routine := to_regprocedure(target)::text;
             EXECUTE format('ALTER ROUTINE %s OWNER TO %s', routine, owner);
             IF acl IS NOT NULL THEN
                 EXECUTE format('REVOKE ALL ON ROUTINE %s FROM PUBLIC', routine);

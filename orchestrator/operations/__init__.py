@@ -1,10 +1,10 @@
 """Operations: say what should change; rollout writes the safe SQL.
 
-One module per kind (`kinds/`), the SQL they share beside them; this union is the only list of kinds (the JSON Schema, the
-loader's located errors and the docs all come from it). `compile_step` turns a step's
-operations into the migrations, backfills and checks a hand-written step would hold, so
-nothing downstream (preview, lint, apply, rollback, backups, yoyo's bookkeeping) knows they
-were generated.
+One module per kind (`kinds/`), the SQL they share beside them; this union is the only list of
+kinds (the JSON Schema, the loader's located errors and the docs all come from it). The loader
+(plan_loader._compile_operations) turns a step's operations into the migrations, backfills and
+checks a hand-written step would hold, so nothing downstream (preview, lint, apply, rollback,
+backups, yoyo's bookkeeping) knows they were generated.
 """
 
 from __future__ import annotations

@@ -110,10 +110,12 @@ def _creates(node) -> Created | None:
         kind_word = "PROCEDURE" if node.is_procedure else "FUNCTION"
         signature = f"{qualified}({arguments})"
         keep, drop = _replaced(signature) if node.replace else (None, sql.SQL(f"DROP {kind_word} {signature}"))
-        if node.replace and any(p.argType.pct_type for p in node.parameters or ()):
-            keep, drop = None, None  # to_regprocedure reads type names only
-        return Created(name, drop, keep=keep, why="an argument's type is written with %TYPE: write the type itself "
-                       "(bigint, text) so rollout can find the function it replaces", probe=sql.SQL(
+        why = ""
+        if node.replace and any(p.argType.pct_type for p in node.parameters or ()):  # to_regprocedure reads type names
+            keep, drop = None, None
+            why = ("an argument's type is written with %TYPE: write the type itself (bigint, text) so rollout can "
+                   "find the function it replaces")
+        return Created(name, drop, keep=keep, why=why, probe=sql.SQL(
             "SELECT {} AS missing WHERE NOT EXISTS (SELECT FROM pg_proc WHERE proname = {} AND {})").format(
             sql.Literal(f"function {qualified}"), sql.Literal(name), where))
     if kind == "CreateTrigStmt":

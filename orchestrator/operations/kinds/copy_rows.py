@@ -106,9 +106,8 @@ class CopyRows(Operation):
                        f"{literal_name(self.into)}", self._uncopied(where))
         gates = ()
         if self.dual_write is not None:
-            flag = sql.Literal(self.dual_write.flag)
-            recent = sql.SQL("{} AND rollout.is_enabled({}, ({})::text) AND ({}) > (SELECT rollout.flag_changed_at({}))").format(
-                where, flag, expr(self.dual_write.subject), expr(self.dual_write.since), flag)
+            recent = sql.SQL("{} AND {} AND ({}) > (SELECT rollout.flag_changed_at({}))").format(
+                where, self._flag_on(), expr(self.dual_write.since), sql.Literal(self.dual_write.flag))
             gates = (check(f"{bare}_new_rows_copied", f"rows of {literal_name(self.from_)} written since "
                            f"{self.dual_write.flag} last moved, where it is on, without their row in "
                            f"{literal_name(self.into)}", self._without_copy(recent)),)
@@ -120,7 +119,8 @@ class CopyRows(Operation):
                        "ON CONFLICT ({unique}) DO NOTHING").format(
             into=ident(self.into), columns=sql.SQL(", ").join(map(ident, self.columns)),
             values=sql.SQL(", ").join(sql.SQL("({})").format(expr(e)) for e in self.columns.values()),
-            rows=rows, where=sql.SQL(" WHERE {}").format(where) if where is not None else sql.SQL(""), unique=sql.SQL(", ").join(map(ident, self.unique)))
+            rows=rows, where=sql.SQL(" WHERE {}").format(where) if where is not None else sql.SQL(""),
+            unique=sql.SQL(", ").join(map(ident, self.unique)))
 
     def _copy_trigger(self) -> tuple[Part, ...]:
         """The trigger that copies the rows the application inserts from expand to contract: all
@@ -128,12 +128,16 @@ class CopyRows(Operation):
         owner: the old application's role may have no grant on the target."""
         wanted = self._selected()
         if self.dual_write is not None:
-            wanted = sql.SQL("{} AND NOT rollout.is_enabled({}, ({})::text)").format(
-                wanted, sql.Literal(self.dual_write.flag), expr(self.dual_write.subject))
+            wanted = sql.SQL("{} AND NOT {}").format(wanted, self._flag_on())
         row = sql.SQL("(SELECT NEW.*) AS {}").format(ident(names.bare(self.from_)))
         create, drop = row_trigger(self.from_, self.trigger_name, "AFTER INSERT",
                                    sql.SQL("    {};").format(self._insert(row, wanted)), definer=True)
         return Part("copy_trigger", EXPAND, create, drop), Part("drop_copy_trigger", CONTRACT, drop, create)
+
+    def _flag_on(self) -> sql.Composable:
+        """Whether `dual_write`'s flag is on for a source row's subject: the application writes its copy."""
+        return sql.SQL("rollout.is_enabled({}, ({})::text)").format(sql.Literal(self.dual_write.flag),
+                                                                    expr(self.dual_write.subject))
 
     def _selected(self) -> sql.Composable:
         """`where` over a source row, parenthesised (true when the operation copies every row)."""
@@ -144,10 +148,8 @@ class CopyRows(Operation):
         compares them as PostgreSQL compares rows for DISTINCT (two NULLs are the same value) and
         hashes each side once, where a NOT EXISTS on IS NOT DISTINCT FROM could use no index:
         the verification's, after a backfill over the whole table."""
-        return sql.SQL("SELECT {values} FROM {source} AS {alias} WHERE {where} EXCEPT SELECT {unique} FROM {into}").format(
-            values=sql.SQL(", ").join(sql.SQL("({}) AS {}").format(expr(self.columns[c]), ident(c)) for c in self.unique),
-            source=ident(self.from_), alias=ident(names.bare(self.from_)), where=where,
-            unique=sql.SQL(", ").join(map(ident, self.unique)), into=ident(self.into))
+        return sql.SQL("{keys} EXCEPT SELECT {unique} FROM {into}").format(
+            keys=self._keys(where), unique=sql.SQL(", ").join(map(ident, self.unique)), into=ident(self.into))
 
     def _without_copy(self, where: sql.Composable) -> sql.Composable:
         """What `_uncopied` finds, for a few source rows (those written since the flag moved):
@@ -158,10 +160,13 @@ class CopyRows(Operation):
         def joined(operator: str) -> sql.Composable:
             return sql.SQL(" AND ").join(sql.SQL("t.{0} " + operator + " r.{0}").format(c) for c in columns)
         return sql.SQL(
-            "SELECT * FROM (SELECT {values} FROM {source} AS {alias} WHERE {where}) AS r "
-            "WHERE NOT EXISTS (SELECT FROM {into} AS t WHERE {equal}) "
+            "SELECT * FROM ({keys}) AS r WHERE NOT EXISTS (SELECT FROM {into} AS t WHERE {equal}) "
             "AND (num_nulls({listed}) = 0 OR NOT EXISTS (SELECT FROM {into} AS t WHERE {same}))").format(
+            keys=self._keys(where), into=ident(self.into), equal=joined("="),
+            listed=sql.SQL(", ").join(sql.SQL("r.{}").format(c) for c in columns), same=joined("IS NOT DISTINCT FROM"))
+
+    def _keys(self, where: sql.Composable) -> sql.Composable:
+        """The `unique` values the source rows matching `where` are copied with."""
+        return sql.SQL("SELECT {values} FROM {source} AS {alias} WHERE {where}").format(
             values=sql.SQL(", ").join(sql.SQL("({}) AS {}").format(expr(self.columns[c]), ident(c)) for c in self.unique),
-            source=ident(self.from_), alias=ident(names.bare(self.from_)), where=where, into=ident(self.into),
-            equal=joined("="), listed=sql.SQL(", ").join(sql.SQL("r.{}").format(c) for c in columns),
-            same=joined("IS NOT DISTINCT FROM"))
+            source=ident(self.from_), alias=ident(names.bare(self.from_)), where=where)
